@@ -1,0 +1,1 @@
+"""mmdistill: multi-modal knowledge distillation for video, wired by gin."""
