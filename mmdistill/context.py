@@ -1,0 +1,45 @@
+"""The per-run state every stage receives, so stages never reach for globals."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mmdistill.tracking import Logger, MemoryLogger
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Where a stage writes, how it logs, and on what it computes.
+
+    `dir` exists and is owned by this run alone; checkpoints go to `checkpoints_dir`.
+    `amp_dtype` is None for fp32, else the autocast dtype (torch.bfloat16 / torch.float16).
+    `gin_config` returns the operative gin config text at call time (stored in checkpoints).
+    """
+
+    dir: Path
+    logger: Logger
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    amp_dtype: torch.dtype | None = None
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    wandb_run_id: str | None = None
+    gin_config: Callable[[], str] = lambda: ""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+
+def test_context(tmp_dir: Path, **overrides) -> RunContext:
+    """A CPU context with an in-memory logger, for tests and notebooks."""
+    tmp_dir = Path(tmp_dir)
+    (tmp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return RunContext(dir=tmp_dir, logger=overrides.pop("logger", MemoryLogger()), **overrides)
