@@ -17,6 +17,8 @@ class RunContext:
     `dir` exists and is owned by this run alone; checkpoints go to `checkpoints_dir`.
     `amp_dtype` is None for fp32, else the autocast dtype (torch.bfloat16 / torch.float16).
     `gin_config` returns the operative gin config text at call time (stored in checkpoints).
+    Stages call `save_operative_config()` once every object is built, so the file and the W&B
+    config list every parameter the run really used (gin only lists configurables already called).
     """
 
     dir: Path
@@ -28,6 +30,7 @@ class RunContext:
     world_size: int = 1
     wandb_run_id: str | None = None
     gin_config: Callable[[], str] = lambda: ""
+    save_operative_config: Callable[[], None] = lambda: None
 
     @property
     def is_main(self) -> bool:

@@ -65,3 +65,132 @@ class MemoryLogger:
 
     def series(self, key: str) -> list[tuple[int, float]]:
         return [(s, m[key]) for s, m in self.history if key in m]
+
+
+class MetricsFile:
+    """Appends every logged scalar to `metrics.jsonl` as `{"step": s, key: value, ...}` lines."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def log(self, metrics, step):
+        record = {"step": int(step)}
+        for key, value in metrics.items():
+            value = float(value)
+            record[key] = value if math.isfinite(value) else str(value)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def summary(self, values):
+        pass
+
+    def table(self, name, columns, rows):
+        pass
+
+    def image(self, name, path, step=None):
+        pass
+
+    def finish(self):
+        pass
+
+
+class FanoutLogger:
+    """Sends each call to several loggers (metrics.jsonl + W&B + whatever a test adds)."""
+
+    def __init__(self, *loggers):
+        self.loggers = list(loggers)
+
+    def log(self, metrics, step):
+        for logger in self.loggers:
+            logger.log(metrics, step)
+
+    def summary(self, values):
+        for logger in self.loggers:
+            logger.summary(values)
+
+    def table(self, name, columns, rows):
+        for logger in self.loggers:
+            logger.table(name, columns, rows)
+
+    def image(self, name, path, step=None):
+        for logger in self.loggers:
+            logger.image(name, path, step)
+
+    def update_config(self, values):
+        for logger in self.loggers:
+            if hasattr(logger, "update_config"):
+                logger.update_config(values)
+
+    def finish(self):
+        errors = []
+        for logger in self.loggers:
+            try:
+                logger.finish()
+            except Exception as err:  # finish every logger even when one fails, then report
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+OFFLINE_HINT = (
+    "To run without an account or network, use offline mode: --gin_param \"wandb_run.mode='offline'\" "
+    "(the default) or WANDB_MODE=offline, and upload later with `wandb sync <run_dir>/wandb/offline-run-*`."
+)
+
+
+class WandbLogger:
+    """A W&B run. Mode 'offline' (default) needs no account; 'disabled' writes nothing."""
+
+    def __init__(self, run_dir: Path, *, project: str, entity: str | None, group: str | None,
+                 job_type: str, name: str, tags: list[str], config: dict, mode: str,
+                 run_id: str | None, init_timeout: float):
+        import wandb
+
+        self._wandb = wandb
+        settings = wandb.Settings(
+            x_disable_stats=(mode != "online"),  # the stats monitor probes the network
+            init_timeout=init_timeout,
+            console="off",  # the run dir already keeps console.log
+        )
+        try:
+            self.run = wandb.init(project=project, entity=entity, group=group, job_type=job_type,
+                                  name=name, tags=tags, config=config, dir=str(run_dir), id=run_id,
+                                  resume="allow", mode=mode, settings=settings)
+        except Exception as err:
+            raise TrackingError(f"W&B init failed in mode '{mode}': {type(err).__name__}: {err}\n"
+                                f"{OFFLINE_HINT}") from err
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+        self._finished = False
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    def log(self, metrics, step):
+        self.run.log({**metrics, "step": int(step)})
+
+    def summary(self, values):
+        for key, value in values.items():
+            self.run.summary[key] = value
+
+    def table(self, name, columns, rows):
+        self.run.log({name: self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
+
+    def image(self, name, path, step=None):
+        payload = {name: self._wandb.Image(str(path))}
+        if step is not None:
+            payload["step"] = int(step)
+        self.run.log(payload)
+
+    def update_config(self, values):
+        self.run.config.update(values, allow_val_change=True)
+
+    def finish(self):
+        if not self._finished:
+            self._finished = True
+            self.run.finish()

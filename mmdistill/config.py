@@ -1,0 +1,109 @@
+"""gin plumbing: parse files and bindings with errors that say which one failed, flatten the
+operative config for W&B, and turn W&B sweep arguments into bindings.
+
+gin 0.5.0 has no dict API for a config, so `flatten_config` parses gin's own text with
+`gin.config_parser` (the parser gin itself uses) instead of scraping it with regexes.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any, Iterable
+
+import gin
+from gin import config_parser
+
+
+class ConfigError(Exception):
+    """A gin file or binding that cannot be applied; run.py turns it into exit code 2."""
+
+
+def import_configurables() -> None:
+    """Import every module that registers gin configurables, so a misspelled name fails at parse
+    time instead of being skipped or failing halfway through a run."""
+    import mmdistill.registry  # noqa: F401  (imports for their registration side effect)
+
+
+def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] = (),
+                 finalize: bool = True) -> None:
+    """Parse files in order, then bindings in order (bindings override files).
+
+    Each file and each binding is parsed separately so an error names exactly the one at fault.
+    """
+    import_configurables()
+    for path in gin_files:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"gin file not found: {path}. Pass an existing file to --gin_file "
+                              f"(see the gin/ folder for the shipped experiments).")
+        try:
+            gin.parse_config_file(str(path))
+        except Exception as err:  # gin raises ValueError/KeyError/SyntaxError subclasses
+            raise ConfigError(f"in gin file {path}: {type(err).__name__}: {err}") from err
+    for binding in bindings:
+        try:
+            gin.parse_config(binding)
+        except Exception as err:
+            raise ConfigError(f"in --gin_param {binding!r}: {type(err).__name__}: {err}\n"
+                              f"Check the configurable and parameter names against "
+                              f"operative_config.gin of an earlier run or the gin/ files.") from err
+    if finalize:
+        gin.finalize()
+
+
+class _KeepReferences(config_parser.ParserDelegate):
+    """Represents `@ref` and `%macro` values as their text, for a flat, JSON-friendly view."""
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return f"@{scoped_configurable_name}{'()' if evaluate else ''}"
+
+    def macro(self, macro_name):
+        return f"%{macro_name}"
+
+
+def flatten_config(config_text: str) -> dict[str, Any]:
+    """Every binding in a gin config text as `scope/configurable.param -> value`.
+
+    Macros appear as `%NAME` under their own key (`NAME`), so a dashboard can group on either.
+    """
+    flat: dict[str, Any] = {}
+    parser = config_parser.ConfigParser(config_text, _KeepReferences())
+    for statement in parser:
+        if isinstance(statement, config_parser.BindingStatement):
+            name = statement.selector
+            if statement.scope:
+                name = f"{statement.scope}/{name}"
+            key = f"{name}.{statement.arg_name}" if statement.arg_name else name
+            flat[key] = _jsonable(statement.value)
+    return flat
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def sweep_args_to_bindings(args: Iterable[str]) -> list[str]:
+    """W&B agents call `run.py --train.lr=0.001 --experiment.name=foo`; make those gin bindings.
+
+    A value that is not a Python literal (`foo`) is taken as a string, so sweep files can list bare
+    words; anything else is rejected with the argument named.
+    """
+    bindings = []
+    for arg in args:
+        if not (arg.startswith("--") and "=" in arg and "." in arg.split("=", 1)[0]):
+            raise ConfigError(f"unrecognised argument {arg!r}: expected --gin_file, --gin_param, or a "
+                              f"sweep argument of the form --configurable.param=value")
+        key, value = arg[2:].split("=", 1)
+        try:
+            ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if not value.startswith(("@", "%")):
+                value = repr(value)
+        bindings.append(f"{key} = {value}")
+    return bindings

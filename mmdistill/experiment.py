@@ -1,0 +1,208 @@
+"""The gin entry point: one run = one run directory, one W&B run, one train and/or test stage.
+
+`experiment()` owns everything around a stage (seeding, device and precision checks, the run
+directory, tracking, the operative config, the summary); stages own the work and get a RunContext.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import gin
+import numpy as np
+import torch
+
+from mmdistill import rundir
+from mmdistill.config import flatten_config
+from mmdistill.context import RunContext
+from mmdistill.tracking import FanoutLogger, MetricsFile, NullLogger, WandbLogger
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclasses.dataclass
+class Task:
+    """What a task does when `experiment.train` / `experiment.test` are set.
+
+    train(ctx, resume_from) -> path of the checkpoint it produced (or None);
+    test(ctx, ckpt_path) -> dict of final numbers for the summary.
+    """
+
+    train: Callable[[RunContext, Path | None], Path | None] | None
+    test: Callable[[RunContext, Path | None], dict] | None
+
+
+TASKS: dict[str, Callable[[], Task]] = {}
+
+
+def register_task(name: str, factory: Callable[[], Task]) -> None:
+    """Tasks are registered lazily (a factory) so importing the runner stays cheap."""
+    TASKS[name] = factory
+
+
+def _builtin_tasks() -> None:
+    from mmdistill import stages
+
+    stages.register(register_task)
+
+
+@gin.configurable("wandb_run")
+def wandb_settings(project: str = "mmdistill", entity: str | None = None, group: str | None = None,
+                   job_type: str | None = None, tags: tuple[str, ...] = (), mode: str | None = None,
+                   init_timeout: float = 60.0) -> dict[str, Any]:
+    """W&B run settings. `mode` None = $WANDB_MODE or 'offline' (no account needed);
+    `group` None = the gin file's stem, so sweeps over one experiment group together."""
+    mode = mode or os.environ.get("WANDB_MODE") or "offline"
+    if mode not in ("online", "offline", "disabled"):
+        raise ValueError(f"wandb_run.mode={mode!r}: choose 'online', 'offline' or 'disabled'")
+    return dict(project=project, entity=entity, group=group, job_type=job_type, tags=list(tags),
+                mode=mode, init_timeout=init_timeout)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"experiment.device={device!r} but CUDA is not available on this machine; "
+                         f"use experiment.device='cpu' (or 'auto').")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"experiment.precision={precision!r}: choose one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ValueError("experiment.precision='fp16' needs a CUDA device (fp16 autocast with a "
+                         "GradScaler); on CPU use 'bf16' or 'fp32'.")
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"experiment.precision='bf16' but {torch.cuda.get_device_name(device)} "
+                         f"does not support bfloat16; use 'fp16' (with loss scaling) or 'fp32'.")
+    return dtype
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world_size); initialises the process group only under torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from mmdistill.train.distributed import init_distributed
+
+    rank, world_size, _ = init_distributed()
+    return rank, world_size
+
+
+def _shared_run_dir(rank: int, world_size: int, make: Callable[[], Path]) -> Path:
+    """Rank 0 picks the run dir; the others receive the same path."""
+    path = [str(make()) if rank == 0 else None]
+    if world_size > 1:
+        torch.distributed.broadcast_object_list(path, src=0)
+    return Path(path[0])
+
+
+@gin.configurable("experiment")
+def experiment(config_name: str = "run", name: str | None = None, output_root: str = "output",
+               task: str = "distill", train: bool = True, test: bool = False,
+               ckpt_path: str | None = None, resume: bool | str = False, seed: int = 0,
+               device: str = "auto", precision: str = "fp32", argv: list[str] | None = None,
+               extra_loggers: tuple = ()) -> dict:
+    """Run one experiment and return its summary.
+
+    task: which stage pair runs ('distill', 'pretrain', ...); train / test: the original's switches;
+    ckpt_path: the checkpoint `test` evaluates when `train` is off (default: the one just trained);
+    resume: True (latest run with this name) or a run dir / checkpoint path to continue exactly.
+    """
+    name = name or config_name
+    _builtin_tasks()
+    if task not in TASKS:
+        raise ValueError(f"experiment.task={task!r} is not a known task; known: {sorted(TASKS)}")
+    if not (train or test):
+        raise ValueError("experiment.train and experiment.test are both False: nothing to do.")
+    job = TASKS[task]()
+    torch_device = resolve_device(device)
+    amp_dtype = resolve_precision(precision, torch_device)
+    rank, world_size = _distributed()
+    seed_everything(seed + rank)
+
+    resume_from = None
+    if resume:
+        run_dir, resume_from = rundir.resolve_resume(resume, output_root, name)
+    else:
+        run_dir = _shared_run_dir(rank, world_size, lambda: rundir.new_run_dir(output_root, name))
+
+    with contextlib.ExitStack() as stack:
+        if rank == 0:
+            log_file = stack.enter_context((run_dir / "console.log").open("a", buffering=1))
+            stack.enter_context(contextlib.redirect_stdout(rundir.Tee(sys.stdout, log_file)))
+            stack.enter_context(contextlib.redirect_stderr(rundir.Tee(sys.stderr, log_file)))
+            rundir.write_provenance(run_dir, argv if argv is not None else sys.argv)
+        print(f"run directory: {run_dir}")
+        logger, run_id = _make_logger(rank, run_dir, name, config_name, task, extra_loggers)
+
+        def save_operative_config() -> None:
+            if rank != 0:
+                return
+            text = gin.operative_config_str()
+            (run_dir / "operative_config.gin").write_text(text)
+            logger.update_config(flatten_config(text))
+
+        ctx = RunContext(dir=run_dir, logger=logger, device=torch_device, amp_dtype=amp_dtype,
+                         seed=seed, rank=rank, world_size=world_size, wandb_run_id=run_id,
+                         gin_config=gin.operative_config_str,
+                         save_operative_config=save_operative_config)
+        summary: dict[str, Any] = {"run_dir": str(run_dir), "task": task}
+        try:
+            trained = None
+            if train:
+                if job.train is None:
+                    raise ValueError(f"task {task!r} has no training stage; set experiment.train=False")
+                trained = job.train(ctx, resume_from)
+                summary["checkpoint"] = str(trained) if trained else None
+            if test:
+                if job.test is None:
+                    raise ValueError(f"task {task!r} has no test stage; set experiment.test=False")
+                target = Path(ckpt_path) if ckpt_path else trained
+                summary.update(job.test(ctx, target))
+            logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+            summary["status"] = "finished"
+        except BaseException as err:
+            summary["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            summary["error"] = "".join(traceback.format_exception_only(type(err), err)).strip()
+            raise
+        finally:
+            if rank == 0:
+                save_operative_config()
+                rundir.write_summary(run_dir, summary)
+            logger.finish()
+    return summary
+
+
+def _make_logger(rank, run_dir, name, config_name, task, extra_loggers):
+    if rank != 0:
+        return FanoutLogger(NullLogger()), None
+    settings = wandb_settings()
+    id_file = run_dir / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    loggers = [MetricsFile(run_dir / "metrics.jsonl"), *extra_loggers]
+    if settings["mode"] != "disabled":
+        wandb_logger = WandbLogger(run_dir, project=settings["project"], entity=settings["entity"],
+                                   group=settings["group"] or config_name,
+                                   job_type=settings["job_type"] or task, name=name,
+                                   tags=settings["tags"], config={}, mode=settings["mode"],
+                                   run_id=run_id, init_timeout=settings["init_timeout"])
+        run_id = wandb_logger.run_id
+        id_file.write_text(run_id + "\n")
+        loggers.append(wandb_logger)
+    return FanoutLogger(*loggers), run_id

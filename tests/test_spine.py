@@ -1,0 +1,171 @@
+"""The runner spine: CLI flags, gin composition, run directories, tracking."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gin
+import pytest
+
+from mmdistill import experiment as exp
+from mmdistill.config import ConfigError, flatten_config, parse_config, sweep_args_to_bindings
+from mmdistill.experiment import Task, experiment, register_task
+from mmdistill.tracking import MemoryLogger, TrackingError, WandbLogger
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd=ROOT, timeout=120):
+    env = {**os.environ, "CI": "true"}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_explains_flags_with_example():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    assert "--gin_file" in out.stdout and "--gin_param" in out.stdout
+    assert "python run.py --gin_file gin/" in out.stdout
+
+
+@pytest.mark.parametrize("binding, named", [("trian.lr = 1e-3", "trian"),
+                                            ("experiment.nmae = 'x'", "nmae")])
+def test_typo_in_binding_fails_fast_with_exit_2(binding, named, tmp_path):
+    start = time.monotonic()
+    out = run_cli("--gin_param", binding, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert binding in out.stderr and named in out.stderr
+    assert not (tmp_path / "output").exists(), "no work may start before the config parses"
+    assert time.monotonic() - start < 60
+
+
+def test_typo_in_gin_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("experiment.sed = 3\n")
+    out = run_cli("--gin_file", str(bad), cwd=tmp_path)
+    assert out.returncode == 2
+    assert str(bad) in out.stderr and "sed" in out.stderr
+
+
+def test_missing_gin_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="gin file not found"):
+        parse_config([tmp_path / "nope.gin"], [])
+
+
+def test_files_compose_in_order_and_params_override(tmp_path):
+    base = tmp_path / "base.gin"
+    base.write_text("experiment.seed = 1\nexperiment.name = 'base'\n")
+    top = tmp_path / "top.gin"
+    top.write_text(f"include '{base}'\nexperiment.seed = 2\n")
+    other = tmp_path / "other.gin"
+    other.write_text("experiment.seed = 3\n")
+    parse_config([top], [], finalize=False)
+    assert gin.query_parameter("experiment.seed") == 2
+    assert gin.query_parameter("experiment.name") == "base"
+    gin.clear_config()
+    parse_config([top, other], ["experiment.name = 'cli'"], finalize=False)
+    assert gin.query_parameter("experiment.seed") == 3
+    assert gin.query_parameter("experiment.name") == "cli"
+
+
+def test_sweep_arguments_become_bindings():
+    assert sweep_args_to_bindings(["--train.lr=0.001", "--experiment.name=foo"]) == [
+        "train.lr = 0.001", "experiment.name = 'foo'"]
+    with pytest.raises(ConfigError, match="--bogus"):
+        sweep_args_to_bindings(["--bogus"])
+
+
+@gin.configurable("toy_stage")
+def toy_stage(ctx, steps=3, lr=0.5, note="hello"):
+    """A stand-in stage: logs a falling loss, like a real stage would."""
+    ctx.save_operative_config()
+    for step in range(steps):
+        ctx.logger.log({"train/loss": lr / (step + 1)}, step=step)
+    path = ctx.checkpoints_dir / "last.ckpt"
+    path.write_text("weights")
+    return path
+
+
+def _register_toy():
+    register_task("toy", lambda: Task(train=lambda ctx, resume: toy_stage(ctx),
+                                      test=lambda ctx, ckpt: {"toy/acc": 0.75,
+                                                              "toy/ckpt": str(ckpt)}))
+
+
+def test_run_creates_the_run_dir_layout(tmp_path, monkeypatch):
+    monkeypatch.setattr(exp, "_builtin_tasks", _register_toy)
+    parse_config([], ["toy_stage.steps = 4", "toy_stage.note = 'x y'",
+                      f"experiment.output_root = '{tmp_path / 'out'}'", "experiment.task = 'toy'",
+                      "experiment.test = True"], finalize=False)
+    memory = MemoryLogger()
+    summary = experiment(config_name="unit", extra_loggers=(memory,), argv=["run.py", "--x"])
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent.parent == tmp_path / "out"
+    assert run_dir.name.endswith("_unit")
+    for name in ["operative_config.gin", "checkpoints", "metrics.jsonl", "summary.json",
+                 "console.log", "wandb", "command.txt", "environment.json", "wandb_run_id"]:
+        assert (run_dir / name).exists(), name
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [0, 1, 2, 3]
+    assert memory.series("train/loss")[0] == (0, 0.5)
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["toy/acc"] == 0.75 and saved["status"] == "finished"
+    assert saved["toy/ckpt"].endswith("last.ckpt")
+    assert "run directory" in (run_dir / "console.log").read_text()
+    # W&B offline run with our keys in its files
+    offline = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1
+    assert b"train/loss" in offline[0].read_bytes()
+    # operative config re-parses to the same bindings, and the flat config holds every one
+    text = (run_dir / "operative_config.gin").read_text()
+    flat = flatten_config(text)
+    assert flat["toy_stage.steps"] == 4 and flat["toy_stage.note"] == "x y"
+    assert flat["experiment.task"] == "toy"
+    gin.clear_config()
+    _register_toy()
+    gin.parse_config(text)
+    assert flatten_config(gin.config_str()) == flat
+
+
+def test_a_second_run_never_reuses_a_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(exp, "_builtin_tasks", _register_toy)
+    parse_config([], [f"experiment.output_root = '{tmp_path}'", "experiment.task = 'toy'",
+                      "wandb_run.mode = 'disabled'"], finalize=False)
+    a = experiment(config_name="same")["run_dir"]
+    b = experiment(config_name="same")["run_dir"]
+    assert a != b and (Path(a) / "checkpoints" / "last.ckpt").read_text() == "weights"
+
+
+def test_failed_stage_still_writes_summary_and_finishes(tmp_path, monkeypatch):
+    def boom(ctx, resume):
+        raise RuntimeError("stage exploded")
+
+    monkeypatch.setattr(exp, "_builtin_tasks",
+                        lambda: register_task("boom", lambda: Task(train=boom, test=None)))
+    parse_config([], [f"experiment.output_root = '{tmp_path}'", "experiment.task = 'boom'"],
+                 finalize=False)
+    memory = MemoryLogger()
+    with pytest.raises(RuntimeError, match="exploded"):
+        experiment(config_name="boom", extra_loggers=(memory,))
+    (run_dir,) = tmp_path.glob("*/*_boom")
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["status"] == "failed" and "exploded" in saved["error"]
+    assert memory.finished
+
+
+def test_fp16_on_cpu_is_refused_with_advice():
+    with pytest.raises(ValueError, match="bf16"):
+        exp.resolve_precision("fp16", exp.resolve_device("cpu"))
+
+
+def test_online_wandb_without_key_fails_fast_with_offline_hint(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "cfg"))
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="offline"):
+        WandbLogger(tmp_path, project="p", entity=None, group=None, job_type="t", name="n",
+                    tags=[], config={}, mode="online", run_id=None, init_timeout=15)
+    assert time.monotonic() - start < 60
