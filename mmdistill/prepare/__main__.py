@@ -1,0 +1,51 @@
+"""`python -m mmdistill.prepare <step> ...`: turn raw videos into the data the readers take."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import annotations, flow, frames, skeleton
+from .common import PrepareError, Report
+
+STEPS = {
+    "frames": (frames, "decode videos into JPEG frame folders"),
+    "flow": (flow, "dense optical flow between consecutive frames (OpenCV)"),
+    "skeleton": (skeleton, "2-D human keypoints per frame (optional MediaPipe)"),
+    "annotations": (annotations, "unlabeled and labelled clip lists from class folders"),
+}
+
+ORDER = """steps, in order:
+  frames       videos -> DATA/frames/<video>/000001.jpg ...
+  flow         frames -> DATA/flows/<video>/pair_00001.npy ... (or DATA/flows/<video>.npy)
+  skeleton     frames -> DATA/skeletons/<video>.pkl
+  annotations  videos -> unlabeled.json and labelled list(s)
+Each step skips finished videos on rerun, refuses to replace other output without --overwrite,
+and ends with a report (done, skipped, failed with reasons). `<step> --help` has an example."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mmdistill.prepare", description=__doc__,
+                                     epilog=ORDER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True, metavar="step")
+    for name, (module, summary) in STEPS.items():
+        sub = steps.add_parser(name, help=summary, description=module.__doc__, epilog=module.EXAMPLE,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 all done, 1 some videos failed, 2 bad request (nothing was touched)."""
+    args = build_parser().parse_args(argv)
+    try:
+        report: Report = args.main(args)
+    except PrepareError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
