@@ -1,0 +1,74 @@
+"""The VideoMAE pretraining model: encoder + light decoder that predicts masked tubelets.
+
+Parameter names follow the official pretraining layout (`encoder.*`, `encoder_to_decoder.weight`,
+`mask_token`, `decoder.blocks.*`, `decoder.norm.*`, `decoder.head.*`), so our pretraining
+checkpoints load as teachers through the same path as official ones (encoder picked automatically).
+"""
+from __future__ import annotations
+
+import gin
+import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from mmdistill.models.pos_embed import sinusoid_table
+from mmdistill.models.vit import LayerNorm, QVBiasAttention, VideoViT
+
+
+class MAEDecoder(nn.Module):
+    """Blocks over [visible + mask tokens] with fixed sinusoid positions; predicts masked ones."""
+
+    def __init__(self, num_patches: int, out_dim: int, embed_dim: int, depth: int, num_heads: int,
+                 mlp_ratio: float = 4.0):
+        super().__init__()
+        self.register_buffer("pos_embed", sinusoid_table(num_patches, embed_dim), persistent=False)
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, norm_layer=LayerNorm,
+                  attn_layer=QVBiasAttention) for _ in range(depth)])
+        self.norm = LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, -num_masked:]))
+
+
+@gin.configurable("mae")
+class MaskedAutoencoder(nn.Module):
+    """Encoder sees only visible tokens; the decoder reconstructs every masked tubelet.
+
+    decoder_dim/depth/heads default to VideoMAE's small/base decoder (384 wide, 4 blocks, 6 heads)
+    scaled down for narrow encoders.
+    """
+
+    def __init__(self, encoder: VideoViT, decoder_dim: int | None = None, decoder_depth: int = 4,
+                 decoder_heads: int | None = None):
+        super().__init__()
+        arch = encoder.arch
+        decoder_dim = decoder_dim or min(384, encoder.embed_dim)
+        decoder_heads = decoder_heads or max(1, decoder_dim // 64)
+        self.encoder = encoder
+        self.tubelet_size, self.patch_size = arch["tubelet_size"], arch["patch_size"]
+        out_dim = arch["in_chans"] * self.tubelet_size * self.patch_size ** 2
+        self.encoder_to_decoder = nn.Linear(encoder.embed_dim, decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        trunc_normal_(self.mask_token, std=0.02)
+        self.decoder = MAEDecoder(encoder.num_patches, out_dim, decoder_dim, decoder_depth,
+                                  decoder_heads)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"encoder.pos_embed", "mask_token"}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W), mask (B, N) True = masked -> predictions (B, N_masked, out_dim)."""
+        visible, _ = self.encoder(x, mask)
+        visible = self.encoder_to_decoder(visible)
+        batch, dim = visible.shape[0], visible.shape[-1]
+        pos = self.decoder.pos_embed.to(visible.dtype).expand(batch, -1, -1)
+        pos_visible = pos[~mask].reshape(batch, -1, dim)
+        pos_masked = pos[mask].reshape(batch, -1, dim)
+        tokens = torch.cat([visible + pos_visible, self.mask_token.to(visible.dtype) + pos_masked],
+                           dim=1)
+        return self.decoder(tokens, pos_masked.shape[1])

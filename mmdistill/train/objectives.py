@@ -1,0 +1,130 @@
+"""Training objectives: each maps a batch to {'loss': ..., 'loss_<part>': ...}.
+
+The loop only knows this contract; everything model-specific lives here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmdistill.models.decoder import MaskedAutoencoder
+from mmdistill.models.heads import StudentWithHeads
+from mmdistill.train.targets import normalized_patch_targets, patchify
+
+
+def feature_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Loss between translated student features and teacher features, in fp32."""
+    pred, target = pred.float(), target.float()
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target)
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
+    raise ValueError(f"distill.loss={kind!r}: choose 'mse', 'smooth_l1' or 'cosine'")
+
+
+class Distillation(nn.Module):
+    """Student RGB features, translated by one head per teacher, regress the frozen teachers'.
+
+    Every teacher sees its own modality of the same clip under the same tube mask, so token i of
+    the student and token i of each teacher describe the same space-time patch.
+    """
+
+    def __init__(self, student_with_heads: StudentWithHeads, teachers: dict[str, nn.Module],
+                 student_input: str = "rgb", target_norm: bool = False, loss: str = "mse",
+                 weights: dict[str, float] | None = None):
+        super().__init__()
+        if set(teachers) != set(student_with_heads.heads):
+            raise ValueError(f"teachers {sorted(teachers)} and heads "
+                             f"{sorted(student_with_heads.heads)} must name the same modalities")
+        self.trainable = student_with_heads
+        self.teachers = nn.ModuleDict(teachers)
+        for teacher in self.teachers.values():
+            teacher.requires_grad_(False)
+            teacher.eval()
+        self.student_input = student_input
+        self.target_norm = target_norm
+        self.loss_kind = loss
+        weights = dict(weights or {})
+        unknown = set(weights) - set(teachers)
+        if unknown:
+            raise ValueError(f"distill.weights names {sorted(unknown)}, which are not teachers "
+                             f"({sorted(teachers)})")
+        self.weights = {name: float(weights.get(name, 1.0)) for name in teachers}
+        feature_loss(loss, torch.zeros(1, 2), torch.zeros(1, 2))  # reject a bad name at build time
+
+    def train(self, mode: bool = True):
+        """Teachers stay in eval mode whatever the loop asks (no dropout / drop-path in targets)."""
+        super().train(mode)
+        self.teachers.eval()
+        return self
+
+    def trainable_modules(self) -> nn.Module:
+        return self.trainable
+
+    def arch(self) -> dict:
+        """Architecture per checkpoint prefix, saved so a checkpoint rebuilds its own models."""
+        return {"student": dict(self.trainable.student.arch)}
+
+    @torch.no_grad()
+    def targets(self, batch: dict, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, teacher in self.teachers.items():
+            if name not in batch:
+                raise KeyError(f"the batch has no '{name}' input for the {name} teacher; add a "
+                               f"'{name}' source to the dataset's modalities")
+            tokens, pooled = teacher(batch[name], mask)
+            target = tokens if self.trainable.feature == "tokens" else pooled
+            if self.target_norm:
+                target = F.layer_norm(target.float(), target.shape[-1:])
+            out[name] = target
+        return out
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        mask = batch.get("mask")
+        targets = self.targets(batch, mask)
+        preds = self.trainable(batch[self.student_input], mask)
+        result = {}
+        total = 0.0
+        for name, target in targets.items():
+            part = feature_loss(self.loss_kind, preds[name], target)
+            result[f"loss_{name}"] = part.detach()
+            total = total + self.weights[name] * part
+        result["loss"] = total
+        return result
+
+
+class MaskedAutoencoding(nn.Module):
+    """VideoMAE pretraining of one modality's encoder: MSE on the masked tubelets only."""
+
+    def __init__(self, model: MaskedAutoencoder, modality: str = "rgb",
+                 normalize_target: bool = True):
+        super().__init__()
+        self.trainable = model
+        self.modality = modality
+        self.normalize_target = normalize_target
+
+    def trainable_modules(self) -> nn.Module:
+        return self.trainable
+
+    def arch(self) -> dict:
+        return {"encoder": dict(self.trainable.encoder.arch)}
+
+    def targets(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tubelet, patch = self.trainable.tubelet_size, self.trainable.patch_size
+        if self.normalize_target:
+            patches = normalized_patch_targets(video, tubelet, patch)
+        else:
+            patches = patchify(video.float(), tubelet, patch).flatten(2)
+        return patches[mask].reshape(video.shape[0], -1, patches.shape[-1])
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        if "mask" not in batch:
+            raise KeyError("masked autoencoding needs a tube mask in the batch; give the dataset a "
+                           "mask generator (pretrain.mask_ratio)")
+        video, mask = batch[self.modality], batch["mask"]
+        pred = self.trainable(video, mask)
+        loss = F.mse_loss(pred.float(), self.targets(video, mask))
+        return {"loss": loss}

@@ -1,0 +1,120 @@
+"""Distillation and masked-autoencoding objectives, trained by the real loop on tiny data."""
+import copy
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmdistill import context
+from mmdistill.models.decoder import MaskedAutoencoder
+from mmdistill.models.heads import StudentWithHeads, cmt_head
+from mmdistill.models.vit import video_vit
+from mmdistill.train.loop import train
+from mmdistill.train.objectives import Distillation, MaskedAutoencoding, feature_loss
+from mmdistill.train.targets import normalized_patch_targets, patchify, unpatchify
+
+TINY = dict(num_frames=4, img_size=(32, 32), patch_size=16, tubelet_size=2, embed_dim=32,
+            depth=1, num_heads=2)
+GRID_TOKENS = 2 * 2 * 2
+
+
+class FixedClips(Dataset):
+    """Deterministic multi-modal clips with a shared tube mask (half the tokens hidden)."""
+
+    def __init__(self, n=8, channels=None):
+        self.channels = channels or {"rgb": 3, "flow": 2, "skeleton": 5}
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        item = {m: torch.randn(c, 4, 32, 32, generator=g) for m, c in self.channels.items()}
+        spatial = torch.zeros(4, dtype=torch.bool)
+        spatial[torch.randperm(4, generator=g)[:2]] = True
+        item["mask"] = spatial.repeat(2)
+        item["index"] = i
+        return item
+
+
+def test_normalised_target_of_a_known_patch():
+    video = torch.zeros(1, 1, 2, 16, 16)
+    video[0, 0] = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(2, 16, 16)
+    target = normalized_patch_targets(video, tubelet=2, patch=16)
+    values = torch.arange(512, dtype=torch.float64)
+    expected = (values - values.mean()) / (values.std(unbiased=True) + 1e-6)
+    assert target.shape == (1, 1, 512)
+    torch.testing.assert_close(target[0, 0].double(), expected, rtol=0, atol=1e-5)
+
+
+def test_patchify_follows_token_order_and_inverts():
+    video = torch.randn(2, 3, 4, 32, 48)
+    patches = patchify(video, 2, 16)
+    assert patches.shape == (2, 2 * 2 * 3, 2 * 16 * 16, 3)
+    # token t*Hp*Wp + h*Wp + w holds the pixels of tubelet (t, h, w)
+    t, h, w = 1, 1, 2
+    token = t * 2 * 3 + h * 3 + w
+    block = video[0, :, 2 * t:2 * t + 2, 16 * h:16 * h + 16, 16 * w:16 * w + 16]
+    torch.testing.assert_close(patches[0, token], block.permute(1, 2, 3, 0).reshape(-1, 3))
+    assert torch.equal(unpatchify(patches, video.shape, 2, 16), video)
+
+
+def _distillation(feature="tokens"):
+    torch.manual_seed(0)
+    teachers = {"rgb": video_vit(in_chans=3, **TINY), "flow": video_vit(in_chans=2, **TINY),
+                "skeleton": video_vit(in_chans=5, **{**TINY, "embed_dim": 48, "num_heads": 3})}
+    student = copy.deepcopy(teachers["rgb"])
+    heads = {m: cmt_head(32, t.embed_dim) for m, t in teachers.items()}
+    return Distillation(StudentWithHeads(student, heads, feature=feature), teachers)
+
+
+def test_distillation_lowers_loss_and_never_touches_teachers(tmp_path):
+    objective = _distillation()
+    before = {k: v.clone() for k, v in objective.teachers.state_dict().items()}
+    loader = DataLoader(FixedClips(), batch_size=4)
+    ctx = context.test_context(tmp_path)
+    first = objective(next(iter(loader)))["loss"].item()
+    train(objective, loader, ctx, epochs=6, lr=0.05, scale_lr=False, warmup_epochs=0, log_every=1)
+    last = ctx.logger.series("train/loss")[-1][1]
+    assert last < 0.7 * first, (first, last)
+    after = objective.teachers.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not p.requires_grad for p in objective.teachers.parameters())
+    keys = set(objective.trainable_modules().state_dict())
+    assert any(k.startswith("student.") for k in keys) and "heads.skeleton.fc2.weight" in keys
+    assert not any(k.startswith("teachers.") for k in keys)
+    for part in ("train/loss_rgb", "train/loss_flow", "train/loss_skeleton"):
+        assert ctx.logger.series(part)
+
+
+def test_distillation_on_pooled_features_and_other_losses():
+    objective = _distillation(feature="pooled")
+    batch = next(iter(DataLoader(FixedClips(), batch_size=2)))
+    out = objective(batch)
+    assert set(out) == {"loss", "loss_rgb", "loss_flow", "loss_skeleton"}
+    a, b = torch.randn(3, 5), torch.randn(3, 5)
+    assert feature_loss("cosine", a, a).abs() < 1e-6
+    assert feature_loss("smooth_l1", a, b) > 0
+
+
+def test_teachers_stay_in_eval_mode():
+    objective = _distillation()
+    objective.train()
+    assert objective.trainable.training and not any(t.training for t in objective.teachers.values())
+
+
+def test_masked_autoencoding_lowers_reconstruction_loss(tmp_path):
+    torch.manual_seed(0)
+    encoder = video_vit(in_chans=2, **TINY)
+    objective = MaskedAutoencoding(MaskedAutoencoder(encoder, decoder_dim=32, decoder_depth=1),
+                                   modality="flow")
+    loader = DataLoader(FixedClips(channels={"flow": 2}), batch_size=4)
+    ctx = context.test_context(tmp_path)
+    first = objective(next(iter(loader)))["loss"].item()
+    train(objective, loader, ctx, epochs=8, lr=0.02, scale_lr=False, warmup_epochs=0, log_every=1,
+          betas=(0.9, 0.95))
+    last = ctx.logger.series("train/loss")[-1][1]
+    assert last < 0.8 * first, (first, last)
+    keys = set(objective.trainable_modules().state_dict())
+    assert {"mask_token", "encoder_to_decoder.weight", "decoder.head.weight"} <= keys
+    assert objective.arch()["encoder"]["in_chans"] == 2
