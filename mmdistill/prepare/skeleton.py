@@ -1,8 +1,8 @@
 """`skeleton` step: 2-D human keypoints per frame, written as MMAction2-style pickles.
 
 Output per video: ``DATA/skeletons/<video>.pkl``, a plain dict (numpy arrays and builtins only):
-``keypoint`` float32 [M, T, 17, 2] (x, y in pixels of the frames in DATA/frames, whose (H, W) is
-``img_shape``), ``keypoint_score`` float32 [M, T, 17], ``img_shape``, ``original_shape``,
+``keypoint`` float32 [M, T, 17, 2] (x, y in pixels of the frames in DATA/frames, pixel centres
+at integers, the frames' (H, W) is ``img_shape``), ``keypoint_score`` float32 [M, T, 17], ``img_shape``, ``original_shape``,
 ``total_frames``, ``frame_dir``; COCO-17 joint order. A frame where the estimator finds nobody
 gets score 0 and coordinates 0 for every joint: nothing is invented.
 
@@ -84,7 +84,9 @@ class MediaPipePose:
         if result.pose_landmarks is not None:
             landmarks = result.pose_landmarks.landmark
             for joint, index in enumerate(MEDIAPIPE_TO_COCO17):
-                keypoints[0, joint] = landmarks[index].x * width, landmarks[index].y * height
+                # MediaPipe's 0..1 spans the image edges; our pixels have centres at integers.
+                keypoints[0, joint] = (landmarks[index].x * width - 0.5,
+                                       landmarks[index].y * height - 0.5)
                 scores[0, joint] = landmarks[index].visibility
         return keypoints, scores
 
