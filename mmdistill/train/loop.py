@@ -1,0 +1,454 @@
+"""The hand-written training loop: mixed precision, accumulation, clipping, schedule, logging,
+checkpoints and exact resume. It knows nothing about models; an objective supplies the loss.
+
+Objective contract (see docs/INTERFACES.md): `objective(batch) -> {'loss': scalar, 'loss_<part>':
+scalar, ...}` and `objective.trainable_modules() -> nn.Module` (the only part optimised and
+wrapped in DDP; everything else must have requires_grad False). Batches are dicts of tensors,
+lists of str, and an optional int 'num_skipped' (bad clips the collate dropped).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import gin
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmdistill.context import RunContext
+from mmdistill.progress import interactive
+from mmdistill.train import distributed as dist_utils
+from mmdistill.train import optim, state
+
+PRINT_EVERY_S = 30.0  # console cadence when there is no progress bar (logs, CI)
+
+
+@dataclasses.dataclass
+class StepResult:
+    losses: dict[str, torch.Tensor]  # 'loss' and 'loss_<part>', mean over micro-batches, on device
+    grad_norm: torch.Tensor  # before clipping; nan when skipped
+    skipped: bool  # non-finite loss or gradient: weights, optimizer and scaler untouched
+    clips: int  # clips in this step on this process
+    bad_clips: int  # sum of the batches' 'num_skipped'
+
+
+class _ObjectiveForward(nn.Module):
+    """Routes the objective's forward through a module that registers only the trainable parts,
+    so DDP synchronises exactly those while frozen teachers stay outside it."""
+
+    def __init__(self, objective: nn.Module):
+        super().__init__()
+        self.trainable = objective.trainable_modules()
+        self._objective = [objective]  # in a list so nn.Module does not register it
+
+    def forward(self, batch):
+        return self._objective[0](batch)
+
+
+class TrainStep:
+    """One optimizer step over `accum_steps` micro-batches; usable alone (benchmarks time it).
+
+    Gradients are synchronised across processes only on the last micro-batch (DDP `no_sync`).
+    A step whose loss or gradient is non-finite on any process is skipped on all of them. The
+    one host sync per step is that skip decision (fp16's GradScaler makes one anyway).
+    """
+
+    def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 device: torch.device, amp_dtype: torch.dtype | None = None,
+                 clip_grad: float | None = None, accum_steps: int = 1,
+                 find_unused_parameters: bool = False, compile: bool | str = False):
+        self.objective_name = type(objective).__name__
+        self.optimizer = optimizer
+        self.device, self.amp_dtype = device, amp_dtype
+        self.clip_grad, self.accum_steps = clip_grad, accum_steps
+        self.trainable = objective.trainable_modules()
+        self.params = [p for p in self.trainable.parameters() if p.requires_grad]
+        self.model = dist_utils.wrap_ddp(_ObjectiveForward(objective), device, find_unused_parameters)
+        self.forward = _maybe_compile(self.model, compile)
+        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+    def _accumulation_context(self, last: bool):
+        if last or not hasattr(self.model, "no_sync"):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _grad_norm(self) -> torch.Tensor:
+        if self.clip_grad:
+            return nn.utils.clip_grad_norm_(self.params, self.clip_grad)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        return nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+
+    def __call__(self, micro_batches: list[dict]) -> StepResult:
+        if len(micro_batches) != self.accum_steps:
+            raise ValueError(f"got {len(micro_batches)} micro-batches, expected accum_steps="
+                             f"{self.accum_steps}")
+        losses: dict[str, torch.Tensor] = {}
+        for i, batch in enumerate(micro_batches):
+            with self._accumulation_context(last=i == len(micro_batches) - 1):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                    enabled=self.amp_dtype is not None):
+                    out = self.forward(to_device(batch, self.device))
+                loss = _check_output(out, self.objective_name) / self.accum_steps
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            for key, value in out.items():
+                if key == "loss" or key.startswith("loss_"):
+                    part = torch.as_tensor(value).detach().float() / self.accum_steps
+                    losses[key] = losses[key] + part if key in losses else part
+        bad = ~torch.isfinite(losses["loss"])
+        grad_norm = None
+        if self.scaler is None:
+            grad_norm = self._grad_norm()
+            bad = bad | ~torch.isfinite(grad_norm)
+        clips = sum(_num_clips(b) for b in micro_batches)
+        bad_clips = sum(int(b.get("num_skipped", 0)) for b in micro_batches)
+        if dist_utils.any_rank(bad).item():
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(losses, torch.full((), math.nan, device=self.device), True, clips,
+                              bad_clips)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = self._grad_norm()
+            self.scaler.step(self.optimizer)  # itself skips steps with fp16-overflowed gradients
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(losses, grad_norm.detach(), False, clips, bad_clips)
+
+
+def _maybe_compile(module: nn.Module, compile: bool | str) -> nn.Module:
+    """torch.compile the whole objective forward (student, heads and teachers) when asked;
+    a string names the backend (e.g. 'inductor', 'aot_eager')."""
+    if not compile:
+        return module
+    return torch.compile(module) if compile is True else torch.compile(module, backend=compile)
+
+
+def _check_output(out: Any, objective_name: str) -> torch.Tensor:
+    if not isinstance(out, dict) or "loss" not in out:
+        raise TypeError(f"{objective_name}.forward must return a dict with a scalar 'loss' (and "
+                        f"optional 'loss_<part>' entries); got {type(out).__name__}"
+                        f"{' with keys ' + str(sorted(out)) if isinstance(out, dict) else ''}")
+    loss = out["loss"]
+    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
+        raise TypeError(f"{objective_name} returned 'loss' that is not a scalar tensor with a "
+                        f"gradient (shape {getattr(loss, 'shape', None)}, requires_grad="
+                        f"{getattr(loss, 'requires_grad', None)}); reduce it to a scalar and do not "
+                        f"compute it under no_grad.")
+    return loss
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts and lists) to `device`; everything else as is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch
+
+
+def _num_clips(batch: dict) -> int:
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.ndim > 0:
+            return int(value.shape[0])
+    return 0
+
+
+class _Averages:
+    """Running sums kept on the device; read (one host sync, one all-reduce) only when logged."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        stacked = dist_utils.mean_over_ranks(torch.stack([self.sums[k] for k in keys]))
+        return {k: v / self.count for k, v in zip(keys, stacked.tolist())}
+
+
+@gin.configurable("train", denylist=["objective", "loader", "ctx", "resume_from"])
+def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | Path | None = None,
+          epochs: int = 50, lr: float = 2e-3, scale_lr: bool = True, min_lr: float = 1e-6,
+          warmup_epochs: float = 5, warmup_lr: float = 1e-6, weight_decay: float = 0.05,
+          betas: tuple[float, float] = (0.9, 0.999), clip_grad: float | None = None,
+          accum_steps: int = 1, log_every: int = 20, save_ckpt_freq: int = 5,
+          keep_last_k: int | None = None, max_nonfinite: int = 10, compile: bool | str = False,
+          find_unused_parameters: bool = False, debug_kill_after_epoch: int | None = None) -> dict:
+    """Train `objective.trainable_modules()` on `loader`; returns the final summary.
+
+    lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
+    Checkpoints: `last.ckpt` every epoch, `epoch=EE-train_loss=L.ckpt` every `save_ckpt_freq`
+    epochs (keep the newest `keep_last_k`). `resume_from` continues that run exactly.
+    `debug_kill_after_epoch` is for tests only: SIGKILL this process after that epoch's checkpoint.
+    """
+    _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite)
+    _check_loader(loader, ctx)
+    objective.to(ctx.device)
+    trainable = objective.trainable_modules()
+    _check_frozen(objective, trainable)
+
+    steps_per_epoch = len(loader) // accum_steps
+    if steps_per_epoch == 0:
+        raise ValueError(f"the loader has {len(loader)} batches, fewer than train.accum_steps="
+                         f"{accum_steps}: not one optimizer step per epoch. Lower accum_steps or "
+                         f"use more data.")
+    total_batch = loader.batch_size * accum_steps * ctx.world_size
+    peak_lr = optim.scaled_lr(lr, total_batch, scale_lr)
+    optimizer = optim.build_optimizer(trainable, peak_lr, weight_decay, betas)
+    scheduler = optim.build_scheduler(optimizer, epochs * steps_per_epoch,
+                                      round(warmup_epochs * steps_per_epoch), min_lr, warmup_lr)
+    step_fn = TrainStep(objective, optimizer, device=ctx.device, amp_dtype=ctx.amp_dtype,
+                        clip_grad=clip_grad, accum_steps=accum_steps,
+                        find_unused_parameters=find_unused_parameters, compile=compile)
+    data_state = {"seed": ctx.seed, "steps_per_epoch": steps_per_epoch, "total_batch": total_batch}
+
+    start_epoch, global_step, last_metrics = 0, 0, {}
+    if resume_from is not None:
+        start_epoch, global_step, last_metrics = _resume(resume_from, objective, step_fn, scheduler,
+                                                         data_state, ctx)
+    if ctx.is_main:
+        _print_plan(ctx, loader.batch_size, accum_steps, total_batch, lr, peak_lr, scale_lr,
+                    steps_per_epoch, epochs, start_epoch)
+    ctx.save_operative_config()
+
+    show_bar = ctx.is_main and interactive()
+    consecutive_bad, total_bad, last_print = 0, 0, 0.0
+    train_start, clips_seen = time.perf_counter(), 0
+    for epoch in range(start_epoch, epochs):
+        _set_epoch(loader, epoch)
+        trainable.train()
+        epoch_avg, window = _Averages(), _Averages()
+        epoch_bad_steps = epoch_bad_clips = window_clips = 0
+        window_start, window_wait = time.perf_counter(), 0.0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs - 1}", dynamic_ncols=True,
+                   leave=False) if show_bar else None
+        batches = iter(loader)
+        for _ in range(steps_per_epoch):
+            wait_start = time.perf_counter()
+            micro_batches = [next(batches) for _ in range(accum_steps)]
+            window_wait += time.perf_counter() - wait_start
+            step_lr = optimizer.param_groups[0]["lr"]
+            result = step_fn(micro_batches)
+            global_step += 1
+            scheduler.step_update(global_step)
+            window_clips += result.clips
+            clips_seen += result.clips
+            epoch_bad_clips += result.bad_clips
+            if result.skipped:
+                consecutive_bad, total_bad, epoch_bad_steps = (consecutive_bad + 1, total_bad + 1,
+                                                               epoch_bad_steps + 1)
+                if consecutive_bad >= max_nonfinite:
+                    raise RuntimeError(_nonfinite_message(consecutive_bad, global_step, epoch, ctx))
+            else:
+                consecutive_bad = 0
+                epoch_avg.add(result.losses)
+                window.add({**result.losses, "grad_norm": result.grad_norm})
+            if bar is not None:
+                bar.update(1)
+            if global_step % log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                metrics = {f"train/{k}": v for k, v in window.means().items()}
+                metrics.update({"train/lr": step_lr, "epoch": epoch,
+                                "train/clips_per_s": window_clips * ctx.world_size / elapsed,
+                                "train/data_wait": window_wait / elapsed,
+                                "train/nonfinite_steps": total_bad})
+                if ctx.device.type == "cuda":
+                    metrics["train/gpu_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+                    torch.cuda.reset_peak_memory_stats(ctx.device)
+                ctx.logger.log(metrics, step=global_step)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{metrics.get('train/loss', math.nan):.4f}",
+                                    lr=f"{step_lr:.2e}")
+                elif ctx.is_main and time.monotonic() - last_print >= PRINT_EVERY_S:
+                    last_print = time.monotonic()
+                    print(_one_line(epoch, global_step, metrics), flush=True)
+                window, window_clips = _Averages(), 0
+                window_start, window_wait = time.perf_counter(), 0.0
+        del batches  # the loader may hold unused batches (a partial accumulation group)
+        if bar is not None:
+            bar.close()
+
+        last_metrics = _epoch_metrics(epoch_avg, epoch_bad_steps, epoch_bad_clips, epoch,
+                                      ctx.device)
+        ctx.logger.log(last_metrics, step=global_step)
+        if ctx.is_main:
+            print(_one_line(epoch, global_step, last_metrics), flush=True)
+        _save_epoch(ctx, objective, step_fn, scheduler, epoch, global_step, data_state,
+                    last_metrics, save_ckpt_freq, keep_last_k)
+        if debug_kill_after_epoch is not None and epoch == debug_kill_after_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)  # test-only: a crash right after a checkpoint
+
+    seconds = time.perf_counter() - train_start
+    summary = {**last_metrics, "epochs": epochs, "global_step": global_step,
+               "train/nonfinite_steps": total_bad, "train_seconds": seconds,
+               "train/clips_per_s_overall": clips_seen * ctx.world_size / max(seconds, 1e-9),
+               "checkpoint": str(ctx.checkpoints_dir / state.LAST)}
+    ctx.logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    return summary
+
+
+# --- helpers of train(), in the order it uses them -------------------------------------------
+
+def _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite) -> None:
+    for name, value in [("epochs", epochs), ("accum_steps", accum_steps), ("log_every", log_every),
+                        ("save_ckpt_freq", save_ckpt_freq), ("max_nonfinite", max_nonfinite)]:
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"train.{name}={value!r}: must be an integer >= 1")
+
+
+def _check_loader(loader, ctx: RunContext) -> None:
+    if getattr(loader, "batch_size", None) is None:
+        raise ValueError("the training loader has no batch_size (a custom batch_sampler?); build it "
+                         "with DataLoader(batch_size=...) so the effective batch and lr are known.")
+    if ctx.world_size > 1:
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, torch.utils.data.DistributedSampler):
+            raise ValueError(f"world_size={ctx.world_size} but the loader's sampler is "
+                             f"{type(sampler).__name__}: every process would see the same clips. "
+                             f"Use a DistributedSampler (the data module's loader factory does).")
+        if not dist_utils.is_distributed():
+            raise RuntimeError(f"ctx.world_size={ctx.world_size} but torch.distributed is not "
+                               f"initialised; call distributed.init_distributed() under torchrun.")
+
+
+def _check_frozen(objective: nn.Module, trainable: nn.Module) -> None:
+    """Parameters outside trainable_modules() would get gradients but never be updated."""
+    trainable_ids = {id(p) for p in trainable.parameters()}
+    leaking = [name for name, p in objective.named_parameters()
+               if p.requires_grad and id(p) not in trainable_ids]
+    if leaking:
+        raise ValueError(f"{type(objective).__name__} has parameters outside trainable_modules() "
+                         f"that require grad: {leaking[:5]}{' ...' if len(leaking) > 5 else ''}. "
+                         f"Freeze them (requires_grad_(False)) or return them from "
+                         f"trainable_modules().")
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """Reseed the sampler's shuffle and the dataset's per-item randomness for this epoch."""
+    for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)
+
+
+def _print_plan(ctx, batch, accum, total_batch, lr, peak_lr, scale_lr, steps_per_epoch, epochs,
+                start_epoch) -> None:
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[ctx.amp_dtype]
+    lr_line = (f"base lr {lr:g} x {total_batch}/{optim.LR_REFERENCE_BATCH} = {peak_lr:g}"
+               if scale_lr else f"lr {peak_lr:g} (train.scale_lr=False: not scaled by batch)")
+    resumed = f", resuming at epoch {start_epoch}" if start_epoch else ""
+    print(f"[train] world size {ctx.world_size} x per-device batch {batch} x accumulation {accum} "
+          f"= effective batch {total_batch}; {lr_line}\n"
+          f"[train] {steps_per_epoch} steps/epoch x {epochs} epochs = {steps_per_epoch * epochs} "
+          f"optimizer steps; {precision} on {ctx.device}{resumed}", flush=True)
+
+
+def _one_line(epoch: int, step: int, metrics: dict[str, float]) -> str:
+    shown = ", ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in metrics.items()
+                      if k != "epoch" and isinstance(v, (int, float)))
+    return f"[train] epoch {epoch} step {step}: {shown}"
+
+
+def _nonfinite_message(count: int, step: int, epoch: int, ctx: RunContext) -> str:
+    last = ctx.checkpoints_dir / state.LAST
+    where = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    return (f"{count} consecutive optimizer steps had a non-finite loss or gradient (up to step "
+            f"{step}, epoch {epoch}); stopping. {where.capitalize()}. Lower train.lr, set "
+            f"train.clip_grad, prefer bf16 over fp16, or check the data; raise "
+            f"train.max_nonfinite to tolerate more.")
+
+
+def _epoch_metrics(epoch_avg: _Averages, bad_steps: int, bad_clips: int, epoch: int,
+                   device: torch.device) -> dict:
+    means = epoch_avg.means()  # collective: every rank calls it
+    metrics = {f"train/epoch_{k}": v for k, v in means.items()}
+    metrics.setdefault("train/epoch_loss", math.nan)  # every step of the epoch was skipped
+    counts = dist_utils.sum_over_ranks(torch.tensor([bad_steps, bad_clips], device=device))
+    metrics.update({"train/epoch_nonfinite_steps": bad_steps,  # the same on every rank
+                    "train/epoch_skipped_clips": int(counts[1].item()), "epoch": epoch})
+    return metrics
+
+
+def _save_epoch(ctx, objective, step_fn: TrainStep, scheduler, epoch, global_step, data_state,
+                metrics, save_ckpt_freq, keep_last_k) -> None:
+    rng = dist_utils.gather_objects(state.capture_rng())  # collective: every rank calls it
+    if not ctx.is_main:
+        return
+    payload = {
+        "format": state.FORMAT, "version": state.VERSION,
+        "model": step_fn.trainable.state_dict(),
+        "arch": objective.arch() if hasattr(objective, "arch") else {},
+        "optimizer": step_fn.optimizer.state_dict(),
+        "scaler": step_fn.scaler.state_dict() if step_fn.scaler is not None else {},
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch, "global_step": global_step,
+        "rng": {"world_size": len(rng), "per_rank": rng},
+        "data_state": {**data_state, "epoch": epoch},
+        "gin_config": ctx.gin_config(),
+        "wandb_run_id": ctx.wandb_run_id,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+    }
+    folder = ctx.checkpoints_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    if (epoch + 1) % save_ckpt_freq == 0:
+        state.save_checkpoint(folder / state.checkpoint_name(epoch, metrics["train/epoch_loss"]),
+                              payload)
+        state.prune_checkpoints(folder, keep_last_k)
+    state.save_checkpoint(folder / state.LAST, payload)
+
+
+def _resume(path, objective, step_fn: TrainStep, scheduler, data_state, ctx) -> tuple[int, int, dict]:
+    """Restore weights, optimizer, scaler, schedule position and RNGs; returns where to go on."""
+    ckpt = state.load_checkpoint(path)
+    saved = ckpt["data_state"]
+    if saved["seed"] != data_state["seed"]:
+        raise ValueError(f"{path} was trained with seed {saved['seed']} but this run has seed "
+                         f"{data_state['seed']}: the data order would differ. Set "
+                         f"experiment.seed={saved['seed']} to resume.")
+    for key in ("steps_per_epoch", "total_batch"):
+        if saved.get(key) != data_state[key]:
+            print(f"[train] WARNING: resuming {path} with {key}={data_state[key]} (it was "
+                  f"{saved.get(key)}): the run continues with a different schedule or data split, "
+                  f"not as an exact continuation.", flush=True)
+    try:
+        step_fn.trainable.load_state_dict(ckpt["model"])
+        step_fn.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(f"cannot resume from {path}: its model or optimizer does not match this "
+                         f"run's ({err}). Resume with the same model and optimizer settings "
+                         f"(the checkpoint's gin_config lists them).") from err
+    if step_fn.scaler is not None and ckpt["scaler"]:
+        step_fn.scaler.load_state_dict(ckpt["scaler"])
+    global_step = int(ckpt["global_step"])
+    scheduler.step_update(global_step)  # the schedule is a function of the step count
+    _restore_rng(ckpt["rng"], path, ctx)
+    if ctx.is_main:
+        print(f"[train] resumed from {path}: epoch {ckpt['epoch']} done, step {global_step}",
+              flush=True)
+    return int(ckpt["epoch"]) + 1, global_step, dict(ckpt.get("metrics", {}))
+
+
+def _restore_rng(rng: dict, path, ctx: RunContext) -> None:
+    if rng["world_size"] == ctx.world_size:
+        state.restore_rng(rng["per_rank"][ctx.rank])
+        return
+    print(f"[train] WARNING: {path} was written by {rng['world_size']} processes, this run has "
+          f"{ctx.world_size}; random streams restart from seed {ctx.seed} + rank (weights and "
+          f"optimizer are restored exactly).", flush=True)
+    torch.manual_seed(ctx.seed + ctx.rank)

@@ -1,0 +1,55 @@
+"""Optimizer, learning-rate scaling and schedule: AdamW + linear warmup + cosine, per step.
+
+Built from timm's pieces (parameter groups, cosine scheduler) so the schedule matches the VideoMAE
+and MM-CDFSL recipes we replace.
+"""
+from __future__ import annotations
+
+import torch
+from timm.optim import param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
+
+LR_REFERENCE_BATCH = 256
+
+
+def scaled_lr(base_lr: float, total_batch: int, scale: bool = True) -> float:
+    """The linear scaling rule of the original: lr = base_lr * total_batch / 256."""
+    return base_lr * total_batch / LR_REFERENCE_BATCH if scale else base_lr
+
+
+def no_weight_decay_names(module: torch.nn.Module) -> set[str]:
+    """Parameter names that must not decay (position tables, mask tokens), with their full prefix.
+
+    Submodules declare them timm-style with `no_weight_decay() -> set[str]` of names relative to
+    themselves (a ViT returns {'pos_embed'}); we collect them over the whole tree.
+    """
+    names: set[str] = set()
+    for prefix, sub in module.named_modules():
+        if hasattr(sub, "no_weight_decay") and callable(sub.no_weight_decay):
+            for name in sub.no_weight_decay():
+                names.add(f"{prefix}.{name}" if prefix else name)
+    return names
+
+
+def build_optimizer(module: torch.nn.Module, lr: float, weight_decay: float = 0.05,
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of `module`; no decay on biases, norms (all 1-D
+    parameters) and the names `no_weight_decay()` lists. Frozen parameters are left out."""
+    groups = param_groups_weight_decay(module, weight_decay=weight_decay,
+                                       no_weight_decay_list=no_weight_decay_names(module))
+    if not groups:
+        raise ValueError(f"{type(module).__name__} has no parameter with requires_grad=True: "
+                         f"nothing to train. Check the objective's trainable_modules().")
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                    min_lr: float = 1e-6, warmup_lr: float = 1e-6) -> CosineLRScheduler:
+    """Linear warmup from `warmup_lr` over `warmup_steps`, then cosine down to `min_lr` at
+    `total_steps`. Call `step_update(n)` after the n-th optimizer step (timm's convention)."""
+    if warmup_steps >= total_steps:
+        raise ValueError(f"warmup ({warmup_steps} steps) must be shorter than training "
+                         f"({total_steps} steps): lower train.warmup_epochs or raise train.epochs.")
+    return CosineLRScheduler(optimizer, t_initial=total_steps - warmup_steps, lr_min=min_lr,
+                             warmup_t=warmup_steps, warmup_lr_init=warmup_lr, warmup_prefix=True,
+                             t_in_epochs=False)
