@@ -1,0 +1,282 @@
+"""The clip dataset (annotations + sources + shared transforms) and its DataLoader.
+
+All randomness of an item (start offset, crop, flip, mask) comes from (seed, epoch, index), so an
+item is the same whatever the worker count or order, and a resumed run sees the same clips. The
+loader's sampler hands each index to the workers together with its epoch, so persistent workers
+follow `set_epoch` too.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cv2
+import gin
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, read_annotations
+from mmdistill.data.heatmaps import HeatmapRenderer
+from mmdistill.data.masking import TubeMaskGenerator
+from mmdistill.data.sources import (BadClipError, FlowFrameSource, FrameFolderSource, SkeletonSource,
+                                    VideoFileSource)
+from mmdistill.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalize, SpatialTransform,
+                                       TemporalSampler, apply_to_frames, apply_to_keypoints)
+
+log = logging.getLogger("mmdistill.data")
+
+# Per source kind: (mean, std, scale). RGB statistics are in [0, 1] units (pixels / 255).
+DEFAULT_NORMALIZATION = {
+    "image": (IMAGENET_MEAN, IMAGENET_STD, 1.0 / 255.0),
+    "flow": ((0.0, 0.0), (1.0, 1.0), 1.0),
+    "keypoints": ((0.0,), (1.0,), 1.0),
+}
+
+
+class ClipDataset(Dataset):
+    """`dataset[i]` -> {modality: float32 (C, T, H, W), 'mask': bool (N,) when a mask generator is
+    set, 'label': int (index into `class_names`, -1 unlabelled), 'video': str, 'start': int (first
+    0-based frame read), 'index': int}, or None for a bad clip under `on_bad_clip='skip'`.
+
+    `sources` maps modality names to readers; a reader's `kind` ('image', 'flow', 'keypoints')
+    decides its processing. Keypoints become heatmaps (V channels) drawn after the crop.
+    `frame_counts='equal'` requires all modalities of a video to have the same number of frames;
+    `'min'` samples within the frames all of them have.
+    """
+
+    def __init__(self, clips: Sequence[Clip], sources: Mapping[str, Any], *, mode: str = "train",
+                 temporal: TemporalSampler | None = None, spatial: SpatialTransform | None = None,
+                 heatmaps: HeatmapRenderer | None = None, normalize: Mapping[str, Normalize] | None = None,
+                 mask_generator: TubeMaskGenerator | None = None, on_bad_clip: str = "error", seed: int = 0,
+                 labeled: bool | None = None, class_names: Sequence[str] | None = None,
+                 frame_counts: str = "equal"):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        if on_bad_clip not in ("error", "skip"):
+            raise ValueError(f"on_bad_clip must be 'error' or 'skip', got {on_bad_clip!r}")
+        if frame_counts not in ("equal", "min"):
+            raise ValueError(f"frame_counts must be 'equal' or 'min', got {frame_counts!r}")
+        if not sources:
+            raise ValueError("a clip dataset needs at least one modality source")
+        if not clips:
+            raise ValueError("a clip dataset needs at least one clip (the annotation list is empty)")
+        self.clips = list(clips)
+        self.sources = dict(sources)
+        self.mode = mode
+        self.train = mode == "train"
+        self.temporal = temporal or TemporalSampler()
+        self.spatial = spatial or SpatialTransform()
+        self.heatmaps = heatmaps or HeatmapRenderer()
+        self.normalize = {name: (normalize or {}).get(name) or Normalize(*DEFAULT_NORMALIZATION[source.kind])
+                          for name, source in self.sources.items()}
+        self.mask_generator = mask_generator
+        self.on_bad_clip = on_bad_clip
+        self.seed = int(seed)
+        self.frame_counts = frame_counts
+        self.epoch = 0
+        self.num_skipped = 0
+        self._set_labels(labeled, class_names)
+
+    def _set_labels(self, labeled: bool | None, class_names: Sequence[str] | None) -> None:
+        unlabelled = [clip for clip in self.clips if clip.label is None]
+        if labeled is None:
+            if unlabelled and len(unlabelled) < len(self.clips):
+                raise AnnotationError(f"{len(unlabelled)} of {len(self.clips)} clips have no label (first: video "
+                                      f"'{unlabelled[0].video}'); label them all, or set labeled=False")
+            labeled = not unlabelled
+        if labeled and unlabelled:
+            raise AnnotationError(f"labelled data required but {len(unlabelled)} clips have no label "
+                                  f"(first: video '{unlabelled[0].video}')")
+        self.labeled = labeled
+        self.class_names = list(class_names) if class_names is not None else (
+            class_names_of(self.clips) if labeled else [])
+        class_index = {name: index for index, name in enumerate(self.class_names)}
+        if labeled:
+            unknown = sorted({clip.label for clip in self.clips} - set(class_index))
+            if unknown:
+                raise AnnotationError(f"labels {unknown[:5]} are not among the given class_names")
+        self.labels = np.array([class_index[clip.label] if labeled else -1 for clip in self.clips], dtype=np.int64)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.sources)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        index = int(index)
+        if not 0 <= index < len(self.clips):
+            raise IndexError(f"clip index {index} out of range for {len(self.clips)} clips")
+        clip = self.clips[index]
+        # Independent streams, so the crop does not change when the modality set or mask changes.
+        time_rng, space_rng, mask_rng = (np.random.default_rng(seq) for seq in
+                                         np.random.SeedSequence([self.seed, int(epoch), index]).spawn(3))
+        try:
+            start, tensors = self._load(clip, time_rng, space_rng)
+        except BadClipError as err:
+            if self.on_bad_clip == "error":
+                raise BadClipError(f"clip #{index} (video '{clip.video}', start {clip.start}): {err}") from None
+            self.num_skipped += 1
+            log.warning("skipping clip #%d (video '%s'): %s", index, clip.video, err)
+            return None
+        item: dict[str, Any] = dict(tensors)
+        if self.mask_generator is not None:
+            item["mask"] = torch.from_numpy(self.mask_generator(mask_rng))
+        item.update(label=int(self.labels[index]), video=clip.video, start=int(start), index=index)
+        return item
+
+    def _load(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator
+              ) -> tuple[int, dict[str, torch.Tensor]]:
+        counts = {name: source.num_frames(clip.video) for name, source in self.sources.items()}
+        if len(set(counts.values())) > 1 and self.frame_counts == "equal":
+            raise BadClipError(f"video '{clip.video}': modalities disagree on its number of frames {counts}; "
+                               f"fix the data, or set frame_counts='min' to use the frames all of them have")
+        start, indices = self.temporal(clip, min(counts.values()), time_rng, self.train)
+        raw = {name: source.read(clip.video, indices) for name, source in self.sources.items()}
+        reference_size = self._reference_size(raw, clip)
+        plan = self.spatial.plan(reference_size, space_rng, self.train, clip.video)
+        tensors = {}
+        for name, data in raw.items():
+            kind = self.sources[name].kind
+            if kind == "keypoints":
+                moved = apply_to_keypoints(data, plan, reference_size)
+                array = self.heatmaps(moved.xy, moved.score, plan.crop)
+            else:
+                frames = apply_to_frames(data, plan, is_flow=kind == "flow")
+                array = np.ascontiguousarray(frames.transpose(3, 0, 1, 2), dtype=np.float32)
+            tensors[name] = torch.from_numpy(self.normalize[name](array))
+        return start, tensors
+
+    def _reference_size(self, raw: Mapping[str, Any], clip: Clip) -> tuple[int, int]:
+        """The frame size the spatial plan is made for: RGB if read, else any image, flow, or the
+        skeleton's image shape."""
+        rank = {"image": 0, "flow": 1, "keypoints": 2}
+        for name in sorted(raw, key=lambda name: (name != "rgb", rank[self.sources[name].kind])):
+            if self.sources[name].kind != "keypoints":
+                return tuple(raw[name].shape[1:3])
+            if raw[name].img_shape is not None:
+                return tuple(raw[name].img_shape)
+        raise BadClipError(f"video '{clip.video}': with skeletons only, the skeleton file must give img_shape")
+
+
+def collate_clips(items: Sequence[dict | None]) -> dict:
+    """Stack items into a batch, dropping skipped (None) clips and counting them in 'num_skipped'.
+
+    When every clip of a batch was bad, the batch holds only 'num_skipped'.
+    """
+    kept = [item for item in items if item is not None]
+    batch = torch.utils.data.default_collate(kept) if kept else {}
+    batch["num_skipped"] = len(items) - len(kept)
+    return batch
+
+
+class EpochTaggedSampler(DistributedSampler):
+    """A DistributedSampler yielding (epoch, index): workers, persistent ones included, then draw
+    each item's randomness for the epoch the main process is in."""
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, index) for index in super().__iter__())
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; give numpy/random the same seed so
+    # any library randomness is reproducible too. One OpenCV thread per worker: workers are the
+    # parallelism, more threads only oversubscribe the cores.
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+    cv2.setNumThreads(1)
+
+
+@gin.configurable("data_loader", denylist=["dataset", "seed", "rank", "world_size"])
+def build_loader(dataset: Dataset, batch_size: int = 4, shuffle: bool = True, num_workers: int = 2,
+                 drop_last: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool | None = None, persistent_workers: bool = True,
+                 prefetch_factor: int | None = None) -> DataLoader:
+    """DataLoader over a `DistributedSampler` (also for one process, so `set_epoch` is the same
+    everywhere); decoding happens in the workers; `pin_memory=None` pins when CUDA is present."""
+    sampler = EpochTaggedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last)
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1000 + rank)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_clips,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory, drop_last=drop_last,
+        persistent_workers=persistent_workers and num_workers > 0, worker_init_fn=_seed_worker,
+        generator=generator, prefetch_factor=prefetch_factor if num_workers > 0 else None)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the sampler (shuffle order) and the dataset (per-item randomness) the epoch."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
+DEFAULT_SOURCES = {"rgb": FrameFolderSource, "flow": FlowFrameSource, "skeleton": SkeletonSource}
+
+
+@gin.configurable("clip_data")
+def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Path | None = None,
+                       modalities: Sequence[str] = ("rgb", "flow", "skeleton"), mode: str = "train",
+                       sources: Mapping[str, Any] | None = None, mean: Mapping[str, Sequence[float]] | None = None,
+                       std: Mapping[str, Sequence[float]] | None = None, mask: TubeMaskGenerator | None = None,
+                       on_bad_clip: str = "error", seed: int = 0, labeled: bool | None = None,
+                       class_names: Sequence[str] | None = None, frame_counts: str = "equal") -> ClipDataset:
+    """A dataset described in gin: an annotation file (or folder, or Clip list) and a data root.
+
+    `root` defaults to the annotation folder (a class-folder root) or the annotation file's
+    folder. Modalities without an entry in `sources` read the canonical layout under `root`:
+    rgb `frames/{video}/{frame:06d}.jpg` (for a class-folder layout: the videos themselves,
+    `{video}.mp4`), flow `flows/{video}/pair_{frame:05d}.npy`, skeleton `skeletons/{video}.pkl`.
+    `mean`/`std` override the per-modality normalisation (RGB in [0, 1] units).
+    Template and sampling parameters live on the parts' own gin names (`rgb_frames.template`,
+    `temporal_sampling.num_frames`, `spatial_transform.crop_size`, `skeleton_heatmaps.sigma`...).
+    """
+    if isinstance(annotations, (str, Path)):
+        annotation_path = Path(annotations)
+        on_bad_entry = "skip" if on_bad_clip == "skip" else "error"
+        clips = read_annotations(annotation_path, on_bad_entry=on_bad_entry)
+        if root is None:
+            root = annotation_path if annotation_path.is_dir() else annotation_path.parent
+        is_folder_layout = annotation_path.is_dir()
+    else:
+        clips, is_folder_layout = list(annotations), False
+        if root is None:
+            raise ValueError("clip_data.root is required when the clips are given as a list")
+    chosen = {}
+    for name in modalities:
+        source = (sources or {}).get(name)
+        if source is None:
+            if name == "rgb" and is_folder_layout:
+                source = VideoFileSource()
+            elif name in DEFAULT_SOURCES:
+                source = DEFAULT_SOURCES[name]()
+            else:
+                raise ValueError(f"modality '{name}' has no default reader; give one in clip_data.sources")
+        if source.root is None:
+            source.root = Path(root)
+        chosen[name] = source
+    normalize = {}
+    for name, source in chosen.items():
+        default_mean, default_std, scale = DEFAULT_NORMALIZATION[source.kind]
+        normalize[name] = Normalize((mean or {}).get(name, default_mean), (std or {}).get(name, default_std), scale)
+    return ClipDataset(clips, chosen, mode=mode, temporal=TemporalSampler(), spatial=SpatialTransform(),
+                       heatmaps=HeatmapRenderer(), normalize=normalize, mask_generator=mask,
+                       on_bad_clip=on_bad_clip, seed=seed, labeled=labeled, class_names=class_names,
+                       frame_counts=frame_counts)

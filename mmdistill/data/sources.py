@@ -1,0 +1,535 @@
+"""One reader per on-disk format. Every source answers `num_frames(video)` and
+`read(video, indices)` for 0-based frame indices, and raises `BadClipError` naming the file and
+what was expected whenever data is missing or malformed: nothing is ever filled in.
+
+Paths come from a `template` (a gin parameter) formatted with `video` (the annotation's id) and,
+for per-frame files, `frame` (the file's number: index + `first_frame`). Relative templates are
+joined to `root`, which the dataset factory fills in when it is left None.
+
+Outputs: image sources give uint8 (T, H, W, 3) RGB; flow sources float32 (T, H, W, 2) with
+channel 0 = dx (pixels, + right) and 1 = dy (+ down); the skeleton source gives `Keypoints`.
+Flow file k holds the motion from frame k to k + 1, so a video of F frames has F - 1 flow
+fields; frame index F - 1 (the last) reuses the last field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pickle
+import re
+import string
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import gin
+import numpy as np
+from PIL import Image
+
+# COCO-17 order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles (left, right).
+COCO17_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+
+
+class BadClipError(ValueError):
+    """The data of one clip is missing or malformed (the dataset may skip the clip)."""
+
+
+@dataclasses.dataclass
+class Keypoints:
+    """Keypoints of some frames: `xy` float32 (M, T, V, 2) pixel (x, y) with pixel centres at
+    integers, `score` float32 (M, T, V) in [0, 1] (0 = absent), `img_shape` (H, W) of the frames
+    the coordinates refer to (None: the same frames as the RGB), `flip_pairs` the (left, right)
+    joint indices swapped by a horizontal flip."""
+
+    xy: np.ndarray
+    score: np.ndarray
+    img_shape: tuple[int, int] | None
+    flip_pairs: tuple[tuple[int, int], ...] = COCO17_FLIP_PAIRS
+
+
+class _FrameSlot:
+    """Formats as a marker, so a template can be turned into a file-name pattern."""
+
+    def __format__(self, spec: str) -> str:
+        return "\0"
+
+
+def _template_fields(template: str) -> set[str]:
+    return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template)
+            if field is not None}
+
+
+class _Templated:
+    """Template handling shared by all sources."""
+
+    gin_name = "source"
+    fields: tuple[str, ...] = ("video",)
+
+    def __init__(self, template: str, root: str | Path | None):
+        missing = set(self.fields) - _template_fields(template)
+        extra = _template_fields(template) - set(self.fields)
+        if missing or extra:
+            raise ValueError(f"{self.gin_name}.template={template!r} must use exactly the fields "
+                             f"{sorted(self.fields)} (missing {sorted(missing)}, unknown {sorted(extra)})")
+        self.template = template
+        self.root = Path(root) if root is not None else None
+
+    def path(self, video: str, **fields: Any) -> Path:
+        relative = Path(self.template.format(video=video, **fields))
+        if self.root is None or relative.is_absolute():
+            return relative
+        return self.root / relative
+
+    def _where(self) -> str:
+        return f"(template {self.gin_name}.template={self.template!r}, root {self.root})"
+
+    def __getstate__(self) -> dict:
+        # Open readers and caches stay in the process that made them (DataLoader workers reopen).
+        return {key: ({} if isinstance(value, dict) else None) if key.startswith("_cache") else value
+                for key, value in self.__dict__.items()}
+
+
+class _NumberedFiles(_Templated):
+    """Per-frame files numbered from `first_frame`; counts them and insists they are contiguous."""
+
+    fields = ("video", "frame")
+    count_fields: dict[str, str] = {}
+
+    def __init__(self, template: str, root: str | Path | None, first_frame: int):
+        super().__init__(template, root)
+        probe = self.template.format(video="v", frame=_FrameSlot(), **self.count_fields)
+        if "\0" not in Path(probe).name or "\0" in str(Path(probe).parent):
+            raise ValueError(f"{self.gin_name}.template={template!r}: the frame number must be in the file "
+                             f"name, not in a folder name")
+        self.first_frame = int(first_frame)
+        self._cache_counts: dict[str, int] = {}
+
+    def _count_files(self, video: str, what: str, **fields: Any) -> int:
+        probe = self.path(video, frame=_FrameSlot(), **fields)
+        folder = probe.parent
+        if not folder.is_dir():
+            raise BadClipError(f"{what} of video '{video}': folder {folder} does not exist {self._where()}")
+        before, after = probe.name.split("\0")
+        pattern = re.compile(re.escape(before) + r"(\d+)" + re.escape(after))
+        numbers = sorted(int(match.group(1)) for name in os.listdir(folder)
+                         if (match := pattern.fullmatch(name)))
+        if not numbers:
+            example = self.path(video, frame=self.first_frame, **fields)
+            raise BadClipError(f"{what} of video '{video}': no files like {example} in {folder} {self._where()}")
+        expected = range(self.first_frame, numbers[-1] + 1)
+        if numbers[0] != self.first_frame or len(numbers) != len(expected):
+            present = set(numbers)
+            missing = [self.path(video, frame=n, **fields).name for n in expected if n not in present][:5]
+            raise BadClipError(f"{what} of video '{video}': missing files {missing} in {folder}: found "
+                               f"{len(numbers)} files numbered {numbers[0]}..{numbers[-1]}, expected a "
+                               f"contiguous run from {self.first_frame} {self._where()}")
+        return len(numbers)
+
+    def _counted(self, video: str, what: str, **fields: Any) -> int:
+        key = f"{video}\0{sorted(fields.items())}"
+        if key not in self._cache_counts:
+            self._cache_counts[key] = self._count_files(video, what, **fields)
+        return self._cache_counts[key]
+
+
+def _check_indices(indices: Sequence[int], num_frames: int, video: str, what: str) -> np.ndarray:
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= num_frames):
+        raise BadClipError(f"{what} of video '{video}': frame index {int(indices.max())} is past the end "
+                           f"(the video has {num_frames} frames, indices are 0-based)")
+    return indices
+
+
+def _read_image(path: Path, video: str, mode: str) -> np.ndarray:
+    # PIL rather than cv2: cv2 returns a half-grey picture for a truncated JPEG, PIL refuses it.
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode))
+    except FileNotFoundError:
+        raise BadClipError(f"video '{video}': missing frame file {path}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadClipError(f"video '{video}': unreadable or corrupt image {path} ({err})") from None
+
+
+def _stack_same_size(arrays: list[np.ndarray], video: str, what: str) -> np.ndarray:
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        raise BadClipError(f"{what} of video '{video}': frames differ in size {sorted(shapes)}")
+    return np.stack(arrays)
+
+
+@gin.configurable("rgb_frames")
+class FrameFolderSource(_NumberedFiles):
+    """RGB frames as image files (JPEG/PNG/...), one folder per video."""
+
+    kind = "image"
+    gin_name = "rgb_frames"
+
+    def __init__(self, template: str = "frames/{video}/{frame:06d}.jpg", root: str | Path | None = None,
+                 first_frame: int = 1):
+        super().__init__(template, root, first_frame)
+
+    def num_frames(self, video: str) -> int:
+        return self._counted(video, "RGB frames")
+
+    def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
+        indices = _check_indices(indices, self.num_frames(video), video, "RGB frames")
+        frames = [_read_image(self.path(video, frame=int(i) + self.first_frame), video, "RGB") for i in indices]
+        return _stack_same_size(frames, video, "RGB frames")
+
+
+@gin.configurable("rgb_video")
+class VideoFileSource(_Templated):
+    """RGB from a video file, decoded with decord (seeks to the requested frames)."""
+
+    kind = "image"
+    gin_name = "rgb_video"
+
+    def __init__(self, template: str = "{video}.mp4", root: str | Path | None = None, num_threads: int = 1):
+        super().__init__(template, root)
+        self.num_threads = num_threads
+        self._cache_reader: tuple[Path, Any] | None = None
+
+    def _reader(self, video: str):
+        import decord  # imported here: only video users pay for it
+
+        path = self.path(video)
+        if self._cache_reader is not None and self._cache_reader[0] == path:
+            return self._cache_reader[1]
+        if not path.is_file():
+            raise BadClipError(f"video '{video}': missing video file {path} {self._where()}")
+        try:
+            reader = decord.VideoReader(str(path), num_threads=self.num_threads)
+        except (RuntimeError, decord.DECORDError) as err:
+            raise BadClipError(f"video '{video}': unreadable or corrupt video {path} "
+                               f"({str(err).splitlines()[0]})") from None
+        self._cache_reader = (path, reader)
+        return reader
+
+    def num_frames(self, video: str) -> int:
+        return len(self._reader(video))
+
+    def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
+        import decord
+
+        reader = self._reader(video)
+        indices = _check_indices(indices, len(reader), video, f"video file {self.path(video)}")
+        try:
+            return reader.get_batch(indices.tolist()).asnumpy()
+        except (RuntimeError, decord.DECORDError) as err:
+            raise BadClipError(f"video '{video}': cannot decode frames {indices.tolist()} of {self.path(video)} "
+                               f"({str(err).splitlines()[0]})") from None
+
+
+def _flow_pairs(indices: np.ndarray, num_pairs: int) -> np.ndarray:
+    """Frame index -> flow field index: the last frame has no successor and reuses the last field."""
+    return np.minimum(indices, num_pairs - 1)
+
+
+def _as_flow_field(array: np.ndarray, path: Path, video: str, expected: str) -> np.ndarray:
+    if array.ndim != 3 or array.shape[0] != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise BadClipError(f"video '{video}': flow {path} has shape {array.shape} dtype {array.dtype}, "
+                           f"expected a float array {expected}")
+    field = np.asarray(array, dtype=np.float32)
+    if not np.isfinite(field).all():
+        raise BadClipError(f"video '{video}': flow {path} contains NaN or infinite values")
+    return field.transpose(1, 2, 0)
+
+
+@gin.configurable("flow_frames")
+class FlowFrameSource(_NumberedFiles):
+    """One `.npy` per frame pair: (2, H, W) float16/32, numbered from `first_frame`."""
+
+    kind = "flow"
+    gin_name = "flow_frames"
+
+    def __init__(self, template: str = "flows/{video}/pair_{frame:05d}.npy", root: str | Path | None = None,
+                 first_frame: int = 1):
+        super().__init__(template, root, first_frame)
+
+    def num_frames(self, video: str) -> int:
+        return self._counted(video, "flow") + 1
+
+    def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
+        num_frames = self.num_frames(video)
+        pairs = _flow_pairs(_check_indices(indices, num_frames, video, "flow"), num_frames - 1)
+        fields = []
+        for pair in pairs:
+            path = self.path(video, frame=int(pair) + self.first_frame)
+            fields.append(_as_flow_field(_load_npy(path, video), path, video, "(2, H, W)"))
+        return _stack_same_size(fields, video, "flow")
+
+
+def _load_npy(path: Path, video: str, mmap: bool = False) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise BadClipError(f"video '{video}': missing file {path}") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise BadClipError(f"video '{video}': unreadable or corrupt array file {path} ({err})") from None
+
+
+def _memmap_npz_member(path: Path, key: str | None, video: str) -> np.ndarray:
+    """Memory-map one array of an uncompressed `.npz` (np.savez); compressed members are read whole.
+
+    numpy cannot memory-map inside a zip, but a stored (uncompressed) member is a plain `.npy`
+    at a fixed offset, so it can be mapped directly.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+            if key is None:
+                if len(names) != 1:
+                    raise BadClipError(f"video '{video}': {path} holds arrays {names}; set flow_array.key "
+                                       f"to the one holding the flow")
+                key = names[0]
+            if key not in names:
+                raise BadClipError(f"video '{video}': {path} has no array '{key}' (it holds {names})")
+            info = archive.getinfo(key + ".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    return np.load(io.BytesIO(member.read()), allow_pickle=False)
+        with open(path, "rb") as handle:
+            handle.seek(info.header_offset)
+            local_header = handle.read(30)
+            name_length, extra_length = struct.unpack("<HH", local_header[26:30])
+            handle.seek(info.header_offset + 30 + name_length + extra_length)
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            offset = handle.tell()
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    except FileNotFoundError:
+        raise BadClipError(f"video '{video}': missing file {path}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error) as err:
+        raise BadClipError(f"video '{video}': unreadable or corrupt array file {path} ({err})") from None
+
+
+@gin.configurable("flow_array")
+class FlowArraySource(_Templated):
+    """One array per video, (P, 2, H, W), `.npy` or `.npz`, memory-mapped so a clip reads only its
+    frames. P is the number of frame pairs (F - 1) unless `includes_last_frame` says it is F."""
+
+    kind = "flow"
+    gin_name = "flow_array"
+
+    def __init__(self, template: str = "flows/{video}.npy", root: str | Path | None = None,
+                 key: str | None = None, includes_last_frame: bool = False):
+        super().__init__(template, root)
+        self.key = key
+        self.includes_last_frame = includes_last_frame
+        self._cache_array: tuple[Path, np.ndarray] | None = None
+
+    def _array(self, video: str) -> np.ndarray:
+        path = self.path(video)
+        if self._cache_array is not None and self._cache_array[0] == path:
+            return self._cache_array[1]
+        if path.suffix == ".npz":
+            array = _memmap_npz_member(path, self.key, video)
+        else:
+            array = _load_npy(path, video, mmap=True)
+        if array.ndim != 4 or array.shape[1] != 2 or not np.issubdtype(array.dtype, np.floating):
+            raise BadClipError(f"video '{video}': flow array {path} has shape {array.shape} dtype "
+                               f"{array.dtype}, expected a float array (frame pairs, 2, H, W)")
+        if array.shape[0] == 0:
+            raise BadClipError(f"video '{video}': flow array {path} is empty")
+        self._cache_array = (path, array)
+        return array
+
+    def num_frames(self, video: str) -> int:
+        return self._array(video).shape[0] + (0 if self.includes_last_frame else 1)
+
+    def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
+        array = self._array(video)
+        indices = _check_indices(indices, self.num_frames(video), video, "flow")
+        path = self.path(video)
+        pairs = _flow_pairs(indices, array.shape[0])
+        return np.stack([_as_flow_field(np.asarray(array[pair]), path, video, "(pairs, 2, H, W)")
+                         for pair in pairs])
+
+
+@gin.configurable("flow_jpeg")
+class FlowJpegSource(_NumberedFiles):
+    """denseflow-style flow: a grayscale JPEG per axis and frame pair, 0..255 mapping
+    [-bound, bound] pixels linearly (the quantisation step is 2 * bound / 255)."""
+
+    kind = "flow"
+    gin_name = "flow_jpeg"
+    fields = ("video", "frame", "axis")
+
+    def __init__(self, template: str = "flows/{video}/{axis}_{frame:05d}.jpg", root: str | Path | None = None,
+                 first_frame: int = 1, axes: tuple[str, str] = ("x", "y"), bound: float = 20.0):
+        self.count_fields = {"axis": axes[0]}
+        super().__init__(template, root, first_frame)
+        self.axes = tuple(axes)
+        self.bound = float(bound)
+
+    def num_frames(self, video: str) -> int:
+        counts = [self._counted(video, f"flow {axis}", axis=axis) for axis in self.axes]
+        if counts[0] != counts[1]:
+            raise BadClipError(f"flow of video '{video}': {counts[0]} '{self.axes[0]}' files but {counts[1]} "
+                               f"'{self.axes[1]}' files {self._where()}")
+        return counts[0] + 1
+
+    def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
+        num_frames = self.num_frames(video)
+        pairs = _flow_pairs(_check_indices(indices, num_frames, video, "flow"), num_frames - 1)
+        fields = []
+        for pair in pairs:
+            number = int(pair) + self.first_frame
+            axes = [_read_image(self.path(video, frame=number, axis=axis), video, "L") for axis in self.axes]
+            if axes[0].shape != axes[1].shape:
+                raise BadClipError(f"flow of video '{video}': x and y images of pair {number} differ in size")
+            fields.append(np.stack(axes, axis=-1).astype(np.float32) * (2 * self.bound / 255.0) - self.bound)
+        return _stack_same_size(fields, video, "flow")
+
+
+# ---------------------------------------------------------------------------------------------
+# Skeletons
+
+_ALLOWED_GLOBALS = {
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "slice"),
+    ("builtins", "bytearray"), ("collections", "OrderedDict"), ("_codecs", "encode"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Builds numpy arrays and plain containers only: a pickle can run any code while loading,
+    and skeleton files often come from strangers."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+
+def load_plain_pickle(path: str | Path) -> Any:
+    """Unpickle a file that may hold only numpy arrays, numbers, strings and containers."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return _PlainDataUnpickler(handle).load()
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        raise BadClipError(f"{path}: {err}: skeleton pickles may hold only numpy arrays and plain "
+                           f"containers (dict, list, tuple, numbers, strings). Re-save it as a dict of "
+                           f"numpy arrays, or use a .npz file") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError, OSError) as err:
+        raise BadClipError(f"{path}: unreadable or corrupt pickle ({type(err).__name__}: {err})") from None
+
+
+@gin.configurable("skeleton_pickle")
+class SkeletonSource(_Templated):
+    """MMAction2/PYSKL-style skeletons, one file per video.
+
+    `.pkl`: a dict with `keypoint` (M, T, V, 2) or (T, V, 2), `keypoint_score` (M, T, V) or
+    (T, V), `img_shape` (H, W) of the frames the estimator saw, optional `total_frames`.
+    `.npz`: the same keys as arrays (`img_shape` optional). `.npy`: (M, T, V, 3) or (T, V, 3)
+    of (x, y, score). Without `img_shape` the coordinates are taken to be in the RGB frames'
+    pixels. Scores must lie in [0, 1]; a joint with score 0 is absent.
+    """
+
+    kind = "keypoints"
+    gin_name = "skeleton_pickle"
+
+    def __init__(self, template: str = "skeletons/{video}.pkl", root: str | Path | None = None,
+                 num_joints: int = 17, flip_pairs: Sequence[Sequence[int]] = COCO17_FLIP_PAIRS):
+        super().__init__(template, root)
+        self.num_joints = int(num_joints)
+        self.flip_pairs = tuple((int(a), int(b)) for a, b in flip_pairs)
+        bad = [pair for pair in self.flip_pairs if max(pair) >= self.num_joints or min(pair) < 0]
+        if bad:
+            raise ValueError(f"skeleton_pickle.flip_pairs {bad} name joints outside 0..{self.num_joints - 1}")
+        self._cache_skeleton: tuple[Path, Keypoints] | None = None
+
+    def _load(self, video: str) -> Keypoints:
+        path = self.path(video)
+        if self._cache_skeleton is not None and self._cache_skeleton[0] == path:
+            return self._cache_skeleton[1]
+        if not path.is_file():
+            raise BadClipError(f"video '{video}': missing skeleton file {path} {self._where()}")
+        if path.suffix == ".npy":
+            keypoints = self._from_xys(_load_npy(path, video), path, video)
+        elif path.suffix == ".npz":
+            try:
+                with np.load(path, allow_pickle=False) as archive:
+                    keypoints = self._from_dict(dict(archive), path, video, needs_shape=False)
+            except (OSError, ValueError, zipfile.BadZipFile) as err:
+                raise BadClipError(f"video '{video}': unreadable or corrupt skeleton {path} ({err})") from None
+        else:
+            data = load_plain_pickle(path)
+            if not isinstance(data, dict):
+                raise BadClipError(f"video '{video}': skeleton pickle {path} holds a {type(data).__name__}, "
+                                   f"expected a dict with keypoint, keypoint_score, img_shape")
+            keypoints = self._from_dict(data, path, video, needs_shape=True)
+        self._cache_skeleton = (path, keypoints)
+        return keypoints
+
+    def _from_xys(self, array: np.ndarray, path: Path, video: str) -> Keypoints:
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[-1] != 3:
+            raise BadClipError(f"video '{video}': skeleton array {path} has shape {array.shape}, expected "
+                               f"(persons, frames, joints, 3) or (frames, joints, 3) of (x, y, score)")
+        return self._validated(array[..., :2], array[..., 2], None, None, path, video)
+
+    def _from_dict(self, data: dict, path: Path, video: str, needs_shape: bool) -> Keypoints:
+        required = ["keypoint", "keypoint_score"] + (["img_shape"] if needs_shape else [])
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise BadClipError(f"video '{video}': skeleton {path} lacks keys {missing} (it has "
+                               f"{sorted(map(str, data))}); expected keypoint (M, T, V, 2), "
+                               f"keypoint_score (M, T, V), img_shape (H, W)")
+        xy, score = np.asarray(data["keypoint"]), np.asarray(data["keypoint_score"])
+        if xy.ndim == 3:
+            xy, score = xy[None], score[None] if score.ndim == 2 else score
+        if xy.ndim != 4 or xy.shape[-1] != 2:
+            raise BadClipError(f"video '{video}': skeleton {path} keypoint has shape {xy.shape}, expected "
+                               f"(persons, frames, joints, 2) or (frames, joints, 2)")
+        img_shape = data.get("img_shape")
+        if img_shape is not None:
+            img_shape = tuple(int(v) for v in np.asarray(img_shape).reshape(-1))
+            if len(img_shape) < 2 or min(img_shape[:2]) <= 0:
+                raise BadClipError(f"video '{video}': skeleton {path} img_shape {data['img_shape']!r} is not (H, W)")
+            img_shape = img_shape[:2]
+        total = data.get("total_frames")
+        return self._validated(xy, score, img_shape, None if total is None else int(total), path, video)
+
+    def _validated(self, xy: np.ndarray, score: np.ndarray, img_shape, total_frames, path, video) -> Keypoints:
+        if xy.shape[2] != self.num_joints:
+            raise BadClipError(f"video '{video}': skeleton {path} has {xy.shape[2]} joints, expected "
+                               f"{self.num_joints} (skeleton_pickle.num_joints)")
+        if score.shape != xy.shape[:3]:
+            raise BadClipError(f"video '{video}': skeleton {path} keypoint_score has shape {score.shape}, "
+                               f"expected {xy.shape[:3]} to match keypoint {xy.shape}")
+        if total_frames is not None and total_frames != xy.shape[1]:
+            raise BadClipError(f"video '{video}': skeleton {path} says total_frames={total_frames} but "
+                               f"keypoint holds {xy.shape[1]} frames")
+        xy, score = xy.astype(np.float32), score.astype(np.float32)
+        if not np.isfinite(score).all() or score.min(initial=0) < 0 or score.max(initial=0) > 1.001:
+            raise BadClipError(f"video '{video}': skeleton {path} scores must be finite and within [0, 1]")
+        finite = np.isfinite(xy).all(axis=-1)
+        if (~finite & (score > 0)).any():
+            raise BadClipError(f"video '{video}': skeleton {path} has NaN/inf coordinates on joints with "
+                               f"score > 0 (give absent joints score 0)")
+        # Absent joints contribute nothing; their coordinates are neutralised so NaN cannot spread.
+        xy[~finite] = 0.0
+        score = np.minimum(score, 1.0)
+        return Keypoints(xy, score, img_shape, self.flip_pairs)
+
+    def num_frames(self, video: str) -> int:
+        return self._load(video).xy.shape[1]
+
+    def read(self, video: str, indices: Sequence[int]) -> Keypoints:
+        keypoints = self._load(video)
+        indices = _check_indices(indices, keypoints.xy.shape[1], video, f"skeleton {self.path(video)}")
+        return dataclasses.replace(keypoints, xy=keypoints.xy[:, indices], score=keypoints.score[:, indices])
