@@ -113,6 +113,7 @@ CLASSIFIERS: dict[str, Classifier] = {
 
 def get_classifier(name: str) -> Classifier:
     if name not in CLASSIFIERS:
-        raise ValueError(f"unknown few-shot classifier {name!r}; choose one of {sorted(CLASSIFIERS)} "
+        raise ValueError(f"unknown few-shot classifier {name!r}; choose one of "
+                         f"{sorted(CLASSIFIERS)} "
                          "(gin: fewshot.classifier = 'logistic')")
     return CLASSIFIERS[name]
