@@ -1,0 +1,217 @@
+"""VideoMAE-compatible video ViT built from timm parts.
+
+State-dict keys are the official VideoMAE names (`patch_embed.proj`, `blocks.N.attn.qkv`,
+`q_bias`, `v_bias`, `norm1`, `mlp.fc1`, `norm`, `fc_norm`, `pos_embed`), so official weights load
+1:1; the one exception is layer scale, which timm names `blocks.N.ls1.gamma` (official
+`gamma_1`) and `mmdistill.models.keymaps` renames. Pooling follows the official switch:
+`use_mean_pooling=False` (pretraining encoders) puts a LayerNorm `norm` after the blocks and pools
+by a plain mean; `use_mean_pooling=True` (fine-tuned models) leaves the tokens un-normed and
+normalises the mean with `fc_norm`.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import gin
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Attention, Block
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mmdistill.models.pos_embed import Grid, resample_pos_embed, sinusoid_table
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+# name -> (embed_dim, depth, num_heads); tiny is ours (CPU tests and the demo), the rest VideoMAE's.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (192, 4, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "huge": (1280, 32, 16),
+}
+
+
+class QVBiasAttention(Attention):
+    """timm attention with VideoMAE's bias layout: learned q and v biases, the k bias fixed at 0."""
+
+    def __init__(self, dim: int, num_heads: int = 8, **kwargs: Any):
+        kwargs["qkv_bias"] = False  # the bias lives in q_bias / v_bias instead of qkv.bias
+        super().__init__(dim, num_heads=num_heads, **kwargs)
+        self.q_bias = nn.Parameter(torch.zeros(self.attn_dim))
+        self.v_bias = nn.Parameter(torch.zeros(self.attn_dim))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        B, N, _ = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                attn = attn + attn_mask
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+        return self.proj_drop(self.proj(x))
+
+
+class TubeletEmbed(nn.Module):
+    """(B, C, T, H, W) -> (B, N, D) by a Conv3d whose kernel is one tubelet x patch x patch."""
+
+    def __init__(self, in_chans: int, embed_dim: int, tubelet_size: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
+                              stride=(tubelet_size, patch_size, patch_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VideoViT(nn.Module):
+    """Video ViT encoder: tubelet embedding, position table, timm blocks, final norm, mean pooling.
+
+    `forward(x, mask)` returns `(tokens, pooled)`: the visible tokens after `norm` and their mean
+    after `fc_norm` (see the module docstring for which of the two is a LayerNorm).
+    `sincos_grid`: the grid a fixed sinusoid table was built for when it differs from this model's
+    (a checkpoint trained at another size); the table is then resampled, never regenerated.
+    """
+
+    def __init__(self, in_chans: int = 3, num_frames: int = 16, img_size: int | tuple[int, int] = 224,
+                 tubelet_size: int = 2, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
+                 num_heads: int = 12, mlp_ratio: float = 4.0, pos_embed: str = "sincos",
+                 init_values: float = 0.0, drop_path_rate: float = 0.0,
+                 use_mean_pooling: bool = False, grad_checkpointing: bool = False,
+                 sincos_grid: Grid | None = None):
+        super().__init__()
+        height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self._check_divisible(num_frames, tubelet_size, "num_frames", "tubelet_size")
+        self._check_divisible(height, patch_size, "img_size height", "patch_size")
+        self._check_divisible(width, patch_size, "img_size width", "patch_size")
+        if embed_dim % num_heads:
+            raise ValueError(f"video_vit: embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if pos_embed not in ("sincos", "learned"):
+            raise ValueError(f"video_vit.pos_embed={pos_embed!r}: choose 'sincos' or 'learned'")
+        self.arch: dict[str, Any] = dict(
+            in_chans=in_chans, num_frames=num_frames, img_size=(height, width),
+            tubelet_size=tubelet_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, pos_embed=pos_embed, init_values=init_values,
+            use_mean_pooling=use_mean_pooling, sincos_grid=None)
+        self.in_chans, self.embed_dim = in_chans, embed_dim
+        self.grid_size: Grid = (num_frames // tubelet_size, height // patch_size, width // patch_size)
+        self.num_patches = math.prod(self.grid_size)
+        self.grad_checkpointing = grad_checkpointing
+
+        self.patch_embed = TubeletEmbed(in_chans, embed_dim, tubelet_size, patch_size)
+        if pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
+            trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.register_buffer("pos_embed", sinusoid_table(self.num_patches, embed_dim),
+                                 persistent=False)
+            self.use_sincos_table_of(sincos_grid)
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, init_values=init_values or None,
+                  drop_path=rate, norm_layer=LayerNorm, attn_layer=QVBiasAttention)
+            for rate in rates])
+        self.norm = nn.Identity() if use_mean_pooling else LayerNorm(embed_dim)
+        self.fc_norm = LayerNorm(embed_dim) if use_mean_pooling else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _check_divisible(value: int, by: int, name: str, by_name: str) -> None:
+        if value % by:
+            raise ValueError(f"video_vit: {name}={value} is not divisible by {by_name}={by}")
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # VideoMAE's init: truncated normal Linear weights, zero biases; LayerNorm at identity.
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def use_sincos_table_of(self, grid: Grid | None) -> None:
+        """Use the fixed sinusoid table of `grid`, resampled to this model's grid (None: own grid)."""
+        if self.arch["pos_embed"] != "sincos":
+            raise ValueError("use_sincos_table_of needs pos_embed='sincos'; a learned table is "
+                             "resampled by load_pretrained instead")
+        grid = tuple(int(g) for g in grid) if grid is not None else self.grid_size
+        table = resample_pos_embed(sinusoid_table(math.prod(grid), self.embed_dim), grid,
+                                   self.grid_size)
+        with torch.no_grad():
+            self.pos_embed.copy_(table)
+        self.arch["sincos_grid"] = None if grid == self.grid_size else grid
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_input(x)
+        x = self.patch_embed(x)
+        x = x + self.pos_embed.to(dtype=x.dtype)
+        if mask is not None:
+            x = x[~self._check_mask(mask, x)].reshape(x.shape[0], -1, x.shape[-1])
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        tokens = self.norm(x)
+        return tokens, self.fc_norm(tokens.mean(dim=1))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        t, h, w = self.grid_size
+        expected = (self.in_chans, t * self.arch["tubelet_size"], h * self.arch["patch_size"],
+                    w * self.arch["patch_size"])
+        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"VideoViT expects input (B, C, T, H, W) = (B, {', '.join(map(str, expected))}), "
+                             f"got {tuple(x.shape)}; check the modality's channels, clip length "
+                             f"and crop size against video_vit.in_chans/num_frames/img_size")
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if mask.dtype != torch.bool or tuple(mask.shape) != (x.shape[0], self.num_patches):
+            raise ValueError(f"mask must be bool (B, N) = ({x.shape[0]}, {self.num_patches}) with "
+                             f"True = masked, got {mask.dtype} {tuple(mask.shape)}")
+        visible = (~mask).sum(dim=1)
+        if bool((visible != visible[0]).any()):
+            raise ValueError(f"every clip in a batch must hide the same number of tokens; visible "
+                             f"counts per clip: {visible.tolist()}")
+        return mask.to(x.device)
+
+
+@gin.configurable("video_vit")
+def video_vit(size: str = "tiny", in_chans: int = 3, num_frames: int = 16,
+              img_size: int | tuple[int, int] = 224, tubelet_size: int = 2, patch_size: int = 16,
+              embed_dim: int | None = None, depth: int | None = None, num_heads: int | None = None,
+              mlp_ratio: float = 4.0, pos_embed: str = "sincos", init_values: float = 0.0,
+              drop_path_rate: float = 0.0, use_mean_pooling: bool = False,
+              grad_checkpointing: bool = False, sincos_grid: Grid | None = None) -> VideoViT:
+    """A VideoViT of a named size; embed_dim/depth/num_heads override the size's values."""
+    if size not in SIZES:
+        raise ValueError(f"video_vit.size={size!r}: choose one of {sorted(SIZES)} "
+                         f"(or set embed_dim/depth/num_heads)")
+    dim, layers, heads = SIZES[size]
+    return VideoViT(in_chans=in_chans, num_frames=num_frames, img_size=img_size,
+                    tubelet_size=tubelet_size, patch_size=patch_size,
+                    embed_dim=embed_dim or dim, depth=depth or layers, num_heads=num_heads or heads,
+                    mlp_ratio=mlp_ratio, pos_embed=pos_embed, init_values=init_values,
+                    drop_path_rate=drop_path_rate, use_mean_pooling=use_mean_pooling,
+                    grad_checkpointing=grad_checkpointing, sincos_grid=sincos_grid)
