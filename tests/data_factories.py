@@ -23,7 +23,7 @@ def write_frames(root: Path, video: str, frames: np.ndarray, template: str = "fr
     for index, frame in enumerate(frames):
         path = Path(root) / template.format(video=video, frame=index + first_frame)
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(frame).save(path, **({"quality": 95} if path.suffix == ".jpg" else {}))
+        Image.fromarray(frame).save(path, **({"quality": 95, "subsampling": 0} if path.suffix == ".jpg" else {}))
         paths.append(path)
     return paths
 

@@ -217,10 +217,14 @@ class VideoFileSource(_Templated):
         reader = self._reader(video)
         indices = _check_indices(indices, len(reader), video, f"video file {self.path(video)}")
         try:
-            return reader.get_batch(indices.tolist()).asnumpy()
+            frames = reader.get_batch(indices.tolist()).asnumpy()
         except (RuntimeError, decord.DECORDError) as err:
             raise BadClipError(f"video '{video}': cannot decode frames {indices.tolist()} of {self.path(video)} "
                                f"({str(err).splitlines()[0]})") from None
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise BadClipError(f"video '{video}': the decoder returned frames of shape {frames.shape} for "
+                               f"{self.path(video)}, expected (T, H, W, 3); re-encode the video (e.g. H.264)")
+        return frames
 
 
 def _flow_pairs(indices: np.ndarray, num_pairs: int) -> np.ndarray:
@@ -401,14 +405,19 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
 class _PlainDataUnpickler(pickle.Unpickler):
     """Builds numpy arrays and plain containers only: a pickle can run any code while loading,
     and skeleton files often come from strangers."""
 
     def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module  # protocol 2 (Python 2) spelling
         if (module, name) in _ALLOWED_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        raise _RefusedGlobal(f"refused to load {module}.{name}")
 
 
 def load_plain_pickle(path: str | Path) -> Any:
@@ -419,11 +428,12 @@ def load_plain_pickle(path: str | Path) -> Any:
             return _PlainDataUnpickler(handle).load()
     except FileNotFoundError:
         raise
-    except pickle.UnpicklingError as err:
+    except _RefusedGlobal as err:
         raise BadClipError(f"{path}: {err}: skeleton pickles may hold only numpy arrays and plain "
                            f"containers (dict, list, tuple, numbers, strings). Re-save it as a dict of "
                            f"numpy arrays, or use a .npz file") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError, OSError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError,
+            OSError) as err:
         raise BadClipError(f"{path}: unreadable or corrupt pickle ({type(err).__name__}: {err})") from None
 
 
