@@ -312,3 +312,37 @@ def test_command_line_writes_and_reuses(tmp_path, capsys):
     assert out.count('Demo dataset ready') == 2
     with Image.open(tmp_path / 'cli' / 'frames' / 'e00000' / '000003.jpg') as image:
         assert image.size == (32, 24)
+
+
+def test_the_project_reader_loads_a_demo_clip_in_all_modalities(tiny):
+    """The demo data goes through the real dataset unchanged: same pixels, flow and joints."""
+    from mmdistill.data.dataset import build_clip_dataset
+
+    height, width = TINY['size']
+    frames = TINY['num_frames']
+    gin.parse_config(f'temporal_sampling.num_frames = {frames}\n'
+                     'temporal_sampling.sampling_rate = 1\n'
+                     'spatial_transform.short_side = None\n'
+                     f'spatial_transform.crop_size = ({height}, {width})\n')
+    dataset = build_clip_dataset(tiny / 'fewshot.json', mode='eval',
+                                 mean={'rgb': (0, 0, 0)}, std={'rgb': (1, 1, 1)})
+    assert dataset.class_names == sorted(list(ACTIONS)[:2])
+    item = dataset[1]
+    video = item['video']
+    label = next(e['events'][0]['label'] for e in _videos(tiny, 'fewshot.json')
+                 if e['video'] == video)
+    assert dataset.class_names[item['label']] == label and item['start'] == 0
+    assert item['rgb'].shape == (3, frames, height, width)
+    assert item['flow'].shape == (2, frames, height, width)
+    assert item['skeleton'].shape == (17, frames, height, width)
+
+    jpeg = np.asarray(Image.open(tiny / 'frames' / video / '000002.jpg'), np.float32) / 255
+    assert np.allclose(item['rgb'][:, 1].numpy().transpose(1, 2, 0), jpeg, atol=1e-5)
+    flow = np.load(tiny / 'flows' / video / 'pair_00002.npy').astype(np.float32)
+    assert np.allclose(item['flow'][:, 1].numpy(), flow, atol=1e-3)
+    with open(tiny / 'skeletons' / f'{video}.pkl', 'rb') as f:
+        keypoints = pickle.load(f)['keypoint'][0]
+    nose = COCO17_JOINTS.index('nose')
+    heatmap = item['skeleton'][nose, 0].numpy()
+    peak_y, peak_x = np.unravel_index(heatmap.argmax(), heatmap.shape)
+    assert np.hypot(peak_x - keypoints[0, nose, 0], peak_y - keypoints[0, nose, 1]) < 1.0
