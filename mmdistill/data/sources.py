@@ -476,7 +476,10 @@ class SkeletonSource(_Templated):
             except (OSError, ValueError, zipfile.BadZipFile) as err:
                 raise BadClipError(f"video '{video}': unreadable or corrupt skeleton {path} ({err})") from None
         else:
-            data = load_plain_pickle(path)
+            try:
+                data = load_plain_pickle(path)
+            except BadClipError as err:
+                raise BadClipError(f"video '{video}': {err}") from None
             if not isinstance(data, dict):
                 raise BadClipError(f"video '{video}': skeleton pickle {path} holds a {type(data).__name__}, "
                                    f"expected a dict with keypoint, keypoint_score, img_shape")

@@ -1,0 +1,57 @@
+"""Data tools: `python -m mmdistill.data check|stats --gin_file FILE [...]`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+EXAMPLES = """examples:
+  python -m mmdistill.data check --gin_file gin/tennis.gin --scope distill
+  python -m mmdistill.data check --annotations data/fewshot.json --modalities rgb --visualize 4
+  python -m mmdistill.data stats --gin_file gin/tennis.gin --scope distill --max_clips 300
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gin_file", action="append", default=[], help="gin file describing the dataset (repeatable)")
+    parser.add_argument("--gin_param", action="append", default=[], help="extra gin binding (repeatable)")
+    parser.add_argument("--scope", default=None, help="gin scope of the dataset, e.g. distill or fewshot")
+    parser.add_argument("--annotations", default=None, help="annotation file or class folder (overrides gin)")
+    parser.add_argument("--root", default=None, help="data root (overrides gin)")
+    parser.add_argument("--modalities", nargs="+", default=None, help="modalities to read (overrides gin)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mmdistill.data", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="scan a dataset and report clips, classes, coverage and problems",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(check)
+    check.add_argument("--decode", action="store_true", help="also decode every clip as training would")
+    check.add_argument("--visualize", type=int, default=0, metavar="N",
+                       help="write a PNG montage of N clips after the training transforms")
+    check.add_argument("--out", default="data_check.png", help="montage path (with --visualize)")
+    check.add_argument("--max_listed", type=int, default=20, help="classes/problems listed at most")
+    stats = commands.add_parser("stats", help="per-channel mean/std of flow and skeleton inputs, as gin lines",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(stats)
+    stats.add_argument("--max_clips", type=int, default=200)
+    stats.add_argument("--num_workers", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        from mmdistill.data.check import run_check
+        return run_check(args)
+    from mmdistill.data.stats import run_stats
+    return run_stats(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

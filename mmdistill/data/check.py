@@ -1,0 +1,274 @@
+"""`python -m mmdistill.data check`: scan a dataset once and say what is there and what is not,
+optionally with a picture of a few training clips so a user can see the modalities line up.
+
+The scan asks every source of every video for its frame count and reads one frame (or the
+skeleton file), so it is quick; `--decode` also builds every clip the way training would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import gin
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from mmdistill.data.dataset import ClipDataset, build_clip_dataset
+from mmdistill.data.sources import BadClipError
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the dataset a gin file describes
+
+def parse_gin(gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> None:
+    """Parse the files and bindings. A data-only file parses with the data configurables alone;
+    a full experiment file names model/training configurables too, so then every module is
+    imported (slower) and the parse repeated, still strictly, so typos in bindings still fail."""
+    try:
+        gin.parse_config_files_and_bindings(list(gin_files), list(gin_params), finalize_config=False)
+        return
+    except ValueError as err:
+        if "No configurable matching" not in str(err):
+            raise
+    from mmdistill.config import ConfigError, parse_config
+
+    gin.clear_config()
+    try:
+        parse_config(gin_files, gin_params, finalize=False)
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
+
+
+def dataset_in_scope(scope: str | None = None, **overrides) -> ClipDataset:
+    """Call `clip_data` with the parsed bindings (inside `scope`, e.g. 'fewshot')."""
+    try:
+        if scope:
+            with gin.config_scope(scope):
+                return build_clip_dataset(**overrides)
+        return build_clip_dataset(**overrides)
+    except TypeError as err:
+        if "annotations" in str(err):
+            raise SystemExit(f"no annotation file bound: set clip_data.annotations (or {scope or 'SCOPE'}/"
+                             f"clip_data.annotations with --scope), or pass --annotations") from None
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# The scan
+
+@dataclasses.dataclass
+class CheckReport:
+    """What a scan found; `problems` lists (modality, video, message) for every bad file."""
+
+    num_clips: int
+    num_videos: int
+    modalities: list[str]
+    class_counts: dict[str, int]
+    frame_counts: dict[str, list[int]]
+    frame_sizes: dict[str, Counter]
+    videos_ok: dict[str, int]
+    videos_complete: int
+    clips_ok: int
+    problems: list[tuple[str, str, str]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _frame_size(source, video: str) -> str:
+    data = source.read(video, [0])
+    if source.kind == "keypoints":
+        shape = data.img_shape or "RGB size"
+        shape = f"{shape[1]}x{shape[0]}" if isinstance(shape, tuple) else shape
+        return f"{shape}, {data.xy.shape[0]} person(s)"
+    return f"{data.shape[2]}x{data.shape[1]}"
+
+
+def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = True) -> CheckReport:
+    """Check every video of every modality once (and every clip with `decode`)."""
+    clips_by_video = defaultdict(list)
+    for index, clip in enumerate(dataset.clips):
+        clips_by_video[clip.video].append(index)
+    frame_counts = {name: [] for name in dataset.sources}
+    frame_sizes = {name: Counter() for name in dataset.sources}
+    videos_ok = Counter()
+    problems = []
+    usable = set()
+    for video, indices in tqdm(clips_by_video.items(), desc="videos", disable=not progress):
+        counts = {}
+        for name, source in dataset.sources.items():
+            try:
+                counts[name] = source.num_frames(video)
+                frame_sizes[name][_frame_size(source, video)] += 1
+            except BadClipError as err:
+                problems.append((name, video, str(err)))
+                continue
+            frame_counts[name].append(counts[name])
+            videos_ok[name] += 1
+        if len(counts) < len(dataset.sources):
+            continue
+        if len(set(counts.values())) > 1 and dataset.frame_counts == "equal":
+            problems.append(("all", video, f"modalities disagree on the number of frames {counts}"))
+            continue
+        length = min(counts.values())
+        for index in indices:
+            clip = dataset.clips[index]
+            if (clip.start is not None and clip.start >= length) or (clip.end is not None and clip.end > length):
+                problems.append(("annotation", video, f"clip #{index} (start {clip.start}, end {clip.end}) lies "
+                                                      f"past the video's {length} frames"))
+            else:
+                usable.add(index)
+    if decode:
+        for index in tqdm(sorted(usable), desc="clips", disable=not progress):
+            try:
+                dataset._load(dataset.clips[index], np.random.default_rng(0), np.random.default_rng(0))
+            except BadClipError as err:
+                usable.discard(index)
+                problems.append(("decode", dataset.clips[index].video, f"clip #{index}: {err}"))
+    broken = {video for kind, video, _ in problems if kind in dataset.sources or kind == "all"}
+    complete = sum(1 for video in clips_by_video if video not in broken)
+    class_counts = dict(sorted(Counter(dataset.class_names[label] for label in dataset.labels if label >= 0).items()))
+    return CheckReport(len(dataset.clips), len(clips_by_video), list(dataset.sources), class_counts, frame_counts,
+                       frame_sizes, dict(videos_ok), complete, len(usable), problems)
+
+
+def format_report(report: CheckReport, max_listed: int = 20) -> str:
+    lines = [f"clips: {report.num_clips} from {report.num_videos} videos; modalities: {', '.join(report.modalities)}"]
+    if report.class_counts:
+        counts = list(report.class_counts.values())
+        lines.append(f"classes: {len(counts)}; clips per class min {min(counts)}, median "
+                     f"{statistics.median(counts):g}, max {max(counts)}")
+        shown = sorted(report.class_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        if len(shown) > max_listed:
+            lines.append(f"  (the {max_listed} largest of {len(shown)} classes)")
+            shown = shown[:max_listed]
+        lines += [f"  {count:6d}  {name}" for name, count in shown]
+    else:
+        lines.append("classes: none (unlabelled)")
+    lines.append("modality coverage (videos whose files are all there and readable):")
+    for name in report.modalities:
+        lines.append(f"  {name:10s} {report.videos_ok.get(name, 0)}/{report.num_videos}")
+    lines.append(f"  {'all':10s} {report.videos_complete}/{report.num_videos}; usable clips {report.clips_ok}/"
+                 f"{report.num_clips}")
+    for name in report.modalities:
+        counts = report.frame_counts[name]
+        if counts:
+            lines.append(f"frames per video, {name}: min {min(counts)}, median {statistics.median(counts):g}, "
+                         f"max {max(counts)}")
+        sizes = ", ".join(f"{size} ({count})" for size, count in report.frame_sizes[name].most_common(5))
+        lines.append(f"frame size, {name}: {sizes or '-'}")
+    if report.problems:
+        by_kind = Counter(kind for kind, _, _ in report.problems)
+        lines.append(f"PROBLEMS: {len(report.problems)} ({', '.join(f'{k}: {n}' for k, n in sorted(by_kind.items()))})")
+        lines += [f"  [{kind}] {message}" for kind, _, message in report.problems[:max_listed]]
+        if len(report.problems) > max_listed:
+            lines.append(f"  ... and {len(report.problems) - max_listed} more")
+    else:
+        lines.append("no problems found")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The montage
+
+def flow_to_colour(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
+    """(2, H, W) flow -> uint8 (H, W, 3): direction as hue, speed as saturation (white = still)."""
+    dx, dy = flow[0].astype(np.float32), flow[1].astype(np.float32)
+    magnitude, angle = cv2.cartToPolar(dx, dy, angleInDegrees=True)
+    scale = max_magnitude or max(float(magnitude.max()), 1e-6)
+    hsv = np.empty(dx.shape + (3,), np.uint8)
+    hsv[..., 0] = (angle / 2).astype(np.uint8)  # OpenCV hue runs 0..179
+    hsv[..., 1] = np.clip(magnitude / scale * 255, 0, 255).astype(np.uint8)
+    hsv[..., 2] = 255
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def overlay_heatmaps(rgb: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) picture + (V, H, W) heatmaps in [0, 1] -> joints drawn in their own colours."""
+    num_joints = heatmaps.shape[0]
+    hues = np.linspace(0, 179, num_joints, endpoint=False).astype(np.uint8)
+    palette = cv2.cvtColor(np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], -1)[None],
+                           cv2.COLOR_HSV2RGB)[0].astype(np.float32)
+    heat = np.clip(heatmaps, 0, 1)
+    colour = np.clip(np.einsum("vhw,vc->hwc", heat, palette), 0, 255)
+    alpha = heat.max(axis=0)[..., None] * 0.85
+    return (rgb * (1 - alpha) + colour * alpha).astype(np.uint8)
+
+
+def clip_pictures(dataset: ClipDataset, item: dict, frames_shown: int = 4) -> tuple[list[list[np.ndarray]], str]:
+    """Rows of uint8 tiles (RGB; flow; skeleton on RGB) for the frames shown, and a caption."""
+    num_frames = next(value for key, value in item.items() if key in dataset.sources).shape[1]
+    shown = np.linspace(0, num_frames - 1, min(frames_shown, num_frames)).round().astype(int)
+    rows = []
+    rgb = None
+    for name in dataset.sources:
+        array = dataset.normalize[name].invert(item[name].numpy())
+        kind = dataset.sources[name].kind
+        if kind == "image":
+            rgb = np.clip(array, 0, 255).astype(np.uint8)  # inverted normalisation gives pixel values
+            rows.append([rgb[:, t].transpose(1, 2, 0) for t in shown])
+        elif kind == "flow":
+            max_magnitude = float(np.sqrt((array ** 2).sum(0)).max()) or 1.0
+            rows.append([flow_to_colour(array[:, t], max_magnitude) for t in shown])
+        else:
+            base = rgb if rgb is not None else np.zeros((3,) + array.shape[1:], np.uint8)
+            rows.append([overlay_heatmaps(base[:, t].transpose(1, 2, 0), array[:, t]) for t in shown])
+    label = dataset.class_names[item["label"]] if item["label"] >= 0 else "unlabelled"
+    caption = f"#{item['index']} {item['video']} start {item['start']} frames {shown.tolist()} {label}"
+    return rows, caption
+
+
+def write_montage(dataset: ClipDataset, path: str | Path, num_clips: int, seed: int = 0,
+                  frames_shown: int = 4) -> Path:
+    """A PNG of `num_clips` random readable clips as the training transforms produce them."""
+    blocks = []
+    for index in np.random.default_rng(seed).permutation(len(dataset)).tolist():
+        if len(blocks) == num_clips:
+            break
+        item = dataset[(0, index)]
+        if item is None:  # a bad clip (already reported by the scan): show another one
+            continue
+        rows, caption = clip_pictures(dataset, item, frames_shown)
+        strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
+        header = Image.new("RGB", (strip.shape[1], 14), "black")
+        ImageDraw.Draw(header).text((2, 1), caption[: strip.shape[1] // 6], fill="white")
+        blocks.append(np.concatenate([np.asarray(header), strip], axis=0))
+    if not blocks:
+        raise SystemExit("no clip could be read for the montage; run check without --visualize to see why")
+    width = max(block.shape[1] for block in blocks)
+    canvas = np.concatenate([np.pad(block, ((0, 4), (0, width - block.shape[1]), (0, 0))) for block in blocks])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(path)
+    return path
+
+
+def run_check(args) -> int:
+    overrides = _overrides(args)
+    parse_gin(args.gin_file, args.gin_param)
+    dataset = dataset_in_scope(args.scope, **overrides)
+    report = scan_dataset(dataset, decode=args.decode, progress=not args.quiet)
+    print(format_report(report, args.max_listed))
+    if args.visualize:
+        train_set = dataset_in_scope(args.scope, **{**overrides, "mode": "train", "on_bad_clip": "skip"})
+        path = write_montage(train_set, args.out, args.visualize, seed=args.seed)
+        print(f"montage of {args.visualize} clips after the training transforms: {path}")
+    return 0 if report.ok else 1
+
+
+def _overrides(args) -> dict:
+    overrides = {}
+    if args.annotations:
+        overrides["annotations"] = args.annotations
+    if args.root:
+        overrides["root"] = args.root
+    if args.modalities:
+        overrides["modalities"] = args.modalities
+    return overrides

@@ -1,0 +1,79 @@
+"""The `check` and `stats` data tools."""
+import gin
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_factories import make_dataset, write_flow_pairs
+from mmdistill.data.__main__ import main
+from mmdistill.data.check import flow_to_colour
+
+SMALL = ["--gin_param", "spatial_transform.short_side = 24", "--gin_param", "spatial_transform.crop_size = (24, 24)",
+         "--gin_param", "temporal_sampling.num_frames = 4", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def test_check_reports_counts_coverage_and_problems(tmp_path, capsys):
+    data = make_dataset(tmp_path, videos=("v0", "v1", "v2"), labels=("hit", "miss"), events_per_video=2,
+                        flow_size=(12, 16))
+    (tmp_path / "flows" / "v1" / "pair_00004.npy").unlink()
+    (tmp_path / "skeletons" / "v2.pkl").write_bytes(b"broken")
+    montage = tmp_path / "montage.png"
+    code = main(["check", "--annotations", str(data["annotations"]), "--visualize", "1", "--out", str(montage)] + SMALL)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "clips: 6 from 3 videos" in out and "classes: 2" in out
+    assert "flow       2/3" in out and "skeleton   2/3" in out and "all        1/3; usable clips 2/6" in out
+    assert "frame size, rgb: 32x24 (3)" in out and "frame size, flow: 16x12 (2)" in out
+    assert "PROBLEMS: 2 (flow: 1, skeleton: 1)" in out
+    assert "missing files ['pair_00004.npy']" in out and "skeletons/v2.pkl: unreadable or corrupt pickle" in out
+    picture = np.asarray(Image.open(montage))
+    assert picture.shape == (14 + 3 * 24 + 4, 4 * 24, 3)  # caption, rgb/flow/skeleton rows, 4 frames
+
+
+def test_check_clean_dataset_passes(tmp_path, capsys):
+    data = make_dataset(tmp_path)
+    assert main(["check", "--annotations", str(data["annotations"]), "--decode"] + SMALL) == 0
+    assert "no problems found" in capsys.readouterr().out
+
+
+def test_check_reads_gin_files_and_scopes(tmp_path, capsys):
+    data = make_dataset(tmp_path)
+    config = tmp_path / "data.gin"
+    config.write_text(f"fewshot/clip_data.annotations = '{data['annotations']}'\n"
+                      f"fewshot/clip_data.modalities = ['rgb']\n")
+    assert main(["check", "--gin_file", str(config), "--scope", "fewshot"] + SMALL) == 0
+    assert "modalities: rgb\n" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no annotation file bound"):
+        main(["check", "--gin_file", str(config)] + SMALL)
+
+
+def test_flow_colour_wheel():
+    flow = np.zeros((2, 1, 3), np.float32)
+    flow[:, 0, 1] = (2, 0)    # rightwards, full speed
+    flow[:, 0, 2] = (0, -2)   # upwards
+    colours = flow_to_colour(flow).astype(int)
+    assert (colours[0, 0] == 255).all()                       # still = white
+    assert colours[0, 1, 0] == 255 and colours[0, 1, 1:].max() < 10   # 0 degrees = red
+    assert not np.array_equal(colours[0, 1], colours[0, 2])
+
+
+def test_stats_prints_gin_lines_with_measured_values(tmp_path, capsys):
+    data = make_dataset(tmp_path, videos=("v0", "v1"))
+    for video, dx in (("v0", 1.0), ("v1", 3.0)):
+        flows = np.zeros((11, 2, 24, 32), np.float32)
+        flows[:, 0], flows[:, 1] = dx, -2.0
+        write_flow_pairs(tmp_path, video, flows)
+    assert main(["stats", "--annotations", str(data["annotations"])] + SMALL) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("clip_data")]
+    gin.parse_config(lines[0].replace("clip_data.mean", "stats_probe/clip_data.mean"))
+    mean = gin.query_parameter("stats_probe/clip_data.mean")
+    assert mean["flow"] == pytest.approx([2.0, -2.0], abs=1e-3)
+    assert len(mean["skeleton"]) == 17 and 0 < min(mean["skeleton"])
+    assert "'flow': [1, 1e-06]" in lines[1]
