@@ -408,11 +408,14 @@ def _choose_root(ckpt: Checkpoint, models: dict[str, str], prefix: str | None) -
     listing = ", ".join(repr(r) for r in models) or "none"
     if prefix:
         prefix = prefix if prefix.endswith(".") else prefix + "."
-        for wrapper in ckpt.metadata.get("stripped_prefixes", []):
-            prefix = prefix.removeprefix(wrapper)
+        for wrapper in ckpt.metadata.get("stripped_prefixes", []):  # accept the prefix as saved
+            if wrapper == "._orig_mod.":
+                prefix = prefix.replace(wrapper, ".")
+            else:
+                prefix = prefix.removeprefix(wrapper)
         matches = [r for r in models if r.startswith(prefix)]
-        if len(matches) == 1:
-            return matches[0]
+        if prefix in matches or len(matches) == 1:
+            return prefix if prefix in matches else matches[0]
         if not matches:
             has_keys = any(k.startswith(prefix) for k in ckpt.state_dict)
             close = difflib.get_close_matches(prefix, [_family(r) or r for r in models], n=1)
