@@ -146,3 +146,43 @@ def test_resume_refuses_a_different_seed(tmp_path):
     with pytest.raises(ValueError, match="seed 0.*experiment.seed=0"):
         train(ToyObjective(), make_loader(ToyDataset(n=16), 4), ctx, **FAST,
               resume_from=tmp_path / "first" / "checkpoints" / "last.ckpt")
+
+
+def test_fp16_uses_a_grad_scaler_that_survives_a_skipped_step(tmp_path):
+    objective = ToyObjective()
+    objective.nonfinite_calls = {2}
+    ctx = context.test_context(tmp_path, amp_dtype=torch.float16)  # CPU fp16 autocast, for the test
+    summary = train(objective, make_loader(ToyDataset(), 4), ctx, **FAST)
+    assert summary["train/nonfinite_steps"] == 1 and math.isfinite(summary["train/epoch_loss"])
+    saved = state.load_checkpoint(ctx.checkpoints_dir / "last.ckpt")
+    assert saved["scaler"]["scale"] > 0  # the scaler's state travels with the checkpoint
+    bf16_saved = state.load_checkpoint(run(tmp_path / "bf16")[1].checkpoints_dir / "last.ckpt")
+    assert bf16_saved["scaler"] == {}  # no scaler outside fp16
+
+
+def test_compiled_forward_trains_like_the_eager_one(tmp_path):
+    eager, _, _ = run(tmp_path / "eager", epochs=2)
+    compiled, _, _ = run(tmp_path / "compiled", epochs=2, compile="eager")  # dynamo, no codegen
+    for name, value in params(eager.trainable_modules()).items():
+        torch.testing.assert_close(params(compiled.trainable_modules())[name], value, msg=name)
+
+
+def test_resuming_a_finished_run_does_nothing_more(tmp_path):
+    first, ctx, done = run(tmp_path)
+    before = params(first.trainable_modules())
+    objective = ToyObjective()
+    again = train(objective, make_loader(ToyDataset(n=16), 4), context.test_context(tmp_path),
+                  **FAST, resume_from=ctx.checkpoints_dir / "last.ckpt")
+    assert again["global_step"] == done["global_step"]
+    assert again["train/epoch_loss"] == pytest.approx(done["train/epoch_loss"])
+    assert all(torch.equal(v, params(objective.trainable_modules())[k]) for k, v in before.items())
+
+
+def test_unused_trainable_parameters_are_named_before_ddp_trips_on_them(tmp_path):
+    objective = ToyObjective()
+    objective.heads["unused"] = torch.nn.Linear(16, 16)
+    step = TrainStep(objective, optim.build_optimizer(objective.trainable_modules(), lr=0.1),
+                     device=torch.device("cpu"))
+    step.check_unused = True  # what a DDP run without find_unused_parameters sets
+    with pytest.raises(RuntimeError, match=r"heads.unused.weight.*find_unused_parameters=True"):
+        step([next(iter(make_loader(ToyDataset(), 4)))])

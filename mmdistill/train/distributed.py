@@ -40,16 +40,17 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def rank() -> int:
+def current_rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def world_size() -> int:
+def current_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main() -> bool:
-    return rank() == 0
+    """True in the process that logs and writes checkpoints (rank 0, or the only process)."""
+    return current_rank() == 0
 
 
 def barrier() -> None:

@@ -73,6 +73,7 @@ class TrainStep:
         self.model = dist_utils.wrap_ddp(_ObjectiveForward(objective), device, find_unused_parameters)
         self.forward = _maybe_compile(self.model, compile)
         self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        self.check_unused = dist_utils.is_distributed() and not find_unused_parameters
 
     def _accumulation_context(self, last: bool):
         if last or not hasattr(self.model, "no_sync"):
@@ -101,6 +102,9 @@ class TrainStep:
                 if key == "loss" or key.startswith("loss_"):
                     part = torch.as_tensor(value).detach().float() / self.accum_steps
                     losses[key] = losses[key] + part if key in losses else part
+        if self.check_unused:  # once: DDP would otherwise fail later with a vaguer message
+            self.check_unused = False
+            _refuse_unused_parameters(self.trainable)
         bad = ~torch.isfinite(losses["loss"])
         grad_norm = None
         if self.scaler is None:
@@ -121,6 +125,15 @@ class TrainStep:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return StepResult(losses, grad_norm.detach(), False, clips, bad_clips)
+
+
+def _refuse_unused_parameters(trainable: nn.Module) -> None:
+    unused = [name for name, p in trainable.named_parameters() if p.requires_grad and p.grad is None]
+    if unused:
+        raise RuntimeError(f"trainable parameters got no gradient in the first step: "
+                           f"{unused[:5]}{' ...' if len(unused) > 5 else ''}. DDP needs "
+                           f"train.find_unused_parameters=True for that, or freeze them "
+                           f"(requires_grad_(False)) if the loss never uses them.")
 
 
 def _maybe_compile(module: nn.Module, compile: bool | str) -> nn.Module:
@@ -183,6 +196,76 @@ class _Averages:
         return {k: v / self.count for k, v in zip(keys, stacked.tolist())}
 
 
+class _Window:
+    """What happened since it was opened (a log interval or an epoch); skipped steps add no loss."""
+
+    def __init__(self):
+        self.averages = _Averages()
+        self.start, self.wait = time.perf_counter(), 0.0
+        self.clips = self.bad_clips = self.bad_steps = 0
+
+    def add(self, result: StepResult, wait: float) -> None:
+        self.wait += wait
+        self.clips += result.clips
+        self.bad_clips += result.bad_clips
+        self.bad_steps += result.skipped
+        if not result.skipped:
+            self.averages.add({**result.losses, "grad_norm": result.grad_norm})
+
+    def metrics(self, ctx: RunContext) -> dict[str, float]:
+        """Mean losses and grad norm, throughput of all processes, share of time spent waiting."""
+        elapsed = time.perf_counter() - self.start
+        metrics = {f"train/{k}": v for k, v in self.averages.means().items()}
+        metrics["train/clips_per_s"] = self.clips * ctx.world_size / elapsed
+        metrics["train/data_wait"] = self.wait / elapsed
+        if ctx.device.type == "cuda":
+            metrics["train/gpu_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+        return metrics
+
+    def epoch_metrics(self, epoch: int, device: torch.device) -> dict[str, float]:
+        means = self.averages.means()  # collective: every rank calls it
+        means.pop("grad_norm", None)
+        metrics = {f"train/epoch_{k}": v for k, v in means.items()}
+        metrics.setdefault("train/epoch_loss", math.nan)  # every step of the epoch was skipped
+        bad_clips = dist_utils.sum_over_ranks(torch.tensor(self.bad_clips, device=device))
+        metrics.update({"train/epoch_nonfinite_steps": self.bad_steps,  # equal on every rank
+                        "train/epoch_skipped_clips": int(bad_clips.item()), "epoch": epoch})
+        return metrics
+
+
+class _Console:
+    """A tqdm bar in a terminal; elsewhere (logs, CI=true) a line at most every 30 s. Rank 0 only."""
+
+    def __init__(self, is_main: bool):
+        self.is_main, self.bar, self.last_print = is_main, None, 0.0
+        self.use_bar = is_main and interactive()
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.use_bar:
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs - 1}", dynamic_ncols=True,
+                            leave=False)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def log(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{metrics.get('train/loss', math.nan):.4f}",
+                                 lr=f"{metrics['train/lr']:.2e}")
+        elif self.is_main and time.monotonic() - self.last_print >= PRINT_EVERY_S:
+            self.last_print = time.monotonic()
+            print(_one_line(epoch, step, metrics), flush=True)
+
+    def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.is_main:
+            print(_one_line(epoch, step, metrics), flush=True)
+
+
 @gin.configurable("train", denylist=["objective", "loader", "ctx", "resume_from"])
 def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | Path | None = None,
           epochs: int = 50, lr: float = 2e-3, scale_lr: bool = True, min_lr: float = 1e-6,
@@ -228,68 +311,42 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
                     steps_per_epoch, epochs, start_epoch)
     ctx.save_operative_config()
 
-    show_bar = ctx.is_main and interactive()
-    consecutive_bad, total_bad, last_print = 0, 0, 0.0
-    train_start, clips_seen = time.perf_counter(), 0
+    console = _Console(ctx.is_main)
+    consecutive_bad = total_bad = clips_seen = 0
+    train_start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         _set_epoch(loader, epoch)
         trainable.train()
-        epoch_avg, window = _Averages(), _Averages()
-        epoch_bad_steps = epoch_bad_clips = window_clips = 0
-        window_start, window_wait = time.perf_counter(), 0.0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs - 1}", dynamic_ncols=True,
-                   leave=False) if show_bar else None
+        epoch_window, window = _Window(), _Window()
+        console.start_epoch(epoch, epochs, steps_per_epoch)
         batches = iter(loader)
         for _ in range(steps_per_epoch):
             wait_start = time.perf_counter()
             micro_batches = [next(batches) for _ in range(accum_steps)]
-            window_wait += time.perf_counter() - wait_start
+            wait = time.perf_counter() - wait_start
             step_lr = optimizer.param_groups[0]["lr"]
             result = step_fn(micro_batches)
             global_step += 1
             scheduler.step_update(global_step)
-            window_clips += result.clips
+            window.add(result, wait)
+            epoch_window.add(result, wait)
             clips_seen += result.clips
-            epoch_bad_clips += result.bad_clips
-            if result.skipped:
-                consecutive_bad, total_bad, epoch_bad_steps = (consecutive_bad + 1, total_bad + 1,
-                                                               epoch_bad_steps + 1)
-                if consecutive_bad >= max_nonfinite:
-                    raise RuntimeError(_nonfinite_message(consecutive_bad, global_step, epoch, ctx))
-            else:
-                consecutive_bad = 0
-                epoch_avg.add(result.losses)
-                window.add({**result.losses, "grad_norm": result.grad_norm})
-            if bar is not None:
-                bar.update(1)
+            total_bad += result.skipped
+            consecutive_bad = consecutive_bad + 1 if result.skipped else 0
+            if consecutive_bad >= max_nonfinite:
+                raise RuntimeError(_nonfinite_message(consecutive_bad, global_step, epoch, ctx))
             if global_step % log_every == 0:
-                elapsed = time.perf_counter() - window_start
-                metrics = {f"train/{k}": v for k, v in window.means().items()}
-                metrics.update({"train/lr": step_lr, "epoch": epoch,
-                                "train/clips_per_s": window_clips * ctx.world_size / elapsed,
-                                "train/data_wait": window_wait / elapsed,
-                                "train/nonfinite_steps": total_bad})
-                if ctx.device.type == "cuda":
-                    metrics["train/gpu_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
-                    torch.cuda.reset_peak_memory_stats(ctx.device)
+                metrics = {**window.metrics(ctx), "train/lr": step_lr, "epoch": epoch,
+                           "train/nonfinite_steps": total_bad}
                 ctx.logger.log(metrics, step=global_step)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{metrics.get('train/loss', math.nan):.4f}",
-                                    lr=f"{step_lr:.2e}")
-                elif ctx.is_main and time.monotonic() - last_print >= PRINT_EVERY_S:
-                    last_print = time.monotonic()
-                    print(_one_line(epoch, global_step, metrics), flush=True)
-                window, window_clips = _Averages(), 0
-                window_start, window_wait = time.perf_counter(), 0.0
+                console.log(epoch, global_step, metrics)
+                window = _Window()
+            console.step()
         del batches  # the loader may hold unused batches (a partial accumulation group)
-        if bar is not None:
-            bar.close()
 
-        last_metrics = _epoch_metrics(epoch_avg, epoch_bad_steps, epoch_bad_clips, epoch,
-                                      ctx.device)
+        last_metrics = epoch_window.epoch_metrics(epoch, ctx.device)
         ctx.logger.log(last_metrics, step=global_step)
-        if ctx.is_main:
-            print(_one_line(epoch, global_step, last_metrics), flush=True)
+        console.end_epoch(epoch, global_step, last_metrics)
         _save_epoch(ctx, objective, step_fn, scheduler, epoch, global_step, data_state,
                     last_metrics, save_ckpt_freq, keep_last_k)
         if debug_kill_after_epoch is not None and epoch == debug_kill_after_epoch:
@@ -372,17 +429,6 @@ def _nonfinite_message(count: int, step: int, epoch: int, ctx: RunContext) -> st
             f"{step}, epoch {epoch}); stopping. {where.capitalize()}. Lower train.lr, set "
             f"train.clip_grad, prefer bf16 over fp16, or check the data; raise "
             f"train.max_nonfinite to tolerate more.")
-
-
-def _epoch_metrics(epoch_avg: _Averages, bad_steps: int, bad_clips: int, epoch: int,
-                   device: torch.device) -> dict:
-    means = epoch_avg.means()  # collective: every rank calls it
-    metrics = {f"train/epoch_{k}": v for k, v in means.items()}
-    metrics.setdefault("train/epoch_loss", math.nan)  # every step of the epoch was skipped
-    counts = dist_utils.sum_over_ranks(torch.tensor([bad_steps, bad_clips], device=device))
-    metrics.update({"train/epoch_nonfinite_steps": bad_steps,  # the same on every rank
-                    "train/epoch_skipped_clips": int(counts[1].item()), "epoch": epoch})
-    return metrics
 
 
 def _save_epoch(ctx, objective, step_fn: TrainStep, scheduler, epoch, global_step, data_state,
