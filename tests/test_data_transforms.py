@@ -62,18 +62,19 @@ def test_resize_and_crop_plan():
 
 
 def test_flow_resize_rescales_values_and_flip_negates_dx():
-    flow = np.zeros((1, 10, 20, 2), np.float32)
-    flow[..., 0], flow[..., 1] = 1.5, -2.0
+    flow = np.zeros((1, 2, 10, 20), np.float16)
+    flow[:, 0], flow[:, 1] = 1.5, -2.0
     plan = SpatialPlan(resized=(20, 40), top=0, left=0, crop=(20, 40), flip=True)
     out = apply_to_frames(flow, plan, is_flow=True)
-    np.testing.assert_allclose(out[0, 5, 5], [-3.0, -4.0])
+    assert out.shape == (2, 1, 20, 40) and out.flags.c_contiguous
+    np.testing.assert_allclose(out[:, 0, 5, 5], [-3.0, -4.0])
 
 
 def test_keypoint_mapping_matches_pixel_resize():
     image = np.zeros((1, 10, 12, 1), np.float32)
     image[0, 3, 4] = 1.0
     plan = SpatialPlan(resized=(30, 36), top=2, left=5, crop=(20, 20), flip=False)
-    resized = apply_to_frames(image, plan, is_flow=False)[0, ..., 0]
+    resized = apply_to_frames(image, plan, is_flow=False)[0, 0]
     rows, cols = np.mgrid[0:20, 0:20]
     centroid = ((resized * cols).sum() / resized.sum(), (resized * rows).sum() / resized.sum())
     keypoints = Keypoints(np.array([[[[4.0, 3.0]]]], np.float32), np.ones((1, 1, 1), np.float32), (10, 12), ())

@@ -88,7 +88,8 @@ def _frame_size(source, video: str) -> str:
         shape = data.img_shape or "RGB size"
         shape = f"{shape[1]}x{shape[0]}" if isinstance(shape, tuple) else shape
         return f"{shape}, {data.xy.shape[0]} person(s)"
-    return f"{data.shape[2]}x{data.shape[1]}"
+    height, width = data.shape[2:4] if source.kind == "flow" else data.shape[1:3]
+    return f"{width}x{height}"
 
 
 def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = True) -> CheckReport:

@@ -155,8 +155,7 @@ class ClipDataset(Dataset):
                 moved = apply_to_keypoints(data, plan, reference_size)
                 array = self.heatmaps(moved.xy, moved.score, plan.crop)
             else:
-                frames = apply_to_frames(data, plan, is_flow=kind == "flow")
-                array = np.ascontiguousarray(frames.transpose(3, 0, 1, 2), dtype=np.float32)
+                array = apply_to_frames(data, plan, is_flow=kind == "flow")
             tensors[name] = torch.from_numpy(self.normalize[name](array))
         return start, tensors
 
@@ -165,8 +164,10 @@ class ClipDataset(Dataset):
         skeleton's image shape."""
         rank = {"image": 0, "flow": 1, "keypoints": 2}
         for name in sorted(raw, key=lambda name: (name != "rgb", rank[self.sources[name].kind])):
-            if self.sources[name].kind != "keypoints":
+            if self.sources[name].kind == "image":
                 return tuple(raw[name].shape[1:3])
+            if self.sources[name].kind == "flow":
+                return tuple(raw[name].shape[2:4])
             if raw[name].img_shape is not None:
                 return tuple(raw[name].img_shape)
         raise BadClipError(f"video '{clip.video}': with skeletons only, the skeleton file must give img_shape")

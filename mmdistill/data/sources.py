@@ -6,8 +6,9 @@ Paths come from a `template` (a gin parameter) formatted with `video` (the annot
 for per-frame files, `frame` (the file's number: index + `first_frame`). Relative templates are
 joined to `root`, which the dataset factory fills in when it is left None.
 
-Outputs: image sources give uint8 (T, H, W, 3) RGB; flow sources float32 (T, H, W, 2) with
-channel 0 = dx (pixels, + right) and 1 = dy (+ down); the skeleton source gives `Keypoints`.
+Outputs, each in its files' natural layout: image sources give uint8 (T, H, W, 3) RGB; flow
+sources float (T, 2, H, W) as stored (float16 or float32), channel 0 = dx (pixels, + right) and
+1 = dy (+ down); the skeleton source gives `Keypoints`.
 Flow file k holds the motion from frame k to k + 1, so a video of F frames has F - 1 flow
 fields; frame index F - 1 (the last) reuses the last field.
 """
@@ -232,14 +233,14 @@ def _flow_pairs(indices: np.ndarray, num_pairs: int) -> np.ndarray:
     return np.minimum(indices, num_pairs - 1)
 
 
-def _as_flow_field(array: np.ndarray, path: Path, video: str, expected: str) -> np.ndarray:
+def _checked_flow(array: np.ndarray, path: Path, video: str, expected: str) -> np.ndarray:
     if array.ndim != 3 or array.shape[0] != 2 or not np.issubdtype(array.dtype, np.floating):
         raise BadClipError(f"video '{video}': flow {path} has shape {array.shape} dtype {array.dtype}, "
                            f"expected a float array {expected}")
-    field = np.asarray(array, dtype=np.float32)
+    field = np.asarray(array)
     if not np.isfinite(field).all():
         raise BadClipError(f"video '{video}': flow {path} contains NaN or infinite values")
-    return field.transpose(1, 2, 0)
+    return field
 
 
 @gin.configurable("flow_frames")
@@ -262,7 +263,7 @@ class FlowFrameSource(_NumberedFiles):
         fields = []
         for pair in pairs:
             path = self.path(video, frame=int(pair) + self.first_frame)
-            fields.append(_as_flow_field(_load_npy(path, video), path, video, "(2, H, W)"))
+            fields.append(_checked_flow(_load_npy(path, video), path, video, "(2, H, W)"))
         return _stack_same_size(fields, video, "flow")
 
 
@@ -352,7 +353,7 @@ class FlowArraySource(_Templated):
         indices = _check_indices(indices, self.num_frames(video), video, "flow")
         path = self.path(video)
         pairs = _flow_pairs(indices, array.shape[0])
-        return np.stack([_as_flow_field(np.asarray(array[pair]), path, video, "(pairs, 2, H, W)")
+        return np.stack([_checked_flow(np.asarray(array[pair]), path, video, "(pairs, 2, H, W)")
                          for pair in pairs])
 
 
@@ -388,7 +389,7 @@ class FlowJpegSource(_NumberedFiles):
             axes = [_read_image(self.path(video, frame=number, axis=axis), video, "L") for axis in self.axes]
             if axes[0].shape != axes[1].shape:
                 raise BadClipError(f"flow of video '{video}': x and y images of pair {number} differ in size")
-            fields.append(np.stack(axes, axis=-1).astype(np.float32) * (2 * self.bound / 255.0) - self.bound)
+            fields.append(np.stack(axes).astype(np.float32) * (2 * self.bound / 255.0) - self.bound)
         return _stack_same_size(fields, video, "flow")
 
 

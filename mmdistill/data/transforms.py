@@ -132,29 +132,51 @@ class SpatialTransform:
 
 
 def apply_to_frames(frames: np.ndarray, plan: SpatialPlan, is_flow: bool) -> np.ndarray:
-    """(T, h, w, C) images or flow at any size -> (T, crop_h, crop_w, C).
+    """Images (T, h, w, C) or flow (T, 2, h, w), each in its files' natural layout and at any
+    size -> contiguous float32 (C, T, crop_h, crop_w).
 
     Flow is resized like pixels and its values rescaled into the new pixel units; a flip also
-    negates dx.
+    negates dx. Crop and flip are views, so the only full copy is the final channel-first one;
+    the flow's value changes are then made on it in place.
     """
-    num_frames, height, width, channels = frames.shape
+    if is_flow:
+        num_frames, channels, height, width = frames.shape
+    else:
+        num_frames, height, width, channels = frames.shape
     target_h, target_w = plan.resized
-    if (height, width) != (target_h, target_w):
+    resized = (height, width) != (target_h, target_w)
+    if resized:
         interpolation = cv2.INTER_AREA if target_h < height and target_w < width else cv2.INTER_LINEAR
-        resized = np.empty((num_frames, target_h, target_w, channels), dtype=frames.dtype)
-        for index in range(num_frames):
-            resized[index] = cv2.resize(frames[index], (target_w, target_h), interpolation=interpolation
-                                        ).reshape(target_h, target_w, channels)
-        frames = resized
         if is_flow:
-            frames = frames * np.array([target_w / width, target_h / height], dtype=np.float32)
+            frames = frames.astype(np.float32, copy=False)
+            scaled = np.empty((num_frames, channels, target_h, target_w), dtype=np.float32)
+            for index in range(num_frames):
+                for channel in range(channels):
+                    scaled[index, channel] = cv2.resize(frames[index, channel], (target_w, target_h),
+                                                        interpolation=interpolation)
+        else:
+            scaled = np.empty((num_frames, target_h, target_w, channels), dtype=frames.dtype)
+            for index in range(num_frames):
+                scaled[index] = cv2.resize(frames[index], (target_w, target_h), interpolation=interpolation
+                                           ).reshape(target_h, target_w, channels)
+        frames = scaled
     crop_h, crop_w = plan.crop
-    frames = frames[:, plan.top:plan.top + crop_h, plan.left:plan.left + crop_w]
-    if plan.flip:
-        frames = frames[:, :, ::-1]
-        if is_flow:
-            frames = frames * np.array([-1.0, 1.0], dtype=np.float32)
-    return frames
+    rows, columns = slice(plan.top, plan.top + crop_h), slice(plan.left, plan.left + crop_w)
+    columns_reversed = slice(None, None, -1)
+    if is_flow:
+        frames = frames[:, :, rows, columns]
+        frames = frames[..., columns_reversed] if plan.flip else frames
+        out = np.ascontiguousarray(frames.transpose(1, 0, 2, 3), dtype=np.float32)
+        scale_x = (target_w / width if resized else 1.0) * (-1.0 if plan.flip else 1.0)
+        scale_y = target_h / height if resized else 1.0
+        if scale_x != 1.0:
+            out[0] *= scale_x
+        if scale_y != 1.0:
+            out[1] *= scale_y
+        return out
+    frames = frames[:, rows, columns]
+    frames = frames[:, :, columns_reversed] if plan.flip else frames
+    return np.ascontiguousarray(frames.transpose(3, 0, 1, 2), dtype=np.float32)
 
 
 def apply_to_keypoints(keypoints: Keypoints, plan: SpatialPlan, reference_size: tuple[int, int]) -> Keypoints:

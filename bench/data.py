@@ -1,0 +1,176 @@
+"""Data pipeline speed: clips/s of a tennis-sized clip with 0, 1 and 2 workers, where the time of
+one clip goes, and the vectorised heatmap renderer against the original per-joint loop.
+
+A tennis-sized clip: 16 frames (sampling rate 2) of 224x398 JPEG, float16 flow [2, 224, 398]
+per frame pair and a 2-person 17-joint skeleton, cropped to 224x384 with a 75% tube mask.
+The frames are real broadcast footage (../shared/data/tennis_strokes) when available, so JPEG
+decoding costs what it costs on real data.
+
+    python bench/data.py [--workers 0 1 2] [--videos 8] [--batch_size 4]
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmdistill.data.annotations import Clip  # noqa: E402
+from mmdistill.data.dataset import build_clip_dataset, build_loader, set_epoch  # noqa: E402
+from mmdistill.data.heatmaps import render_heatmaps, render_heatmaps_per_joint  # noqa: E402
+from mmdistill.data.masking import tube_mask  # noqa: E402
+
+REAL_VIDEO = Path(__file__).resolve().parents[2] / "shared/data/tennis_strokes/serve/serve1.mp4"
+HEIGHT, WIDTH, FRAMES_PER_VIDEO = 224, 398, 40
+
+
+def source_frames(num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    if REAL_VIDEO.is_file():
+        import decord
+        reader = decord.VideoReader(str(REAL_VIDEO))
+        frames = reader.get_batch(list(range(min(num_frames, len(reader))))).asnumpy()
+        frames = np.stack([cv2.resize(frame, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA) for frame in frames])
+        return frames[np.arange(num_frames) % len(frames)]
+    coarse = rng.integers(0, 256, size=(num_frames, 8, 14, 3)).astype(np.uint8)
+    return np.stack([cv2.resize(frame, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC) for frame in coarse])
+
+
+def write_tennis_sized(root: Path, num_videos: int, seed: int = 0) -> list[Clip]:
+    rng = np.random.default_rng(seed)
+    frames = source_frames(FRAMES_PER_VIDEO, rng)
+    clips = []
+    for video_index in range(num_videos):
+        video = f"rally{video_index}"
+        frame_dir = root / "frames" / video
+        flow_dir = root / "flows" / video
+        frame_dir.mkdir(parents=True)
+        flow_dir.mkdir(parents=True)
+        for index, frame in enumerate(frames):
+            cv2.imwrite(str(frame_dir / f"{index + 1:06d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 90])
+        for index in range(FRAMES_PER_VIDEO - 1):
+            np.save(flow_dir / f"pair_{index + 1:05d}.npy",
+                    rng.normal(0, 2, size=(2, HEIGHT, WIDTH)).astype(np.float16))
+        xy = rng.uniform([0, 0], [WIDTH - 1, HEIGHT - 1], size=(2, FRAMES_PER_VIDEO, 17, 2)).astype(np.float32)
+        score = rng.uniform(0.3, 1, size=(2, FRAMES_PER_VIDEO, 17)).astype(np.float32)
+        (root / "skeletons").mkdir(exist_ok=True)
+        with open(root / "skeletons" / f"{video}.pkl", "wb") as handle:
+            pickle.dump({"keypoint": xy, "keypoint_score": score, "img_shape": (HEIGHT, WIDTH),
+                         "total_frames": FRAMES_PER_VIDEO}, handle)
+        clips += [Clip(video, start=start) for start in (0, 3, 6, 9)]
+    return clips
+
+
+def make_dataset(root: Path, clips: list[Clip]):
+    import gin
+    gin.clear_config()
+    gin.parse_config(["temporal_sampling.num_frames = 16", "temporal_sampling.sampling_rate = 2",
+                      "spatial_transform.short_side = 224", "spatial_transform.crop_size = (224, 384)"])
+    return build_clip_dataset(clips, root=root, mode="train", mask=tube_mask(ratio=0.75))
+
+
+def loader_speed(dataset, workers: int, batch_size: int) -> tuple[float, float]:
+    """(clips/s over the second epoch, seconds of the first epoch incl. worker start-up)."""
+    loader = build_loader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=False,
+                          seed=0, pin_memory=False)
+    timings = []
+    for epoch in range(2):
+        set_epoch(loader, epoch)
+        start = time.perf_counter()
+        count = sum(len(batch["index"]) for batch in loader)
+        timings.append(time.perf_counter() - start)
+    return count / timings[1], timings[0]
+
+
+def breakdown(dataset, repeats: int = 3) -> dict[str, float]:
+    """Milliseconds per clip for each stage, in this process."""
+    from mmdistill.data.transforms import apply_to_frames, apply_to_keypoints
+    clip = dataset.clips[0]
+    rng = np.random.default_rng(0)
+    _, indices = dataset.temporal(clip, dataset.sources["rgb"].num_frames(clip.video), rng, True)
+    parts = {}
+
+    def timed(name, function):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = function()
+        parts[name] = (time.perf_counter() - start) / repeats * 1000
+        return result
+
+    rgb = timed("read rgb (16 JPEG)", lambda: dataset.sources["rgb"].read(clip.video, indices))
+    flow = timed("read flow (16 npy)", lambda: dataset.sources["flow"].read(clip.video, indices))
+    skeleton = timed("read skeleton (pkl)", lambda: dataset.sources["skeleton"].read(clip.video, indices))
+    plan = dataset.spatial.plan(rgb.shape[1:3], rng, True)
+    timed("crop/flip/normalise rgb+flow", lambda: [
+        dataset.normalize[name](apply_to_frames(data, plan, name == "flow"))
+        for name, data in (("rgb", rgb), ("flow", flow))])
+    moved = apply_to_keypoints(skeleton, plan, rgb.shape[1:3])
+    timed("render heatmaps", lambda: dataset.heatmaps(moved.xy, moved.score, plan.crop))
+    timed("whole item", lambda: dataset[0])
+    return parts
+
+
+def heatmap_speedup(persons: int, repeats: int = 5) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform([0, 0], [383, 223], size=(persons, 16, 17, 2)).astype(np.float32)
+    score = rng.uniform(0.3, 1, size=(persons, 16, 17)).astype(np.float32)
+    fast = render_heatmaps(xy, score, (224, 384), 2.0)
+    slow = render_heatmaps_per_joint(xy, score, (224, 384), 2.0)
+    assert np.abs(fast - slow).max() < 1e-5, "vectorised heatmaps differ from the reference"
+
+    def best(function):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function(xy, score, (224, 384), 2.0)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    return best(render_heatmaps_per_joint), best(render_heatmaps)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--videos", type=int, default=8, help="videos written (4 clips each)")
+    parser.add_argument("--batch_size", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # like a DataLoader worker: one core per decoding process
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread, "
+          f"{len(__import__('os').sched_getaffinity(0))} cores available")
+
+    print("\nheatmaps, 16 frames x 17 joints at 224x384 (median of 5):")
+    ok = True
+    for persons in (1, 2):
+        loop, vectorised = heatmap_speedup(persons)
+        ok &= loop / vectorised >= 10
+        print(f"  {persons} person(s): per-joint loop {loop * 1000:7.1f} ms, vectorised {vectorised * 1000:6.1f} ms, "
+              f"speed-up {loop / vectorised:5.1f}x")
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        clips = write_tennis_sized(root, args.videos)
+        dataset = make_dataset(root, clips)
+        print(f"\nwhere one clip's time goes (ms, this process, {'real' if REAL_VIDEO.is_file() else 'synthetic'} "
+              f"frames):")
+        for name, milliseconds in breakdown(dataset).items():
+            print(f"  {name:32s} {milliseconds:7.1f}")
+        print(f"\nloader, {len(clips)} clips, batch {args.batch_size} (rgb + flow + skeleton + mask):")
+        for workers in args.workers:
+            rate, first = loader_speed(dataset, workers, args.batch_size)
+            print(f"  {workers} workers: {rate:6.1f} clips/s (steady epoch); first epoch incl. start-up {first:5.1f} s")
+    print("\nheatmap speed-up >= 10x:", "yes" if ok else "NO")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
