@@ -346,3 +346,10 @@ def test_the_project_reader_loads_a_demo_clip_in_all_modalities(tiny):
     heatmap = item['skeleton'][nose, 0].numpy()
     peak_y, peak_x = np.unravel_index(heatmap.argmax(), heatmap.shape)
     assert np.hypot(peak_x - keypoints[0, nose, 0], peak_y - keypoints[0, nose, 1]) < 1.0
+
+
+def test_cache_root_is_a_gin_parameter(tmp_path):
+    gin.parse_config(f"demo_data_cache.root = '{tmp_path / 'from_gin'}'")
+    path = ensure_demo_dataset(progress=False, num_classes=1, clips_per_class=1,
+                               unlabeled_clips=0, num_frames=2, size=(16, 16))
+    assert path == tmp_path / 'from_gin' and (path / 'fewshot.json').is_file()

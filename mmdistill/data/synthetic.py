@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import math
 import pickle
 import shutil
 import time
@@ -45,6 +44,7 @@ FEWSHOT_FILE = 'fewshot.json'
 FEWSHOT_VAL_FILE = 'fewshot_val.json'
 MANIFEST_FILE = 'manifest.json'
 FPS = 25
+DEFAULT_ROOT = '.cache/demo_data'  # relative to the working directory; .cache/ is git-ignored
 # Everything the generator writes at the top level of its root; only these are ever deleted.
 OWNED_ENTRIES = frozenset({'frames', 'flows', 'skeletons', UNLABELED_FILE, FEWSHOT_FILE,
                            FEWSHOT_VAL_FILE, MANIFEST_FILE})
@@ -91,10 +91,10 @@ def _rest_pose(num_frames):
 
 
 def _set_limb(pose, limb, abduction=None, flexion=None):
-    if abduction is not None:
-        pose[limb + '_abd'] = pose[limb + '_abd'] * 0 + abduction
-    if flexion is not None:
-        pose[limb + '_flex'] = pose[limb + '_flex'] * 0 + flexion
+    """Set a limb's angles (a number or one value per frame)."""
+    for key, value in (('_abd', abduction), ('_flex', flexion)):
+        if value is not None:
+            pose[limb + key] = np.zeros_like(pose[limb + key]) + value
 
 
 def _rotate_x(points, deg):
@@ -570,10 +570,8 @@ def render_clip(action, rng, num_frames=16, size=(64, 64), max_distractors=3):
                      join(distractors.colour, figure.colour), join(distractors.depth, figure.depth))
     frames, flow = _render(layers, background)
 
-    keypoints = np.stack([centre[0] + figure_height * np.stack([joints[j][:, 0] for j in
-                                                                  COCO17_JOINTS], 1),
-                          centre[1] + figure_height * np.stack([joints[j][:, 1] for j in
-                                                                  COCO17_JOINTS], 1)], -1)
+    body = np.stack([joints[name][:, :2] for name in COCO17_JOINTS], 1)  # (T, 17, 2), x and y
+    keypoints = np.asarray(centre) + figure_height * body
     inside = ((keypoints[..., 0] >= 0) & (keypoints[..., 0] <= width - 1)
               & (keypoints[..., 1] >= 0) & (keypoints[..., 1] <= height - 1))
     return DemoClip(frames, flow, keypoints.astype(np.float32), inside.astype(np.float32), action)
@@ -687,7 +685,8 @@ def demo_data_params(**overrides):
     return _normalise_params(params)
 
 
-def ensure_demo_dataset(root, progress=True, **overrides):
+@gin.configurable('demo_data_cache', allowlist=['root'])
+def ensure_demo_dataset(root=DEFAULT_ROOT, progress=True, **overrides):
     """Return `root` holding the demo dataset, generating it only when needed.
 
     Reuses a complete dataset whose manifest matches the parameters; replaces one this generator
@@ -766,6 +765,19 @@ def _write_json(path, value):
     path.write_text(json.dumps(value, indent=1) + '\n')
 
 
+_CLI_HELP = {
+    'seed': 'all randomness comes from it',
+    'num_classes': f'actions in fewshot.json (at most {len(ACTIONS)} with val classes)',
+    'val_classes': 'further actions in fewshot_val.json (class-disjoint); 0 = none',
+    'clips_per_class': 'labelled videos per class',
+    'unlabeled_clips': 'videos in unlabeled.json',
+    'num_frames': 'frames per video',
+    'size': 'frame height and width',
+    'jpeg_quality': 'JPEG quality of the frames',
+    'max_distractors': 'most drifting shapes behind the figure',
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m mmdistill.data.synthetic',
@@ -773,17 +785,14 @@ def main(argv=None):
                     'Example: python -m mmdistill.data.synthetic .cache/demo_data --seed 0')
     parser.add_argument('root', help='dataset folder (created; reused when it matches)')
     for name, default in demo_data_params().items():
-        if name == 'size':
-            parser.add_argument('--size', type=int, nargs=2, default=default,
-                                metavar=('H', 'W'))
-        else:
-            parser.add_argument('--' + name.replace('_', '-'), type=int, default=default)
+        extra = dict(nargs=2, metavar=('H', 'W')) if name == 'size' else {}
+        parser.add_argument('--' + name.replace('_', '-'), type=int, default=default,
+                            help=f'{_CLI_HELP[name]} (default: {default})', **extra)
     args = vars(parser.parse_args(argv))
     root = args.pop('root')
     began = time.perf_counter()
     path = ensure_demo_dataset(root, **args)
     print(f'Demo dataset ready in {path} ({time.perf_counter() - began:.1f} s).')
-
 
 if __name__ == '__main__':
     main()
