@@ -6,14 +6,16 @@ from data_factories import random_skeleton
 from mmdistill.data.heatmaps import HeatmapRenderer, render_heatmaps, render_heatmaps_per_joint
 
 
-@pytest.mark.parametrize("persons", [1, 3])
-def test_vectorised_equals_per_joint_reference(persons):
+@pytest.mark.parametrize("persons, sigma, size", [(1, 2.5, (20, 30)), (3, 0.6, (20, 30)), (2, 1.0, (90, 120)),
+                                                   (2, 9.0, (20, 30))])
+def test_vectorised_equals_per_joint_reference(persons, sigma, size):
     rng = np.random.default_rng(persons)
-    xy, score = random_skeleton(rng, persons, 3, (20, 30), num_joints=5)
-    xy[0, 0, 0] = (-4.0, 25.0)  # joints outside the frame still spill in, as in the original
-    fast = render_heatmaps(xy, score, (20, 30), sigma=2.5)
-    assert fast.shape == (5, 3, 20, 30) and fast.dtype == np.float32
-    np.testing.assert_allclose(fast, render_heatmaps_per_joint(xy, score, (20, 30), 2.5), atol=1e-6)
+    xy, score = random_skeleton(rng, persons, 3, size, num_joints=5)
+    xy[0, 0, 0] = (-4.0, 25.0)   # joints outside the frame still spill in, as in the original
+    xy[-1, 1, 1] = (size[1] + 3.3, -2.6)
+    fast = render_heatmaps(xy, score, size, sigma=sigma)
+    assert fast.shape == (5, 3) + size and fast.dtype == np.float32
+    np.testing.assert_allclose(fast, render_heatmaps_per_joint(xy, score, size, sigma), atol=1e-6)
 
 
 def test_peak_position_value_and_persons():

@@ -1,17 +1,22 @@
 """Keypoints -> one Gaussian heatmap per joint and frame, the skeleton teacher's input.
 
-A 2-D Gaussian is the outer product of a row Gaussian and a column Gaussian, so all joints and
-frames are rendered from (H + W) exponentials per joint instead of H * W: the cost is little more
-than writing the output once. Coordinates are pixel centres: a joint at x = 3 peaks on column 3.
+A 2-D Gaussian is the outer product of a row Gaussian and a column Gaussian, so every joint of
+every frame is rendered at once from a few exponentials per joint instead of one per pixel.
+In float32 a Gaussian is exactly zero beyond about 14.4 sigma, so each joint only needs the
+window around it: the windows of all joints and frames are computed in one array and written into
+a zeroed output with one scatter per person. Coordinates are pixel centres: a joint at x = 3
+peaks on column 3.
 """
 from __future__ import annotations
+
+import math
 
 import gin
 import numpy as np
 
-# Joints rendered at once when several persons are merged with a max: the per-person temporary
-# then stays in cache (about 2x faster than one temporary of the whole clip at 16x224x384).
-_JOINTS_PER_BLOCK = 2
+# exp(-d^2 / (2 sigma^2)) underflows to 0 in float32 once d > 14.42 sigma; one extra pixel
+# covers rounding the joint to the nearest pixel.
+_SUPPORT_IN_SIGMAS = 14.5
 
 
 def render_heatmaps(xy: np.ndarray, score: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
@@ -26,27 +31,30 @@ def render_heatmaps(xy: np.ndarray, score: np.ndarray, size: tuple[int, int], si
         raise ValueError(f"expected xy (M, T, V, 2) and score (M, T, V), got {xy.shape} and {score.shape}")
     height, width = size
     num_persons, num_frames, num_joints, _ = xy.shape
-    inv_two_var = np.float32(1.0 / (2.0 * sigma * sigma))
-    columns = np.arange(width, dtype=np.float32)
-    rows = np.arange(height, dtype=np.float32)
-    # (M, V, T, W) and (M, V, T, H): joints first so the output is channel-major.
-    gauss_x = np.exp(-np.square(columns - xy[..., 0:1]) * inv_two_var).transpose(0, 2, 1, 3)
-    gauss_y = (np.exp(-np.square(rows - xy[..., 1:2]) * inv_two_var) * score[..., None]).transpose(0, 2, 1, 3)
-    out = np.empty((num_joints, num_frames, height, width), dtype=np.float32)
+    radius = math.ceil(_SUPPORT_IN_SIGMAS * sigma) + 1
+    window_h, window_w = min(2 * radius + 1, height), min(2 * radius + 1, width)
+    out = np.zeros((num_joints * num_frames, height, width), dtype=np.float32)
     if num_persons == 0:
-        out.fill(0.0)
-        return out
-    np.multiply(gauss_y[0][..., :, None], gauss_x[0][..., None, :], out=out)
-    if num_persons > 1:
-        scratch = np.empty((_JOINTS_PER_BLOCK, num_frames, height, width), dtype=np.float32)
-        for first in range(0, num_joints, _JOINTS_PER_BLOCK):
-            block = slice(first, first + _JOINTS_PER_BLOCK)
-            target = out[block]
-            temp = scratch[: target.shape[0]]
-            for person in range(1, num_persons):
-                np.multiply(gauss_y[person][block, :, :, None], gauss_x[person][block, :, None, :], out=temp)
-                np.maximum(target, temp, out=target)
-    return out
+        return out.reshape(num_joints, num_frames, height, width)
+    # Joint-major order (V, T) so the output is channel-first; one row per (joint, frame).
+    points = xy.transpose(0, 2, 1, 3).reshape(num_persons, -1, 2)
+    weights = score.transpose(0, 2, 1).reshape(num_persons, -1, 1)
+    # Window origins: centred on the joint, slid back inside the image at the borders (a joint
+    # near or outside the border still gets every row/column where its Gaussian is non-zero).
+    top = np.clip(np.rint(points[..., 1]).astype(np.int64) - radius, 0, height - window_h)
+    left = np.clip(np.rint(points[..., 0]).astype(np.int64) - radius, 0, width - window_w)
+    rows = top[..., None] + np.arange(window_h)      # (M, V*T, window_h)
+    columns = left[..., None] + np.arange(window_w)  # (M, V*T, window_w)
+    inv_two_var = np.float32(1.0 / (2.0 * sigma * sigma))
+    gauss_y = np.exp(-np.square(rows.astype(np.float32) - points[..., 1:2]) * inv_two_var) * weights
+    gauss_x = np.exp(-np.square(columns.astype(np.float32) - points[..., 0:1]) * inv_two_var)
+    windows = gauss_y[..., :, None] * gauss_x[..., None, :]  # (M, V*T, window_h, window_w)
+    planes = np.arange(out.shape[0])[:, None, None]
+    for person in range(num_persons):
+        where = (planes, rows[person][:, :, None], columns[person][:, None, :])
+        values = windows[person] if person == 0 else np.maximum(windows[person], out[where])
+        out[where] = values
+    return out.reshape(num_joints, num_frames, height, width)
 
 
 def render_heatmaps_per_joint(xy: np.ndarray, score: np.ndarray, size: tuple[int, int],
