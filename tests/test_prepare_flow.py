@@ -19,14 +19,15 @@ def textured_image(height=96, width=128, seed=0) -> np.ndarray:
     return cv2.GaussianBlur(noise, (0, 0), 2.0).clip(0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("method", ["dis", "farneback"])
+@pytest.mark.parametrize("method", ["dis", "farneback", pytest.param("tvl1", marks=pytest.mark.skipif(
+    not hasattr(cv2, "optflow"), reason="TV-L1 needs opencv-contrib-python-headless"))])
 def test_flow_of_a_known_shift_has_the_documented_signs(method):
     first = textured_image()
     # Content moves 3 px right and 2 px up from the first frame to the second.
     second = cv2.warpAffine(first, np.float32([[1, 0, 3], [0, 1, -2]]), first.shape[::-1],
                             borderMode=cv2.BORDER_REFLECT)
     stored = to_stored(make_flow_fn(method)(first, second), bound=20)
-    assert stored.shape == (2, 96, 128) and stored.dtype == np.float16
+    assert stored.shape == (2, 96, 128) and stored.dtype == np.float16 and stored.flags.c_contiguous
     centre = stored[:, 20:-20, 20:-20].astype(np.float32)
     assert np.median(centre[0]) == pytest.approx(3, abs=0.3)   # dx, + right
     assert np.median(centre[1]) == pytest.approx(-2, abs=0.3)  # dy, + down
