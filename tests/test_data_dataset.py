@@ -172,3 +172,13 @@ def test_class_folder_videos(tmp_path):
     item = dataset[1]
     assert item["video"] == "walk/walk1" and dataset.class_names[item["label"]] == "walk"
     assert item["rgb"].shape == (3, 4, 32, 32)
+
+
+@pytest.mark.parametrize("modalities, channels", [(["flow"], 2), (["skeleton"], 17), (["flow", "skeleton"], 2)])
+def test_any_modality_subset(data, modalities, channels):
+    # Without RGB the clip is planned on the flow's frames (12x16 here), else the skeleton's img_shape.
+    gin.parse_config(["temporal_sampling.num_frames = 4", "spatial_transform.short_side = None",
+                      "spatial_transform.crop_size = (8, 8)"])
+    item = build_clip_dataset(data["annotations"], modalities=modalities)[0]
+    assert set(item) == set(modalities) | {"label", "video", "start", "index"}
+    assert item[modalities[0]].shape == (channels, 4, 8, 8)

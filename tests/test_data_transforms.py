@@ -183,3 +183,12 @@ def test_upscaled_clip_keeps_modalities_together(tmp_path):
         rows, cols = np.mgrid[0:72, 0:112]
         centroid = np.array([(weights * rows).sum(), (weights * cols).sum()]) / weights.sum()
         assert np.abs(np.subtract(peak(heat[WRIST_R, t]), centroid)).max() <= 0.5
+
+
+def test_flip_swaps_configured_joint_pairs():
+    xy = np.array([[[[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]]], np.float32)   # (1, 1, 3, 2)
+    keypoints = Keypoints(xy, np.array([[[0.1, 0.2, 0.3]]], np.float32), None, flip_pairs=((0, 2),))
+    plan = SpatialPlan(resized=(4, 10), top=0, left=0, crop=(4, 10), flip=True)
+    moved = apply_to_keypoints(keypoints, plan, reference_size=(4, 10))
+    np.testing.assert_allclose(moved.xy[0, 0, :, 0], [6.0, 7.0, 8.0])   # x -> 9 - x, joints 0 and 2 swapped
+    np.testing.assert_allclose(moved.score[0, 0], [0.3, 0.2, 0.1])
