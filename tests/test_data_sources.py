@@ -233,3 +233,10 @@ def test_bad_templates_fail_at_configuration():
         FrameFolderSource("frames/{video}/{index:06d}.jpg")
     with pytest.raises(ValueError, match="frame number must be in the file name"):
         FrameFolderSource("frames/{video}/{frame}/img.jpg")
+
+
+def test_zero_based_files_with_one_based_template(tmp_path):
+    write_frames(tmp_path, "v", smooth_frames(RNG, 3, (8, 8)), first_frame=0)
+    with pytest.raises(BadClipError, match=r"file numbered 0, below rgb_frames.first_frame=1"):
+        FrameFolderSource(root=tmp_path).num_frames("v")
+    assert FrameFolderSource(root=tmp_path, first_frame=0).num_frames("v") == 3

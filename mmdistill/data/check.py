@@ -129,7 +129,7 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
     if decode:
         for index in tqdm(sorted(usable), desc="clips", disable=not progress):
             try:
-                dataset._load(dataset.clips[index], np.random.default_rng(0), np.random.default_rng(0))
+                dataset.load_clip(dataset.clips[index], np.random.default_rng(0), np.random.default_rng(0))
             except BadClipError as err:
                 usable.discard(index)
                 problems.append(("decode", dataset.clips[index].video, f"clip #{index}: {err}"))

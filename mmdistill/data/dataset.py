@@ -125,7 +125,7 @@ class ClipDataset(Dataset):
         time_rng, space_rng, mask_rng = (np.random.default_rng(seq) for seq in
                                          np.random.SeedSequence([self.seed, int(epoch), index]).spawn(3))
         try:
-            start, tensors = self._load(clip, time_rng, space_rng)
+            start, tensors = self.load_clip(clip, time_rng, space_rng)
         except BadClipError as err:
             if self.on_bad_clip == "error":
                 raise BadClipError(f"clip #{index} (video '{clip.video}', start {clip.start}): {err}") from None
@@ -138,8 +138,9 @@ class ClipDataset(Dataset):
         item.update(label=int(self.labels[index]), video=clip.video, start=int(start), index=index)
         return item
 
-    def _load(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator
+    def load_clip(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator
               ) -> tuple[int, dict[str, torch.Tensor]]:
+        """Read and transform one clip -> (first frame index, {modality: tensor}); raises BadClipError."""
         counts = {name: source.num_frames(clip.video) for name, source in self.sources.items()}
         if len(set(counts.values())) > 1 and self.frame_counts == "equal":
             raise BadClipError(f"video '{clip.video}': modalities disagree on its number of frames {counts}; "

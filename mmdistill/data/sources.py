@@ -114,11 +114,15 @@ class _NumberedFiles(_Templated):
             raise BadClipError(f"{what} of video '{video}': folder {folder} does not exist {self._where()}")
         before, after = probe.name.split("\0")
         pattern = re.compile(re.escape(before) + r"(\d+)" + re.escape(after))
-        numbers = sorted(int(match.group(1)) for name in os.listdir(folder)
-                         if (match := pattern.fullmatch(name)))
+        numbers = sorted({int(match.group(1)) for name in os.listdir(folder)
+                          if (match := pattern.fullmatch(name))})
         if not numbers:
             example = self.path(video, frame=self.first_frame, **fields)
             raise BadClipError(f"{what} of video '{video}': no files like {example} in {folder} {self._where()}")
+        if numbers[0] < self.first_frame:
+            raise BadClipError(f"{what} of video '{video}': {folder} has a file numbered {numbers[0]}, below "
+                               f"{self.gin_name}.first_frame={self.first_frame}; set first_frame to the number "
+                               f"of the first file")
         expected = range(self.first_frame, numbers[-1] + 1)
         if numbers[0] != self.first_frame or len(numbers) != len(expected):
             present = set(numbers)
