@@ -46,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.py: error: {err}", file=sys.stderr)
         return 2
     from mmdistill.experiment import experiment
+    from mmdistill.pipeline import pipeline_configured, run_pipeline
 
     config_name = Path(args.gin_file[-1]).stem if args.gin_file else "run"
-    experiment(config_name=config_name, argv=[sys.argv[0], *argv])
+    command = [sys.argv[0], *argv]
+    if pipeline_configured():
+        run_pipeline(config_name, bindings, argv=command)
+    else:
+        experiment(config_name=config_name, argv=command)
     return 0
 
 

@@ -7,11 +7,20 @@ gin 0.5.0 has no dict API for a config, so `flatten_config` parses gin's own tex
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 import gin
 from gin import config_parser
+
+
+class _QuietSearchMisses(logging.Filter):
+    """gin logs an ERROR for every search-path prefix an include is not under, even when a later
+    prefix finds it; a file found nowhere still fails loudly with gin's own exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
 
 
 class ConfigError(Exception):
@@ -24,6 +33,10 @@ def import_configurables() -> None:
     import mmdistill.registry  # noqa: F401  (imports for their registration side effect)
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_SEARCH_PATH_ADDED = False
+
+
 def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] = (),
                  finalize: bool = True) -> None:
     """Parse files in order, then bindings in order (bindings override files).
@@ -31,8 +44,16 @@ def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] =
     Each file and each binding is parsed separately so an error names exactly the one at fault.
     """
     import_configurables()
+    # `include 'gin/base/x.gin'` then works from any working directory, not only the repo root.
+    global _SEARCH_PATH_ADDED
+    if not _SEARCH_PATH_ADDED:
+        gin.add_config_file_search_path(str(REPO_ROOT))
+        logging.getLogger().addFilter(_QuietSearchMisses())
+        _SEARCH_PATH_ADDED = True
     for path in gin_files:
         path = Path(path)
+        if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
+            path = REPO_ROOT / path  # shipped experiments are found from any working directory
         if not path.is_file():
             raise ConfigError(f"gin file not found: {path}. Pass an existing file to --gin_file "
                               f"(see the gin/ folder for the shipped experiments).")

@@ -117,14 +117,15 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
                task: str = "distill", train: bool = True, test: bool = False,
                ckpt_path: str | None = None, resume: bool | str = False, seed: int = 0,
                device: str = "auto", precision: str = "fp32", argv: list[str] | None = None,
-               extra_loggers: tuple = ()) -> dict:
+               step: str | None = None, extra_loggers: tuple = ()) -> dict:
     """Run one experiment and return its summary.
 
     task: which stage pair runs ('distill', 'pretrain', ...); train / test: the original's switches;
     ckpt_path: the checkpoint `test` evaluates when `train` is off (default: the one just trained);
     resume: True (latest run with this name) or a run dir / checkpoint path to continue exactly.
+    step: the pipeline step this run is (names the run `<config>_<step>` unless name is bound).
     """
-    name = name or config_name
+    name = name or (f"{config_name}_{step}" if step else config_name)
     _builtin_tasks()
     if task not in TASKS:
         raise ValueError(f"experiment.task={task!r} is not a known task; known: {sorted(TASKS)}")
@@ -139,6 +140,11 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
     resume_from = None
     if resume:
         run_dir, resume_from = rundir.resolve_resume(resume, output_root, name)
+        if rank == 0:  # steps after the checkpoint are redone: drop their old records
+            from mmdistill.train.state import load_checkpoint, truncate_metrics
+
+            step_done = int(load_checkpoint(resume_from)["global_step"])
+            truncate_metrics(run_dir / "metrics.jsonl", step_done)
     else:
         run_dir = _shared_run_dir(rank, world_size, lambda: rundir.new_run_dir(output_root, name))
 

@@ -1,6 +1,240 @@
-"""The tasks `experiment.task` can name, wired from the stage modules."""
+"""The stages `experiment.task` can name: build models and data from gin, hand them to the loop
+or the few-shot evaluator.
+
+gin scopes say which model or dataset a binding is for:
+  student/video_vit.*, teacher_<modality>/video_vit.*, teacher_<modality>/pretrained.*  (models)
+  encoder/video_vit.*                                   (the encoder a pretraining run trains)
+  unlabeled/clip_data.*, unlabeled/data_loader.*        (distillation / pretraining clips)
+  fewshot_data/clip_data.*, fewshot_data/data_loader.*  (labelled evaluation clips)
+"""
 from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import gin
+import torch
+
+from mmdistill.context import RunContext
+from mmdistill.data.dataset import build_clip_dataset, build_loader
+from mmdistill.data.masking import TubeMaskGenerator
+from mmdistill.eval.features import weights_fingerprint
+from mmdistill.eval.fewshot import run_fewshot
+from mmdistill.models.checkpoint import (build_from_checkpoint, initialise_from_checkpoint,
+                                         read_checkpoint)
+from mmdistill.models.decoder import MaskedAutoencoder
+from mmdistill.models.heads import StudentWithHeads, cmt_head
+from mmdistill.models.vit import VideoViT, video_vit
+from mmdistill.train.loop import train
+from mmdistill.train.objectives import Distillation, MaskedAutoencoding
+
+DEFAULT_MODALITIES = ("rgb", "flow", "skeleton")
 
 
 def register(register_task) -> None:
-    pass
+    from mmdistill.experiment import Task
+
+    register_task("distill", lambda: Task(train=distill_stage, test=evaluate_stage))
+    register_task("pretrain", lambda: Task(train=pretrain_stage, test=evaluate_stage))
+    register_task("evaluate", lambda: Task(train=None, test=evaluate_stage))
+
+
+# --- distillation -------------------------------------------------------------------------
+
+def _teacher_paths(modalities: Sequence[str], checkpoints) -> dict[str, str | None]:
+    if checkpoints is None:
+        return {m: None for m in modalities}
+    if isinstance(checkpoints, Mapping):
+        unknown = set(checkpoints) - set(modalities)
+        if unknown:
+            raise ValueError(f"distill.teacher_checkpoints names {sorted(unknown)}, not in "
+                             f"distill.modalities {list(modalities)}")
+        return {m: checkpoints.get(m) for m in modalities}
+    if len(checkpoints) != len(modalities):
+        raise ValueError(f"distill.teacher_checkpoints has {len(checkpoints)} paths for "
+                         f"{len(modalities)} modalities {list(modalities)}: give one per modality, "
+                         f"in the same order (the original's [rgb, flow, skeleton]).")
+    return dict(zip(modalities, checkpoints))
+
+
+@gin.configurable("distill")
+def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
+                       teacher_checkpoints: Sequence[str] | Mapping[str, str] | None = None,
+                       student_init: str | None = "teacher", student_input: str = "rgb",
+                       feature: str = "tokens", mask_ratio: float = 0.75,
+                       target_norm: bool = False, loss: str = "mse",
+                       weights: Mapping[str, float] | None = None,
+                       allow_random_teachers: bool = False) -> tuple[Distillation, float]:
+    """Teachers (frozen, from checkpoints), student, one CMT head per teacher.
+
+    student_init: 'teacher' copies the `student_input` teacher's weights (the original's choice),
+    None trains from scratch, any other string is a checkpoint path (student/pretrained.* for its
+    prefix). Teachers without a checkpoint are refused unless allow_random_teachers (tests).
+    """
+    paths = _teacher_paths(modalities, teacher_checkpoints)
+    teachers: dict[str, VideoViT] = {}
+    for modality, path in paths.items():
+        if path is None and not allow_random_teachers:
+            raise ValueError(f"no checkpoint for the {modality} teacher: set "
+                             f"distill.teacher_checkpoints (a list in the order of "
+                             f"distill.modalities {list(modalities)}). Random teachers would "
+                             f"distil noise.")
+        with gin.config_scope(f"teacher_{modality}"):
+            teacher = video_vit()
+            initialise_from_checkpoint(teacher, path=path)
+        teachers[modality] = teacher
+    with gin.config_scope("student"):
+        student = video_vit()
+        if student_init == "teacher":
+            _copy_teacher_into(student, teachers, student_input)
+        elif student_init is not None:
+            initialise_from_checkpoint(student, path=student_init)
+    heads = {m: cmt_head(student.embed_dim, t.embed_dim) for m, t in teachers.items()}
+    objective = Distillation(StudentWithHeads(student, heads, feature=feature), teachers,
+                             student_input=student_input, target_norm=target_norm, loss=loss,
+                             weights=weights)
+    return objective, mask_ratio
+
+
+def _copy_teacher_into(student: VideoViT, teachers: dict[str, VideoViT], modality: str) -> None:
+    if modality not in teachers:
+        raise ValueError(f"distill.student_init='teacher' needs a {modality} teacher; have "
+                         f"{sorted(teachers)}. Set student_init to a checkpoint path or None.")
+    source = teachers[modality]
+    differs = {k: (v, source.arch[k]) for k, v in student.arch.items() if source.arch.get(k) != v}
+    if differs:
+        raise ValueError(f"distill.student_init='teacher' but the student differs from the "
+                         f"{modality} teacher: " + ", ".join(f"{k} {a} vs {b}" for k, (a, b)
+                                                             in differs.items())
+                         + ". Make student/video_vit match teacher_rgb/video_vit.")
+    student.load_state_dict(source.state_dict())
+    if source.arch["pos_embed"] == "sincos":
+        student.use_sincos_table_of(source.arch["sincos_grid"])
+
+
+def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: float):
+    mask = TubeMaskGenerator(grid, mask_ratio) if mask_ratio > 0 else None
+    with gin.config_scope("unlabeled"):
+        dataset = build_clip_dataset(modalities=list(modalities), mode="train", mask=mask,
+                                     seed=ctx.seed)
+        loader = build_loader(dataset, seed=ctx.seed, rank=ctx.rank, world_size=ctx.world_size)
+    print(f"[data] {len(dataset)} training clips, modalities {list(modalities)}, "
+          f"mask ratio {mask_ratio}", flush=True)
+    return loader
+
+
+def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
+    objective, mask_ratio = build_distillation()
+    modalities = sorted(set(objective.teachers) | {objective.student_input})
+    loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio)
+    train(objective, loader, ctx, resume_from=resume_from)
+    return ctx.checkpoints_dir / "last.ckpt"
+
+
+# --- masked-autoencoder pretraining (teachers from scratch) --------------------------------
+
+@gin.configurable("pretrain")
+def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "rgb",
+                   mask_ratio: float = 0.9, normalize_target: bool = True,
+                   visualize_clips: int = 4) -> Path:
+    """VideoMAE pretraining of one modality's encoder (encoder/video_vit.* sets its size and
+    channels); writes a reconstruction grid PNG of a few clips at the end."""
+    with gin.config_scope("encoder"):
+        encoder = video_vit()
+    objective = MaskedAutoencoding(MaskedAutoencoder(encoder), modality=modality,
+                                   normalize_target=normalize_target)
+    loader = _train_loader(ctx, [modality], encoder.grid_size, mask_ratio)
+    train(objective, loader, ctx, resume_from=resume_from)
+    if ctx.is_main and visualize_clips:
+        from mmdistill.viz import save_reconstructions
+
+        path = save_reconstructions(objective, loader, ctx, visualize_clips)
+        ctx.logger.image("pretrain/reconstructions", path)
+        print(f"[pretrain] reconstructions: {path}", flush=True)
+    return ctx.checkpoints_dir / "last.ckpt"
+
+
+# --- few-shot evaluation --------------------------------------------------------------------
+
+def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
+    """The encoder (and, for our distillation checkpoints, the CMT heads) stored in `path`."""
+    ckpt = read_checkpoint(path, trust_checkpoint=trust)
+    if prefix is None and ckpt.format == "mmdistill" and any(
+            k.startswith("student.") for k in ckpt.state_dict):
+        prefix = "student"
+    model, report = build_from_checkpoint(ckpt, prefix=prefix)
+    print(f"[evaluate] {path}: {report.format} checkpoint, model {report.prefix or '(root)'}"
+          f", {report.loaded} tensors loaded", flush=True)
+    heads = {}
+    for name, config in (ckpt.metadata.get("arch") or {}).items():
+        if name.startswith("heads."):
+            modality = name.split(".", 1)[1]
+            config = {k: v for k, v in config.items() if k != "feature"}
+            head = cmt_head(**config)
+            state = {k[len(name) + 1:]: v for k, v in ckpt.state_dict.items()
+                     if k.startswith(name + ".")}
+            head.load_state_dict({k: v.float() for k, v in state.items()})
+            heads[modality] = head
+    return model, heads
+
+
+@gin.configurable("evaluate")
+def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
+                   baselines: Mapping[str, str] | None = None, prefix: str | None = None,
+                   trust_checkpoint: bool = False, cache_features: bool = True) -> dict[str, Any]:
+    """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
+    checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes."""
+    models: dict[str, str | Path] = {}
+    if ckpt_path is not None:
+        models["trained"] = ckpt_path
+    models.update(baselines or {})
+    if not models:
+        raise ValueError("nothing to evaluate: set experiment.ckpt_path (or train first), or "
+                         "evaluate.baselines = {'name': 'path/to/checkpoint'}")
+    for name, path in models.items():
+        if not Path(path).exists():
+            raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
+    if not ctx.is_main:
+        return {}
+    with gin.config_scope("fewshot_data"):
+        dataset = build_clip_dataset(modalities=["rgb"], mode="eval", seed=ctx.seed)
+        loader = build_loader(dataset, shuffle=False, drop_last=False, seed=ctx.seed)
+    print(f"[evaluate] {len(dataset)} labelled clips in {dataset.num_classes} classes", flush=True)
+    summary: dict[str, Any] = {}
+    reports = {}
+    for name, path in models.items():
+        model, heads = _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint)
+        report = run_fewshot(model.to(ctx.device), loader, device=ctx.device,
+                             amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
+                             checkpoint=path, logger=None,
+                             cache_dir=ctx.dir / "feature_cache" if cache_features else None)
+        reports[name] = report
+        # Which weights produced these numbers, so a run can prove it evaluated what it names.
+        summary[f"evaluated/{name}/checkpoint"] = str(path)
+        summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([model])
+        for key, value in report.as_summary().items():
+            summary[key if name == "trained" else f"{name}/{key}"] = value
+        report.write_json(ctx.dir / f"fewshot_{name}.json")
+        columns, rows = report.rows()
+        ctx.logger.table(f"fewshot/{name}", ["model", *columns], [[name, *r] for r in rows])
+    ctx.logger.summary(summary)
+    if len(reports) > 1:
+        print(comparison_table(reports), flush=True)
+    return summary
+
+
+def comparison_table(reports: Mapping[str, Any]) -> str:
+    """Side by side: one row per setting, one column per model, mean +/- 95% CI."""
+    names = list(reports)
+    settings = [r.setting.name for r in next(iter(reports.values())).results]
+    width = max(20, *(len(n) + 2 for n in names))
+    lines = ["Few-shot accuracy (%, mean +/- 95% CI over the same episodes)",
+             f"{'setting':<14}" + "".join(f"{n:>{width}}" for n in names)]
+    for setting in settings:
+        cells = []
+        for name in names:
+            acc = reports[name][setting].accuracy
+            cells.append(f"{acc.mean:.2f} +/- {acc.ci95:.2f}".rjust(width))
+        lines.append(f"{setting:<14}" + "".join(cells))
+    return "\n".join(lines)

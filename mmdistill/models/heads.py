@@ -16,10 +16,15 @@ def cmt_head(in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: in
     """
     if depth < 1:
         raise ValueError(f"cmt_head.depth={depth}: needs at least one hidden layer")
+    if act not in ("relu", "gelu"):
+        raise ValueError(f"cmt_head.act={act!r}: choose 'relu' or 'gelu'")
     act_layer = {"relu": nn.ReLU, "gelu": nn.GELU}[act]
     hidden_dim = hidden_dim or in_dim
+    config = dict(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, depth=depth, act=act)
     if depth == 1:
-        return Mlp(in_dim, hidden_dim, out_dim, act_layer=act_layer)
+        head = Mlp(in_dim, hidden_dim, out_dim, act_layer=act_layer)
+        head.config = config  # saved in checkpoints so evaluation can rebuild the head
+        return head
     # timm's Mlp has exactly one hidden layer; deeper heads chain Linear-act pairs by hand.
     layers: list[nn.Module] = []
     width = in_dim
@@ -27,7 +32,9 @@ def cmt_head(in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: in
         layers += [nn.Linear(width, hidden_dim), act_layer()]
         width = hidden_dim
     layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    head = nn.Sequential(*layers)
+    head.config = config
+    return head
 
 
 class StudentWithHeads(nn.Module):

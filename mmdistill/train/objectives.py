@@ -66,7 +66,11 @@ class Distillation(nn.Module):
 
     def arch(self) -> dict:
         """Architecture per checkpoint prefix, saved so a checkpoint rebuilds its own models."""
-        return {"student": dict(self.trainable.student.arch)}
+        arch = {"student": dict(self.trainable.student.arch)}
+        for name, head in self.trainable.heads.items():
+            if hasattr(head, "config"):
+                arch[f"heads.{name}"] = dict(head.config, feature=self.trainable.feature)
+        return arch
 
     @torch.no_grad()
     def targets(self, batch: dict, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:

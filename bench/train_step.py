@@ -1,0 +1,155 @@
+"""Distillation step throughput: clips/s at mask ratio 0 and 0.75, and the loop's own overhead.
+
+    python bench/train_step.py                 # CPU preset: tiny ViTs, 8x64x64 clips
+    python bench/train_step.py --preset gpu    # the original's scale: ViT-B, 16x224x384, batch 4, bf16
+
+"Loop overhead" = time of one full TrainStep (forward, backward, grad-norm, optimizer step,
+non-finite check) minus the time of forward + backward alone, on the same batch.
+Model FLOPs come from torch's FlopCounterMode on one forward+backward; MFU divides the achieved
+FLOP rate by the accelerator's dense bf16 peak (given by --peak_tflops, default H100 SXM 989).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mmdistill.models.heads import StudentWithHeads, cmt_head
+from mmdistill.models.vit import video_vit
+from mmdistill.train.loop import TrainStep, to_device
+from mmdistill.train.objectives import Distillation
+from mmdistill.train.optim import build_optimizer
+
+PRESETS = {
+    "cpu": dict(size="tiny", depth=2, frames=8, height=64, width=64, batch=4, precision="fp32",
+                device="cpu", steps=10, warmup=2),
+    "gpu": dict(size="base", depth=None, frames=16, height=224, width=384, batch=4,
+                precision="bf16", device="cuda", steps=20, warmup=5),
+}
+CHANNELS = {"rgb": 3, "flow": 2, "skeleton": 17}
+
+
+def build(args, device):
+    vit = dict(size=args.size, num_frames=args.frames, img_size=(args.height, args.width))
+    if args.depth:
+        vit["depth"] = args.depth
+    teachers = {m: video_vit(in_chans=c, **vit) for m, c in CHANNELS.items()}
+    student = copy.deepcopy(teachers["rgb"])
+    heads = {m: cmt_head(student.embed_dim, t.embed_dim) for m, t in teachers.items()}
+    return Distillation(StudentWithHeads(student, heads), teachers).to(device)
+
+
+def make_batch(objective, args, ratio, device):
+    grid = objective.trainable.student.grid_size
+    spatial = grid[1] * grid[2]
+    batch = {m: torch.randn(args.batch, c, args.frames, args.height, args.width)
+             for m, c in CHANNELS.items()}
+    masked = int(round(ratio * spatial))
+    rows = []
+    for _ in range(args.batch):
+        mask = torch.zeros(spatial, dtype=torch.bool)
+        mask[torch.randperm(spatial)[:masked]] = True
+        rows.append(mask.repeat(grid[0]))
+    batch["mask"] = torch.stack(rows)
+    return to_device(batch, device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, steps, warmup, device):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def measure(args, ratio, device, amp_dtype):
+    torch.manual_seed(0)
+    objective = build(args, device)
+    batch = make_batch(objective, args, ratio, device)
+    optimizer = build_optimizer(objective.trainable_modules(), lr=1e-4)
+    step = TrainStep(objective, optimizer, device=device, amp_dtype=amp_dtype, clip_grad=1.0)
+
+    def forward_backward():
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = objective(batch)["loss"]
+        loss.backward()
+        objective.trainable.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        forward_backward()
+    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    # Interleave the two measurements over rounds and keep medians, so background load on a
+    # shared machine hits both alike.
+    step_times, fb_times = [], []
+    for _ in range(args.rounds):
+        step_times.append(timed(lambda: step([batch]), args.steps, args.warmup, device))
+        fb_times.append(timed(forward_backward, args.steps, args.warmup, device))
+    step_s, fb_s = statistics.median(step_times), statistics.median(fb_times)
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    result = {"mask_ratio": ratio, "clips_per_s": args.batch / step_s, "step_ms": 1e3 * step_s,
+              "fwd_bwd_ms": 1e3 * fb_s, "loop_overhead_ms": 1e3 * (step_s - fb_s),
+              "loop_overhead_pct": 100 * (step_s - fb_s) / step_s, "gflops_per_step": flops / 1e9,
+              "peak_mem_gib": peak_mem}
+    if device.type == "cuda":
+        result["mfu_pct"] = 100 * flops / step_s / (args.peak_tflops * 1e12)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    for key in ("size", "depth", "frames", "height", "width", "batch", "precision", "device",
+                "steps", "warmup"):
+        parser.add_argument(f"--{key}", default=None)
+    parser.add_argument("--ratios", default="0,0.75")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--peak_tflops", type=float, default=989.0)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in ("depth", "frames", "height", "width", "batch", "steps", "warmup"):
+        value = getattr(args, key)
+        setattr(args, key, int(value) if value is not None else None)
+    device = torch.device(args.device)
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+          f"ViT-{args.size} depth {args.depth or 'default'}, {args.frames}x{args.height}x{args.width}, "
+          f"batch {args.batch}, {args.precision}, 3 teachers")
+    results = [measure(args, float(r), device, amp_dtype) for r in args.ratios.split(",")]
+    for r in results:
+        line = (f"mask {r['mask_ratio']:.2f}: {r['clips_per_s']:.2f} clips/s, step {r['step_ms']:.1f} ms, "
+                f"fwd+bwd {r['fwd_bwd_ms']:.1f} ms, loop overhead {r['loop_overhead_ms']:.1f} ms "
+                f"({r['loop_overhead_pct']:.1f}%), {r['gflops_per_step']:.1f} GFLOP/step")
+        if r.get("peak_mem_gib") is not None:
+            line += f", peak {r['peak_mem_gib']:.2f} GiB, MFU {r['mfu_pct']:.1f}%"
+        print(line)
+    if len(results) == 2:
+        print(f"speed-up of mask {results[1]['mask_ratio']} over {results[0]['mask_ratio']}: "
+              f"{results[1]['clips_per_s'] / results[0]['clips_per_s']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "args": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

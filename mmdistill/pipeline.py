@@ -1,0 +1,81 @@
+"""Several experiments in one command (the demo: pretrain three teachers, then distil and
+evaluate). Each step is a complete experiment described by its own gin file(s), parsed afresh
+with the command line's --gin_param bindings on top, so every step has its own run directory,
+operative config and W&B run, and all steps share the W&B group of the pipeline's gin file.
+
+Steps get a fresh config instead of a gin scope because gin applies a scoped binding only where
+its scope is a prefix of the active scope: `unlabeled/clip_data.*` would not reach a dataset
+built inside a `pretrain_rgb` step scope.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import gin
+
+from mmdistill.config import parse_config
+from mmdistill.experiment import experiment
+
+
+@gin.configurable("pipeline")
+def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
+                      setup: Callable[[], object] | None = None,
+                      outputs: Mapping[str, str] | None = None) -> dict:
+    """steps: step name -> gin file(s) of that step, run in order.
+    setup: called once before the steps (e.g. @demo_data_cache writes the demo data).
+    outputs: step -> path where that step's final checkpoint is kept. A step whose output exists
+    is skipped (reruns reuse teachers); an existing file is never replaced."""
+    steps = {name: [files] if isinstance(files, str) else list(files)
+             for name, files in (steps or {}).items()}
+    outputs = dict(outputs or {})
+    unknown = set(outputs) - set(steps)
+    if unknown:
+        raise ValueError(f"pipeline.outputs names {sorted(unknown)}, which are not steps {list(steps)}")
+    return {"steps": steps, "setup": setup, "outputs": outputs}
+
+
+def pipeline_configured() -> bool:
+    try:
+        return bool(gin.query_parameter("pipeline.steps"))
+    except ValueError:
+        return False
+
+
+def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | None = None) -> dict:
+    """Run the steps of the parsed pipeline config; `bindings` are re-applied to every step."""
+    settings = pipeline_settings()
+    if settings["setup"] is not None:
+        settings["setup"]()
+    results, timings = {}, {}
+    for step, files in settings["steps"].items():
+        output = Path(settings["outputs"][step]) if step in settings["outputs"] else None
+        if output is not None and output.is_file():
+            print(f"[pipeline] {step}: skipped, {output} exists (delete it to redo this step)",
+                  flush=True)
+            results[step] = {"status": "skipped", "checkpoint": str(output)}
+            continue
+        print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
+        began = time.perf_counter()
+        gin.clear_config()
+        parse_config(files, bindings)
+        summary = experiment(config_name=config_name, step=step, argv=argv)
+        timings[step] = round(time.perf_counter() - began, 1)
+        if output is not None:
+            _keep(Path(summary["checkpoint"]), output)
+        results[step] = summary
+    print("[pipeline] seconds per step: "
+          + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()), flush=True)
+    return {"steps": results, "seconds": timings}
+
+
+def _keep(checkpoint: Path, output: Path) -> None:
+    if output.exists():
+        raise FileExistsError(f"{output} appeared while the step ran; not replacing it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.copyfile(checkpoint, tmp)
+    tmp.rename(output)
+    print(f"[pipeline] kept {checkpoint} as {output}", flush=True)
