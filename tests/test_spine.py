@@ -169,3 +169,24 @@ def test_online_wandb_without_key_fails_fast_with_offline_hint(tmp_path, monkeyp
         WandbLogger(tmp_path, project="p", entity=None, group=None, job_type="t", name="n",
                     tags=[], config={}, mode="online", run_id=None, init_timeout=15)
     assert time.monotonic() - start < 60
+
+
+def test_every_shipped_gin_file_parses():
+    files = sorted((ROOT / "gin").rglob("*.gin"))
+    assert len(files) >= 10
+    for path in files:
+        gin.clear_config()
+        parse_config([path], [], finalize=False)
+
+
+def test_sweep_files_name_real_bindings():
+    import yaml
+
+    for path in (ROOT / "sweeps").glob("*.yaml"):
+        sweep = yaml.safe_load(path.read_text())
+        gin_file = sweep["command"][sweep["command"].index("--gin_file") + 1]
+        args = [f"--{name}={spec['values'][0]}" for name, spec in sweep["parameters"].items()]
+        gin.clear_config()
+        parse_config([ROOT / gin_file], sweep_args_to_bindings(args), finalize=False)
+        for name, spec in sweep["parameters"].items():
+            assert gin.query_parameter(name) == spec["values"][0]
