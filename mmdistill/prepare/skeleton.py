@@ -2,13 +2,14 @@
 
 Output per video: ``DATA/skeletons/<video>.pkl``, a plain dict (numpy arrays and builtins only):
 ``keypoint`` float32 [M, T, 17, 2] (x, y in pixels of the frames in DATA/frames, pixel centres
-at integers, the frames' (H, W) is ``img_shape``), ``keypoint_score`` float32 [M, T, 17], ``img_shape``, ``original_shape``,
-``total_frames``, ``frame_dir``; COCO-17 joint order. A frame where the estimator finds nobody
+at integers; those frames' (H, W) is ``img_shape``), ``keypoint_score`` float32 [M, T, 17],
+``original_shape``, ``total_frames``, ``frame_dir``; COCO-17 joint order. A frame where the estimator finds nobody
 gets score 0 and coordinates 0 for every joint: nothing is invented.
 
 The default estimator is MediaPipe's pose solution (one person, M = 1), an OPTIONAL dependency:
 its model file ships inside the `mediapipe` 0.10.21 wheel, so nothing is downloaded at run time.
-Any object with the small `PoseEstimator` interface below can replace it.
+From Python, any estimator with the small `PoseEstimator` interface of this module can
+replace it (`prepare_skeletons(data, factory=...)`).
 """
 from __future__ import annotations
 
