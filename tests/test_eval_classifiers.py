@@ -41,14 +41,15 @@ def test_random_features_give_chance_accuracy(name):
     assert abs(accuracy(get_classifier(name)(s, sl, q, 5), ql) - 20.0) < 2.5
 
 
-@pytest.mark.parametrize("k_shot", [1, 5])
-def test_logistic_regression_matches_scikit_learn(k_shot):
+@pytest.mark.parametrize("k_shot,dim,spread", [(1, 64, 0.35), (5, 64, 0.35), (5, 8, 0.6)])
+def test_logistic_regression_matches_scikit_learn(k_shot, dim, spread):
+    # (5, 8): more support clips than feature dimensions, the other side of the span projection
     from sklearn.linear_model import LogisticRegression
 
-    s, sl, q, ql = gaussian_episodes(40, 5, k_shot, 15, 64, spread=0.35, seed=k_shot)
+    s, sl, q, ql = gaussian_episodes(30, 5, k_shot, 15, dim, spread=spread, seed=k_shot)
     ours = logistic_regression(s, sl, q, 5)
     theirs = []
-    for e in range(40):
+    for e in range(30):
         xs, xq = F.normalize(s[e], dim=-1).numpy(), F.normalize(q[e], dim=-1).numpy()
         model = LogisticRegression(C=1.0, max_iter=1000, tol=1e-8).fit(xs, sl[e].numpy())
         theirs.append(model.predict_proba(xq))

@@ -69,7 +69,6 @@ def test_pooled_view_is_the_model_feature_of_each_clip_in_dataset_order():
 
 
 def test_masked_views_are_fixed_per_clip_and_view_whatever_the_batching():
-    pytest.importorskip("mmdistill.data.masking")
     torch.manual_seed(0)
     model, data = TinyVideoModel(), TinyClips()
     a = extract_features(model, DataLoader(data, batch_size=2), mask_views=3, mask_ratio=0.5,

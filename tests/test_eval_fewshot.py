@@ -59,8 +59,10 @@ def test_statistics_are_the_episode_formulas():
 
 def test_masked_ensemble_averages_query_views_fitted_on_masked_view_zero():
     bank = synthetic_bank([20] * 6, spread=1.0, noise=1.0, mask_views=2)
-    result = evaluate(bank, [(5, 1, 15, 40)])["5way_1shot"]
+    report = evaluate(bank, [(5, 1, 15, 40)])
+    result = report["5way_1shot"]
     assert result.ensemble_members == ["masked0", "masked1"]
+    assert "5way_1shot ensemble = mean probability of masked0 + masked1" in report.table()
     assert set(result.views) == {"pooled", "masked0", "masked1"}
     # the ensemble is not just one of its members
     accs = {v: s.mean for v, s in result.views.items()}
@@ -69,11 +71,11 @@ def test_masked_ensemble_averages_query_views_fitted_on_masked_view_zero():
 
 def test_head_views_join_the_ensemble_only_when_asked():
     bank = synthetic_bank([20] * 6, spread=1.0, heads=["flow", "skeleton"])
-    plain = evaluate(bank, [(5, 1, 15, 20)])["5way_1shot"]
+    plain = evaluate(bank, [(5, 1, 15, 20)], "centroid")["5way_1shot"]
     assert plain.ensemble_members == ["pooled"]
     assert plain.accuracy.mean == plain.views["pooled"].mean
     assert set(plain.views) == {"pooled", "cmt_flow", "cmt_skeleton"}
-    joined = evaluate(bank, [(5, 1, 15, 20)], ensemble_heads=True)["5way_1shot"]
+    joined = evaluate(bank, [(5, 1, 15, 20)], "centroid", ensemble_heads=True)["5way_1shot"]
     assert joined.ensemble_members == ["pooled", "cmt_flow", "cmt_skeleton"]
     with pytest.raises(ValueError, match="no CMT head views"):
         evaluate(synthetic_bank([20] * 6), [(5, 1, 15, 5)], ensemble_heads=True)
@@ -96,8 +98,8 @@ def test_per_class_accuracy_and_exclusion_report():
 
 def test_chunking_does_not_change_results():
     bank = synthetic_bank([20] * 6, spread=1.0)
-    a = evaluate(bank, [(5, 1, 15, 30)], episode_chunk=7)["5way_1shot"]
-    b = evaluate(bank, [(5, 1, 15, 30)], episode_chunk=1000)["5way_1shot"]
+    a = evaluate(bank, [(5, 1, 15, 12)], episode_chunk=5)["5way_1shot"]
+    b = evaluate(bank, [(5, 1, 15, 12)], episode_chunk=1000)["5way_1shot"]
     assert np.allclose(a.episode_accuracy, b.episode_accuracy)
 
 

@@ -46,10 +46,18 @@ def logistic_regression(support: torch.Tensor, support_labels: torch.Tensor, que
     than calling scikit-learn per episode so that all episodes are one L-BFGS problem (the
     episodes are independent, so the minimum of the sum is every episode's minimum) that runs on
     the GPU. Solved in float64 so the stopping tolerance is meaningful.
+
+    The optimal weights lie in the span of the episode's support features (the penalty removes
+    any other component), so features are first expressed in an orthonormal basis of that span:
+    S coordinates instead of D (5 instead of 768 at 5-way 1-shot). The problem and its optimum
+    are unchanged (the basis is an isometry), while L-BFGS's vector work shrinks D/S-fold.
     """
     _check(support, support_labels, query, n_way)
     x = F.normalize(support.detach().double(), dim=-1)
-    q = F.normalize(query.detach().double(), dim=-1)
+    basis = torch.linalg.qr(x.transpose(1, 2)).Q  # (E, D, min(D, S)), orthonormal columns
+    x = x @ basis
+    # Queries outnumber support clips: project them in float32, only the result in float64.
+    q = (F.normalize(query.detach().float(), dim=-1) @ basis.float()).double()
     y = support_labels.reshape(-1)
     episodes, _, width = x.shape
     with torch.enable_grad():

@@ -175,6 +175,7 @@ class Report:
                              f"{s.ci95:6.2f}")
         for r in self.results:
             s = r.setting
+            lines.append(f"{s.name} ensemble = mean probability of {' + '.join(r.ensemble_members)}")
             per_class = ", ".join(f"{n} {a:.1f}" for n, a in r.per_class.items())
             lines.append(f"{s.name} per-class accuracy (ensemble): {per_class}")
             if r.excluded:
