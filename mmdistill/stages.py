@@ -128,8 +128,65 @@ def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
     objective, mask_ratio = build_distillation()
     modalities = sorted(set(objective.teachers) | {objective.student_input})
     loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio)
-    train(objective, loader, ctx, resume_from=resume_from)
+    train(objective, loader, ctx, resume_from=resume_from,
+          epoch_end=validation_hook(ctx, objective.trainable.student))
     return ctx.checkpoints_dir / "last.ckpt"
+
+
+@gin.configurable("validation")
+def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
+                    annotations: str | None = None):
+    """Few-shot accuracy of `model` every `eval_every` epochs on a validation split whose
+    classes are disjoint from the test classes (the original validated on the test classes).
+
+    The clips come from `annotations` (read like `fewshot_data/clip_data`, under the scope
+    `fewshot_val_data`); settings and classifier are the `fewshot.*` ones. Logged as `val/...`.
+    """
+    if not eval_every:
+        return None
+    if annotations is None:
+        raise ValueError("validation.eval_every is set but validation.annotations is not: give a "
+                         "labelled clip list whose classes are disjoint from the test classes")
+    loader = None
+
+    def run(epoch: int, global_step: int) -> None:
+        nonlocal loader
+        if (epoch + 1) % eval_every:
+            return
+        if ctx.is_main:
+            if loader is None:
+                with gin.config_scope("fewshot_val_data"):
+                    dataset = build_clip_dataset(annotations, modalities=["rgb"], mode="eval",
+                                                 seed=ctx.seed)
+                    loader = build_loader(dataset, shuffle=False, drop_last=False, seed=ctx.seed)
+                _check_disjoint_from_test(dataset.class_names)
+            was_training = model.training
+            report = run_fewshot(model, loader, device=ctx.device, amp_dtype=ctx.amp_dtype,
+                                 progress=False)
+            model.train(was_training)
+            ctx.logger.log({f"val/{k}": v for k, v in report.as_summary().items()
+                            if isinstance(v, (int, float)) and not k.startswith("top1")},
+                           step=global_step)
+        if ctx.world_size > 1:
+            torch.distributed.barrier()
+
+    return run
+
+
+def _check_disjoint_from_test(val_classes: Sequence[str]) -> None:
+    try:
+        test_annotations = gin.query_parameter("fewshot_data/clip_data.annotations")
+        if isinstance(test_annotations, gin.config.ConfigurableReference):  # a %MACRO
+            test_annotations = test_annotations.scoped_configurable_fn()
+    except ValueError:
+        return
+    from mmdistill.data.annotations import class_names_of, read_annotations
+
+    shared = set(val_classes) & set(class_names_of(read_annotations(test_annotations)))
+    if shared:
+        raise ValueError(f"validation classes {sorted(shared)} are also test classes "
+                         f"({test_annotations}); validate on a class-disjoint split "
+                         f"(e.g. `python -m mmdistill.prepare annotations --split-classes`)")
 
 
 # --- masked-autoencoder pretraining (teachers from scratch) --------------------------------
@@ -145,7 +202,8 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     objective = MaskedAutoencoding(MaskedAutoencoder(encoder), modality=modality,
                                    normalize_target=normalize_target)
     loader = _train_loader(ctx, [modality], encoder.grid_size, mask_ratio)
-    train(objective, loader, ctx, resume_from=resume_from)
+    train(objective, loader, ctx, resume_from=resume_from,
+          epoch_end=validation_hook(ctx, encoder) if modality == "rgb" else None)
     if ctx.is_main and visualize_clips:
         from mmdistill.viz import save_reconstructions
 

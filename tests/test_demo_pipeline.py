@@ -22,6 +22,8 @@ SMALL = [
     "data_loader.batch_size = 4", "data_loader.num_workers = 0",
     "train.epochs = 2", "train.warmup_epochs = 0", "train.log_every = 1",
     "fewshot.settings = [(5, 1, 2, 30), (5, 2, 2, 30)]",
+    "demo_data.val_classes = 5", "validation.eval_every = 1",
+    "validation.annotations = '.cache/demo_data/fewshot_val.json'",
 ]
 
 
@@ -62,6 +64,20 @@ def test_demo_runs_every_stage_and_prints_the_comparison(demo):
                 "teacher_rgb/fewshot/5way_1shot/acc", "top1_action_ensemble"):
         assert key in summary, key
     assert 0 <= summary["fewshot/5way_1shot/acc"] <= 100
+
+
+def test_validation_runs_every_epoch_on_disjoint_classes(demo):
+    cwd, _ = demo
+    records = [json.loads(line) for line in
+               (_run_dir(cwd, "distill") / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if "val/fewshot/5way_1shot/acc" in r]
+    epoch_ends = [r["step"] for r in records if "train/epoch_loss" in r]
+    assert [r["step"] for r in val] == epoch_ends and len(val) == 2
+    val_classes = {c for r in val for c in r if c.startswith("val/fewshot/5way_1shot/class/")}
+    test_summary = json.loads((_run_dir(cwd, "distill") / "summary.json").read_text())
+    test_classes = {k.split("/")[3] for k in test_summary if k.startswith("fewshot/5way_1shot/class/")}
+    assert len(val_classes) == 5 and len(test_classes) == 5
+    assert not {c.split("/")[4] for c in val_classes} & test_classes
 
 
 def test_pretrained_checkpoints_load_as_teachers(demo):

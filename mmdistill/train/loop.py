@@ -266,8 +266,9 @@ class _Console:
             print(_one_line(epoch, step, metrics), flush=True)
 
 
-@gin.configurable("train", denylist=["objective", "loader", "ctx", "resume_from"])
+@gin.configurable("train", denylist=["objective", "loader", "ctx", "resume_from", "epoch_end"])
 def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | Path | None = None,
+          epoch_end=None,
           epochs: int = 50, lr: float = 2e-3, scale_lr: bool = True, min_lr: float = 1e-6,
           warmup_epochs: float = 5, warmup_lr: float = 1e-6, weight_decay: float = 0.05,
           betas: tuple[float, float] = (0.9, 0.999), clip_grad: float | None = None,
@@ -279,6 +280,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
     Checkpoints: `last.ckpt` every epoch, `epoch=EE-train_loss=L.ckpt` every `save_ckpt_freq`
     epochs (keep the newest `keep_last_k`). `resume_from` continues that run exactly.
+    `epoch_end(epoch, global_step)` runs on every rank after each epoch's checkpoint (validation).
     `debug_kill_after_epoch` is for tests only: SIGKILL this process after that epoch's checkpoint.
     """
     _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite)
@@ -349,6 +351,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
         console.end_epoch(epoch, global_step, last_metrics)
         _save_epoch(ctx, objective, step_fn, scheduler, epoch, global_step, data_state,
                     last_metrics, save_ckpt_freq, keep_last_k)
+        if epoch_end is not None:
+            epoch_end(epoch, global_step)
         if debug_kill_after_epoch is not None and epoch == debug_kill_after_epoch:
             os.kill(os.getpid(), signal.SIGKILL)  # test-only: a crash right after a checkpoint
 
