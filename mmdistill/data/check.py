@@ -16,7 +16,7 @@ import cv2
 import gin
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
+from mmdistill.progress import progress as progress_bar
 
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
 from mmdistill.data.sources import BadClipError
@@ -102,7 +102,7 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
     videos_ok = Counter()
     problems = []
     usable = set()
-    for video, indices in tqdm(clips_by_video.items(), desc="videos", disable=not progress):
+    for video, indices in progress_bar(clips_by_video.items(), desc="videos", disable=not progress):
         counts = {}
         for name, source in dataset.sources.items():
             try:
@@ -127,7 +127,7 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
             else:
                 usable.add(index)
     if decode:
-        for index in tqdm(sorted(usable), desc="clips", disable=not progress):
+        for index in progress_bar(sorted(usable), desc="clips", disable=not progress):
             try:
                 dataset.load_clip(dataset.clips[index], np.random.default_rng(0), np.random.default_rng(0))
             except BadClipError as err:

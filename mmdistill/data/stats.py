@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from mmdistill.progress import progress as progress_bar
 
 from mmdistill.data.dataset import ClipDataset, collate_clips
 
@@ -28,7 +28,7 @@ def channel_stats(dataset: ClipDataset, modalities: Sequence[str], max_clips: in
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, sampler=chosen.tolist(), num_workers=num_workers,
                                          collate_fn=collate_clips)
     sums, squares, counts = {}, {}, {}
-    for batch in tqdm(loader, desc="clips", disable=not progress):
+    for batch in progress_bar(loader, desc="clips", disable=not progress):
         for name in modalities:
             if name not in batch:
                 continue

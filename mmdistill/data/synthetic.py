@@ -30,7 +30,7 @@ from pathlib import Path
 import gin
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from mmdistill.progress import progress as progress_bar
 
 GENERATOR = 'mmdistill.data.synthetic'
 # Bump whenever the rendered content changes, so cached demo data is regenerated.
@@ -652,8 +652,8 @@ def generate_demo_dataset(root, seed=0, num_classes=8, val_classes=0, clips_per_
     _write_json(root / MANIFEST_FILE, manifest)  # marks the folder as ours even if interrupted
     began = time.perf_counter()
     annotations = {'unlabeled': [], 'fewshot': [], 'fewshot_val': []}
-    for split, code, video, action, index in tqdm(jobs, desc=f'demo data -> {root}',
-                                                  disable=not progress, unit='clip'):
+    for split, code, video, action, index in progress_bar(jobs, desc=f'demo data -> {root}',
+                                                          disable=not progress):
         clip = render_clip(action, _clip_rng(seed, code, index), num_frames, size, max_distractors)
         _write_clip(root, video, clip, jpeg_quality)
         annotations[split].append(_annotation(video, action, num_frames, size))

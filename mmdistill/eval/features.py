@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from mmdistill.progress import progress as progress_bar
 
 POOLED = "pooled"
 MASKED = "pooled_masked"
@@ -172,7 +172,7 @@ def extract_features(model: nn.Module, loader, device: torch.device | str = "cpu
     masked: list[list[torch.Tensor]] = [[] for _ in range(mask_views)]
     num_skipped = 0
     try:
-        for batch in tqdm(loader, desc="few-shot features", disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc="few-shot features", disable=not progress):
             num_skipped += int(batch.get("num_skipped", 0))
             x = _batch_field(batch, input_key).to(device, non_blocking=True)
             batch_labels = _batch_field(batch, "label").long().reshape(-1)
