@@ -120,6 +120,8 @@ def main():
         parser.add_argument(f"--{key}", default=None)
     parser.add_argument("--ratios", default="0,0.75")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is least disturbed by other load)")
     parser.add_argument("--peak_tflops", type=float, default=989.0)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -129,6 +131,8 @@ def main():
     for key in ("depth", "frames", "height", "width", "batch", "steps", "warmup"):
         value = getattr(args, key)
         setattr(args, key, int(value) if value is not None else None)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"

@@ -116,13 +116,16 @@ def _shared_run_dir(rank: int, world_size: int, make: Callable[[], Path]) -> Pat
 def experiment(config_name: str = "run", name: str | None = None, output_root: str = "output",
                task: str = "distill", train: bool = True, test: bool = False,
                ckpt_path: str | None = None, resume: bool | str = False, seed: int = 0,
-               device: str = "auto", precision: str = "fp32", argv: list[str] | None = None,
-               step: str | None = None, extra_loggers: tuple = ()) -> dict:
+               device: str = "auto", precision: str = "fp32", threads: int | None = None,
+               argv: list[str] | None = None, step: str | None = None,
+               extra_loggers: tuple = ()) -> dict:
     """Run one experiment and return its summary.
 
     task: which stage pair runs ('distill', 'pretrain', ...); train / test: the original's switches;
     ckpt_path: the checkpoint `test` evaluates when `train` is off (default: the one just trained);
     resume: True (latest run with this name) or a run dir / checkpoint path to continue exactly.
+    threads: torch CPU threads in this process (None: torch's default, one per core). On a small
+    CPU machine with loader workers, 1 avoids workers and math threads fighting over the cores.
     step: the pipeline step this run is (names the run `<config>_<step>` unless name is bound).
     """
     name = name or (f"{config_name}_{step}" if step else config_name)
@@ -132,6 +135,8 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
     if not (train or test):
         raise ValueError("experiment.train and experiment.test are both False: nothing to do.")
     job = TASKS[task]()
+    if threads is not None:
+        torch.set_num_threads(threads)
     torch_device = resolve_device(device)
     amp_dtype = resolve_precision(precision, torch_device)
     rank, world_size = _distributed()

@@ -150,3 +150,13 @@ def test_drop_path_grows_linearly_with_depth():
     model = tiny_vit(depth=3, drop_path_rate=0.2)
     rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in model.blocks]
     assert rates == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_tubelet_embedding_equals_its_conv3d():
+    from mmdistill.models.vit import TubeletEmbed
+
+    torch.manual_seed(0)
+    embed = TubeletEmbed(in_chans=5, embed_dim=24, tubelet_size=2, patch_size=8)
+    x = torch.randn(3, 5, 4, 16, 24)
+    reference = embed.proj(x).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(embed(x), reference, rtol=1e-5, atol=1e-5)

@@ -66,15 +66,25 @@ class QVBiasAttention(Attention):
 
 
 class TubeletEmbed(nn.Module):
-    """(B, C, T, H, W) -> (B, N, D) by a Conv3d whose kernel is one tubelet x patch x patch."""
+    """(B, C, T, H, W) -> (B, N, D): one linear map per tubelet x patch x patch block.
+
+    The weights are a Conv3d's (kernel = stride = the block), as in VideoMAE, so checkpoints load
+    1:1; the forward cuts the blocks out and applies them as one matmul, which computes the same
+    thing several times faster than Conv3d on CPU (bench/patch_embed.py, BENCHMARKS.md).
+    """
 
     def __init__(self, in_chans: int, embed_dim: int, tubelet_size: int, patch_size: int):
         super().__init__()
+        self.tubelet_size, self.patch_size = tubelet_size, patch_size
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
                               stride=(tubelet_size, patch_size, patch_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        b, c, t, h, w = x.shape
+        tt, p = self.tubelet_size, self.patch_size
+        blocks = x.reshape(b, c, t // tt, tt, h // p, p, w // p, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        blocks = blocks.reshape(b, (t // tt) * (h // p) * (w // p), c * tt * p * p)
+        return F.linear(blocks, self.proj.weight.flatten(1), self.proj.bias)
 
 
 class VideoViT(nn.Module):
