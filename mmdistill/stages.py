@@ -9,7 +9,6 @@ gin scopes say which model or dataset a binding is for:
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 

@@ -67,7 +67,7 @@ class MemoryLogger:
         return [(s, m[key]) for s, m in self.history if key in m]
 
 
-class MetricsFile:
+class MetricsFile(NullLogger):
     """Appends every logged scalar to `metrics.jsonl` as `{"step": s, key: value, ...}` lines."""
 
     def __init__(self, path: str | Path):
@@ -80,18 +80,6 @@ class MetricsFile:
             record[key] = value if math.isfinite(value) else str(value)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-
-    def summary(self, values):
-        pass
-
-    def table(self, name, columns, rows):
-        pass
-
-    def image(self, name, path, step=None):
-        pass
-
-    def finish(self):
-        pass
 
 
 class FanoutLogger:

@@ -1,5 +1,5 @@
 """Temporal and spatial choices, and the alignment of all modalities after crop and flip."""
-import cv2
+
 import numpy as np
 import pytest
 

@@ -91,6 +91,27 @@ def find_frame_folders(data_root: Path) -> list[str]:
     return videos
 
 
+def finished_frame_folders(data_root: Path) -> list[tuple[str, Path, int, tuple[int, int]]]:
+    """(video, frames folder, frame count, (height, width)) of every frame folder the frames step
+    finished; the steps that read frames (flow, skeleton) start from this."""
+    import cv2
+
+    data_root = Path(data_root)
+    frame_markers = Markers(data_root, "frames")
+    folders = []
+    for video in find_frame_folders(data_root):
+        frames_dir = data_root / FRAMES_DIR / video
+        marker = frame_markers.read(video)
+        if marker is not None and marker.get("status") != "done":
+            raise PrepareError(f"frames of {video} in {frames_dir} are unfinished (the frames step "
+                               f"stopped midway); rerun the frames step first")
+        first = cv2.imread(str(frames_dir / FRAME_TEMPLATE.format(frame=1)), cv2.IMREAD_GRAYSCALE)
+        if first is None:
+            raise PrepareError(f"cannot read {frames_dir / FRAME_TEMPLATE.format(frame=1)}")
+        folders.append((video, frames_dir, count_frames(frames_dir), tuple(first.shape)))
+    return folders
+
+
 def count_frames(folder: Path) -> int:
     """Number of consecutive frames 1..F in a frames folder; a gap is an error, not an end."""
     names = {p.name for p in folder.iterdir()}

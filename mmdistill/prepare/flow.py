@@ -15,9 +15,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .common import (FLOWS_DIR, FLOW_TEMPLATE, FRAMES_DIR, FRAME_TEMPLATE, Job, Markers,
-                     PrepareError, Report, count_frames, default_workers, find_frame_folders,
-                     run_jobs)
+from .common import (FLOWS_DIR, FLOW_TEMPLATE, FRAME_TEMPLATE, Job, PrepareError, Report,
+                     default_workers, finished_frame_folders, run_jobs)
 
 EXAMPLE = """example:
   python -m mmdistill.prepare flow --data data/tennis --method dis --bound 20 --workers 2
@@ -119,23 +118,13 @@ def prepare_flow(data_root: Path, *, method: str = "dis", dis_preset: str = "med
     if not bound > 0:
         raise PrepareError(f"--bound {bound} must be positive (pixels)")
     data_root = Path(data_root)
-    frame_markers = Markers(data_root, "frames")
     jobs = []
-    for video in find_frame_folders(data_root):
-        frames_dir = data_root / FRAMES_DIR / video
-        marker = frame_markers.read(video)
-        if marker is not None and marker.get("status") != "done":
-            raise PrepareError(f"frames of {video} in {frames_dir} are unfinished (the frames step "
-                               f"stopped midway); rerun the frames step first")
-        num_frames = count_frames(frames_dir)
-        first = cv2.imread(str(frames_dir / FRAME_TEMPLATE.format(frame=1)), cv2.IMREAD_GRAYSCALE)
-        if first is None:
-            raise PrepareError(f"cannot read {frames_dir / FRAME_TEMPLATE.format(frame=1)}")
+    for video, frames_dir, num_frames, first_size in finished_frame_folders(data_root):
         settings = {"method": method, "dis_preset": dis_preset if method == "dis" else None,
                     "bound": float(bound), "per_video_array": per_video_array,
                     "dtype": "float16", "template": FLOW_TEMPLATE,
                     # made from these frames: new frames (another size or count) mean new flow
-                    "source_frames": num_frames, "source_size": list(first.shape)}
+                    "source_frames": num_frames, "source_size": list(first_size)}
         pairs_dir = data_root / FLOWS_DIR / video
         array_path = data_root / FLOWS_DIR / f"{video}.npy"
         jobs.append(Job(video, [pairs_dir, array_path], settings,

@@ -23,8 +23,8 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from .common import (FRAMES_DIR, FRAME_TEMPLATE, SKELETONS_DIR, Job, Markers, PrepareError,
-                     Report, count_frames, default_workers, find_frame_folders, run_jobs)
+from .common import (FRAME_TEMPLATE, SKELETONS_DIR, Job, PrepareError, Report, default_workers,
+                     finished_frame_folders, run_jobs)
 
 EXAMPLE = """example:
   python -m mmdistill.prepare skeleton --data data/tennis --workers 2
@@ -173,22 +173,12 @@ def prepare_skeletons(data_root: Path, *, estimator: str = "mediapipe",
     else:
         estimator = getattr(factory, "__qualname__", repr(factory))
     data_root = Path(data_root)
-    frame_markers = Markers(data_root, "frames")
     jobs = []
-    for video in find_frame_folders(data_root):
-        frames_dir = data_root / FRAMES_DIR / video
-        marker = frame_markers.read(video)
-        if marker is not None and marker.get("status") != "done":
-            raise PrepareError(f"frames of {video} in {frames_dir} are unfinished (the frames step "
-                               f"stopped midway); rerun the frames step first")
-        num_frames = count_frames(frames_dir)
-        first = cv2.imread(str(frames_dir / FRAME_TEMPLATE.format(frame=1)), cv2.IMREAD_GRAYSCALE)
-        if first is None:
-            raise PrepareError(f"cannot read {frames_dir / FRAME_TEMPLATE.format(frame=1)}")
+    for video, frames_dir, num_frames, first_size in finished_frame_folders(data_root):
         settings = {"estimator": estimator, "min_detection_confidence": min_detection_confidence,
                     "min_tracking_confidence": min_tracking_confidence,
                     "static_image_mode": static_image_mode, "joints": "coco17",
-                    "source_frames": num_frames, "source_size": list(first.shape)}
+                    "source_frames": num_frames, "source_size": list(first_size)}
         out_path = data_root / SKELETONS_DIR / f"{video}.pkl"
         jobs.append(Job(video, [out_path], settings,
                         {"frames_dir": str(frames_dir), "num_frames": num_frames,
