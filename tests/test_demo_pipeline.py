@@ -111,3 +111,35 @@ def test_rerun_reuses_data_and_teachers(demo):
     assert "pretrain_rgb: skipped" in stdout and "pretrain_skeleton: skipped" in stdout
     assert teacher.stat().st_mtime_ns == stamp
     assert len(list((cwd / "output").glob("*/*_demo_distill*"))) == 2
+
+
+def _distill(cwd, *bindings, name):
+    env = {**os.environ, "CI": "true", "WANDB_MODE": "offline", "WANDB_X_DISABLE_STATS": "true"}
+    args = [sys.executable, str(ROOT / "run.py"), "--gin_file", "gin/demo/distill.gin"]
+    for binding in [*SMALL, "experiment.test = False", "train.epochs = 3",
+                    f"experiment.name = '{name}'", *bindings]:
+        args += ["--gin_param", binding]
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_killed_distillation_resumes_bit_identical(demo):
+    """The real distillation through run.py: SIGKILL after epoch 0, resume, compare with a run
+    that was never interrupted."""
+    cwd, _ = demo
+    killed = _distill(cwd, "train.debug_kill_after_epoch = 0", name="interrupted")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = _distill(cwd, "experiment.resume = True", name="interrupted")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = _distill(cwd, name="straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    (interrupted_dir,) = (cwd / "output").glob("*/*_interrupted")
+    (straight_dir,) = (cwd / "output").glob("*/*_straight")
+    a = torch.load(interrupted_dir / "checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(straight_dir / "checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    steps = [json.loads(l)["step"] for l in (interrupted_dir / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(l)["step"] for l in (straight_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == reference
+    assert (interrupted_dir / "wandb_run_id").read_text() == a["wandb_run_id"] + "\n"
