@@ -10,7 +10,7 @@ from torch import nn
 
 from mmdistill.models.decoder import MaskedAutoencoder
 from mmdistill.models.heads import StudentWithHeads
-from mmdistill.train.targets import normalized_patch_targets, patchify
+from mmdistill.train.targets import normalize_patches, patchify
 
 
 def feature_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -117,12 +117,11 @@ class MaskedAutoencoding(nn.Module):
         return {"encoder": dict(self.trainable.encoder.arch)}
 
     def targets(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        tubelet, patch = self.trainable.tubelet_size, self.trainable.patch_size
+        patches = patchify(video.float(), self.trainable.tubelet_size, self.trainable.patch_size)
+        patches = patches[mask].reshape(video.shape[0], -1, *patches.shape[-2:])  # masked only
         if self.normalize_target:
-            patches = normalized_patch_targets(video, tubelet, patch)
-        else:
-            patches = patchify(video.float(), tubelet, patch).flatten(2)
-        return patches[mask].reshape(video.shape[0], -1, patches.shape[-1])
+            patches = normalize_patches(patches)
+        return patches.flatten(2)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         if "mask" not in batch:

@@ -19,6 +19,13 @@ def unpatchify(patches: torch.Tensor, shape: tuple[int, ...], tubelet: int, patc
     return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c, t, h, w)
 
 
+def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Standardise each tubelet's pixels per channel: (..., P, C) over P, unbiased std + eps."""
+    mean = patches.mean(dim=-2, keepdim=True)
+    std = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt()
+    return (patches - mean) / (std + eps)
+
+
 def normalized_patch_targets(video: torch.Tensor, tubelet: int, patch: int, eps: float = 1e-6
                              ) -> torch.Tensor:
     """VideoMAE's target: each tubelet's pixels standardised per channel, flattened to (B, N, P*C).
@@ -26,8 +33,4 @@ def normalized_patch_targets(video: torch.Tensor, tubelet: int, patch: int, eps:
     Standardising per tubelet cancels any per-channel affine normalisation applied earlier (up to
     eps), so inputs of any modality (RGB, flow, heatmaps) need no un-normalising first.
     """
-    x = patchify(video.float(), tubelet, patch)
-    mean = x.mean(dim=-2, keepdim=True)
-    std = x.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-    x = (x - mean) / (std + eps)
-    return x.flatten(2)
+    return normalize_patches(patchify(video.float(), tubelet, patch), eps).flatten(2)
