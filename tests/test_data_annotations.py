@@ -8,8 +8,9 @@ from data_factories import write_clip_list, write_json
 from mmdistill.data.annotations import (AnnotationError, Clip, class_names_of, read_annotations,
                                         read_class_folders, read_clip_list, read_tennis_events)
 
-REAL_EVENTS = Path("/work/shared/data/tennis_events_json/val.json")
-REAL_STROKES = Path("/work/shared/data/tennis_strokes")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_EVENTS = SHARED_DATA / "tennis_events_json" / "val.json"
+REAL_STROKES = SHARED_DATA / "tennis_strokes"
 
 
 def test_tennis_events_become_one_clip_per_event(tmp_path):
