@@ -603,6 +603,8 @@ def load_pretrained(model: VideoViT, path: str | Path | Checkpoint, prefix: str 
                 change = f"{value.dtype} -> {target[key].dtype}".replace("torch.", "")
                 report.cast[change] = report.cast.get(change, 0) + 1
             usable[key] = value.to(target[key].dtype)
+    # Key matching was checked above (an error when strict); here only the matching subset is
+    # loaded, and the report printed below lists everything that was not.
     model.load_state_dict(usable, strict=False)
     report.loaded = len(usable) - len(report.kept_init)
     if report.skipped:
