@@ -42,6 +42,15 @@ class OutputExists(PrepareError):
     """Existing output would be replaced; the user must pass --overwrite."""
 
 
+def add_run_arguments(parser, replaced: str) -> None:
+    """--workers and --overwrite, the same for every step; `replaced` names what is overwritten."""
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="parallel processes (default: all CPUs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace existing {replaced} (otherwise finished videos are skipped "
+                             f"and foreign or differently-made output stops the run)")
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 

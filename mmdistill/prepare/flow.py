@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .common import (FLOWS_DIR, FLOW_TEMPLATE, FRAME_TEMPLATE, Job, PrepareError, Report,
-                     default_workers, finished_frame_folders, run_jobs)
+                     add_run_arguments, finished_frame_folders, run_jobs)
 
 EXAMPLE = """example:
   python -m mmdistill.prepare flow --data data/tennis --method dis --bound 20 --workers 2
@@ -146,11 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip flow to [-bound, bound] pixels (default 20)")
     parser.add_argument("--per-video-array", action="store_true",
                         help="write one DATA/flows/<video>.npy [F-1, 2, H, W] instead of one file per pair")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="parallel processes (default: all CPUs)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing flow (otherwise finished videos are skipped and "
-                             "foreign or differently-made output stops the run)")
+    add_run_arguments(parser, "flow")
 
 
 def main(args: argparse.Namespace) -> Report:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .common import (FRAMES_DIR, FRAME_TEMPLATE, Job, PrepareError, Report, default_workers,
+from .common import (FRAMES_DIR, FRAME_TEMPLATE, Job, PrepareError, Report, add_run_arguments,
                      find_videos, run_jobs)
 
 EXAMPLE = """example:
@@ -112,11 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--size", type=parse_size, default=None,
                        help="resize to exactly HEIGHTxWIDTH, e.g. 224x398 as in the original project")
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="parallel processes (default: all CPUs)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing frame folders (otherwise finished videos are skipped "
-                             "and foreign or differently-made output stops the run)")
+    add_run_arguments(parser, "frame folders")
 
 
 def main(args: argparse.Namespace) -> Report:

@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from .common import (FRAME_TEMPLATE, SKELETONS_DIR, Job, PrepareError, Report, default_workers,
+from .common import (FRAME_TEMPLATE, SKELETONS_DIR, Job, PrepareError, Report, add_run_arguments,
                      finished_frame_folders, run_jobs)
 
 EXAMPLE = """example:
@@ -198,11 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MediaPipe: below this the person is re-detected (default 0.5)")
     parser.add_argument("--static-image-mode", action="store_true",
                         help="MediaPipe: detect in every frame instead of tracking (slower)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="parallel processes (default: all CPUs)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing pickles (otherwise finished videos are skipped and "
-                             "foreign or differently-made output stops the run)")
+    add_run_arguments(parser, "pickles")
 
 
 def main(args: argparse.Namespace) -> Report:
