@@ -98,3 +98,15 @@ def test_a_video_outside_any_class_folder_is_an_error(videos, tmp_path):
     (videos / "loose.mp4").symlink_to(CLIPS / "serve" / "serve1.mp4")
     with pytest.raises(PrepareError, match="loose.mp4 is not inside a class folder"):
         prepare_annotations(videos, tmp_path / "out", progress=False)
+
+
+def test_clip_number_split_keeps_training_and_evaluation_clips_apart(videos, tmp_path):
+    assert main(["annotations", "--videos", str(videos), "--out", str(tmp_path / "s"),
+                 "--unlabeled-clips", "1-5"]) == 0
+    unlabeled = annotations.read_annotations(tmp_path / "s" / "unlabeled.json", label_key=None)
+    labelled = annotations.read_annotations(tmp_path / "s" / "labelled.json")
+    assert sorted(c.video for c in unlabeled) == sorted(f"{n}/{n}2" for n in CLASSES)
+    assert sorted(c.video for c in labelled) == sorted(f"{n}/{n}10" for n in CLASSES)
+    assert json.loads((tmp_path / "s" / "split.json").read_text())["unlabeled_clips"] == [1, 5]
+    with pytest.raises(PrepareError, match="no labelled"):
+        prepare_annotations(videos, tmp_path / "t", unlabeled_clips=(1, 40), progress=False)

@@ -15,6 +15,10 @@ Formats:
 
 ``--split-classes val=2,test=5 --seed 0`` deals the classes at random (seeded) into disjoint
 groups, one labelled file per group, and records the deal in ``split.json``.
+``--unlabeled-clips 1-20`` splits by clip number instead (the trailing number of the file name):
+clips 1-20 of every class go only to the unlabeled list, all others only to the labelled list(s),
+so no clip is both trained on and evaluated on. Contiguous ranges keep clips cut from the same
+source video together.
 """
 from __future__ import annotations
 
@@ -153,13 +157,35 @@ def render(infos: list[VideoInfo], fmt: str, labelled: bool) -> str:
     raise PrepareError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
+def clip_number(video: str) -> int:
+    """The trailing number of a clip's name (`serve/serve12` -> 12)."""
+    match = re.search(r"(\d+)$", Path(video).name)
+    if match is None:
+        raise PrepareError(f"--unlabeled-clips needs numbered clip names; '{video}' has no "
+                           f"trailing number")
+    return int(match.group(1))
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if match is None or int(match.group(1)) > int(match.group(2)):
+        raise PrepareError(f"--unlabeled-clips {text!r}: expected FIRST-LAST, e.g. 1-20")
+    return int(match.group(1)), int(match.group(2))
+
+
 def prepare_annotations(videos_root: Path, out_dir: Path, *, fmt: str = "tennis",
                         split: dict[str, int] | None = None, seed: int = 0,
-                        unlabeled_from: list[str] | None = None, overwrite: bool = False,
+                        unlabeled_from: list[str] | None = None,
+                        unlabeled_clips: tuple[int, int] | None = None, overwrite: bool = False,
                         progress: bool = True) -> AnnotationReport:
-    """``unlabeled_from``: groups whose videos go into the unlabeled list (None: every video)."""
+    """``unlabeled_from``: groups whose videos go into the unlabeled list (None: every video).
+    ``unlabeled_clips`` (first, last): clips with these numbers form the unlabeled list and are
+    left out of the labelled lists."""
     if fmt not in FORMATS:
         raise PrepareError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if unlabeled_clips is not None and unlabeled_from:
+        raise PrepareError("--unlabeled-clips and --unlabeled-from both choose the unlabeled "
+                           "list; give one of them")
     videos = find_videos(Path(videos_root))
     for video, path in videos.items():
         class_of(video, path)  # fail on a stray file before probing anything
@@ -175,20 +201,30 @@ def prepare_annotations(videos_root: Path, out_dir: Path, *, fmt: str = "tennis"
     else:
         unlabeled_classes = set(classes)
 
+    unlabeled = [i for i in infos if i.label in unlabeled_classes]
+    labelled = infos
+    if unlabeled_clips is not None:
+        first, last = unlabeled_clips
+        held_out = {i.video for i in infos if first <= clip_number(i.video) <= last}
+        unlabeled = [i for i in infos if i.video in held_out]
+        labelled = [i for i in infos if i.video not in held_out]
+        if not unlabeled or not labelled:
+            raise PrepareError(f"--unlabeled-clips {first}-{last} leaves "
+                               f"{'no unlabeled' if not unlabeled else 'no labelled'} clips")
     ext = FORMATS[fmt]
     out_dir = Path(out_dir)
-    contents = {out_dir / f"{UNLABELED}{ext}":
-                render([i for i in infos if i.label in unlabeled_classes], fmt, labelled=False)}
+    contents = {out_dir / f"{UNLABELED}{ext}": render(unlabeled, fmt, labelled=False)}
     for group, members in groups.items():
-        contents[out_dir / f"{group}{ext}"] = render([i for i in infos if i.label in members], fmt,
-                                                     labelled=True)
-    if split:
+        contents[out_dir / f"{group}{ext}"] = render([i for i in labelled if i.label in members],
+                                                     fmt, labelled=True)
+    if split or unlabeled_clips is not None:
         contents[out_dir / "split.json"] = json.dumps(
             {"seed": seed, "counts": split, "groups": groups,
-             "unlabeled_from": unlabeled_from or "all"}, indent=1) + "\n"
+             "unlabeled_from": unlabeled_from or "all",
+             "unlabeled_clips": list(unlabeled_clips) if unlabeled_clips else None}, indent=1) + "\n"
 
     report = AnnotationReport(groups=groups, clips_per_class=dict(sorted(
-        Counter(i.label for i in infos).items())))
+        Counter(i.label for i in labelled).items())))
     changed = {p: text for p, text in contents.items()
                if not (p.is_file() and p.read_text() == text)}
     report.unchanged = sorted(str(p) for p in contents if p not in changed)
@@ -213,6 +249,13 @@ def _split_argument(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _range_argument(text: str) -> tuple[int, int]:
+    try:
+        return parse_range(text)
+    except PrepareError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=Path, required=True,
                         help="folder with one sub-folder of videos per class")
@@ -227,6 +270,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unlabeled-from", default=None, metavar="GROUP,...",
                         help="only these groups' videos go into the unlabeled list (default: all "
                              "videos; note that then evaluation videos are also seen unlabeled)")
+    parser.add_argument("--unlabeled-clips", type=_range_argument, default=None, metavar="FIRST-LAST",
+                        help="split by clip number: clips FIRST..LAST of every class (trailing "
+                             "number of the name) form the unlabeled list and are left out of "
+                             "the labelled list(s), e.g. 1-20")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing list files that differ from the new ones")
 
@@ -235,4 +282,4 @@ def main(args: argparse.Namespace) -> AnnotationReport:
     unlabeled_from = [g.strip() for g in args.unlabeled_from.split(",")] if args.unlabeled_from else None
     return prepare_annotations(args.videos, args.out, fmt=args.format, split=args.split_classes,
                                seed=args.seed, unlabeled_from=unlabeled_from,
-                               overwrite=args.overwrite)
+                               unlabeled_clips=args.unlabeled_clips, overwrite=args.overwrite)
