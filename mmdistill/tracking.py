@@ -144,6 +144,9 @@ class WandbLogger:
             init_timeout=init_timeout,
             console="off",  # the run dir already keeps console.log
         )
+        if mode == "online":
+            print(f"connecting to W&B (gives up after {init_timeout:.0f} s, "
+                  f"wandb_run.init_timeout) ...", flush=True)
         try:
             self.run = wandb.init(project=project, entity=entity, group=group, job_type=job_type,
                                   name=name, tags=tags, config=config, dir=str(run_dir), id=run_id,
