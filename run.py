@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, rest = parse_args(argv)
@@ -45,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"run.py: error: {err}", file=sys.stderr)
         return 2
+    # A scheduler's SIGTERM ends the run like Ctrl-C does: summary.json says 'interrupted' and
+    # the W&B run is finished (the checkpoint of the last whole epoch is already on disk).
+    signal.signal(signal.SIGTERM, _interrupt)
     from mmdistill.experiment import experiment
     from mmdistill.pipeline import pipeline_configured, run_pipeline
 

@@ -65,9 +65,12 @@ def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] =
         try:
             gin.parse_config(binding)
         except Exception as err:
+            hint = ("Strings need quotes: --gin_param \"experiment.name='x'\"."
+                    if isinstance(err, SyntaxError) else
+                    "Check the configurable and parameter names against operative_config.gin "
+                    "of an earlier run or the gin/ files.")
             raise ConfigError(f"in --gin_param {binding!r}: {type(err).__name__}: {err}\n"
-                              f"Check the configurable and parameter names against "
-                              f"operative_config.gin of an earlier run or the gin/ files.") from err
+                              f"{hint}") from err
     if finalize:
         gin.finalize()
 

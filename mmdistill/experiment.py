@@ -94,14 +94,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world_size); initialises the process group only under torchrun."""
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initialises the process group only under torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
+        return 0, 1, 0
     from mmdistill.train.distributed import init_distributed
 
-    rank, world_size, _ = init_distributed()
-    return rank, world_size
+    return init_distributed()
 
 
 def _shared_run_dir(rank: int, world_size: int, make: Callable[[], Path]) -> Path:
@@ -134,12 +133,19 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
         raise ValueError(f"experiment.task={task!r} is not a known task; known: {sorted(TASKS)}")
     if not (train or test):
         raise ValueError("experiment.train and experiment.test are both False: nothing to do.")
+    if train and ckpt_path:
+        raise ValueError("experiment.ckpt_path names the checkpoint `test` evaluates when "
+                         "experiment.train=False; with training on, the test stage evaluates the "
+                         "weights just trained. To continue a run use experiment.resume; to start "
+                         "the student from other weights use distill.student_init.")
     job = TASKS[task]()
     if threads is not None:
         torch.set_num_threads(threads)
     torch_device = resolve_device(device)
     amp_dtype = resolve_precision(precision, torch_device)
-    rank, world_size = _distributed()
+    rank, world_size, local_rank = _distributed()
+    if torch_device.type == "cuda" and world_size > 1:
+        torch_device = torch.device("cuda", local_rank)  # one GPU per process, whatever the index
     seed_everything(seed + rank)
 
     resume_from = None
@@ -184,7 +190,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
             if test:
                 if job.test is None:
                     raise ValueError(f"task {task!r} has no test stage; set experiment.test=False")
-                target = Path(ckpt_path) if ckpt_path else trained
+                target = trained if train else (Path(ckpt_path) if ckpt_path else None)
                 summary.update(job.test(ctx, target))
             logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
             summary["status"] = "finished"

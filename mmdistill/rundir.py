@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -41,7 +42,11 @@ def new_run_dir(root: str | Path, name: str, now: dt.datetime | None = None) -> 
 
 def find_resumable(root: str | Path, name: str) -> Path:
     """The newest run dir under `root` named `*_<name>` that has checkpoints/last.ckpt."""
-    candidates = sorted(Path(root).glob(f"*/*_{name}*/checkpoints/last.ckpt"),
+    # Exactly this name (`HH-MM-SS_<name>` or `HH-MM-SS_<name>-N`): `distill` must not pick up a
+    # `demo_distill` run, nor `tennis` a `tennis_strokes` one.
+    pattern = re.compile(rf"\d\d-\d\d-\d\d_{re.escape(name)}(-\d+)?")
+    candidates = sorted((p for p in Path(root).glob("*/*/checkpoints/last.ckpt")
+                         if pattern.fullmatch(p.parent.parent.name)),
                         key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise FileNotFoundError(
@@ -52,7 +57,18 @@ def find_resumable(root: str | Path, name: str) -> Path:
 
 
 def resolve_resume(resume: bool | str, root: str | Path, name: str) -> tuple[Path, Path]:
-    """(run_dir, checkpoint) for `experiment.resume` = True, a run dir, or a checkpoint file."""
+    """(run_dir, checkpoint) for `experiment.resume` = True, a run dir, or a checkpoint file.
+    A run whose summary says it finished is not resumed (its results would be overwritten)."""
+    run_dir, ckpt = _resume_target(resume, root, name)
+    summary = run_dir / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("status") == "finished":
+        raise ValueError(f"{run_dir} finished already (summary.json); resuming would rerun its "
+                         f"stages and replace its results. Start a new run, or raise train.epochs "
+                         f"and resume from a copy of the run directory.")
+    return run_dir, ckpt
+
+
+def _resume_target(resume: bool | str, root: str | Path, name: str) -> tuple[Path, Path]:
     if resume is True:
         run_dir = find_resumable(root, name)
         return run_dir, run_dir / "checkpoints" / "last.ckpt"

@@ -23,8 +23,9 @@ from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.checkpoint import (build_from_checkpoint, initialise_from_checkpoint,
                                          read_checkpoint)
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.heads import StudentWithHeads, cmt_head
+from mmdistill.models.heads import PooledHead, StudentWithHeads, cmt_head
 from mmdistill.models.vit import VideoViT, video_vit
+from mmdistill.train.distributed import any_rank
 from mmdistill.train.loop import train
 from mmdistill.train.objectives import Distillation, MaskedAutoencoding
 
@@ -101,7 +102,9 @@ def _copy_teacher_into(student: VideoViT, teachers: dict[str, VideoViT], modalit
         raise ValueError(f"distill.student_init='teacher' needs a {modality} teacher; have "
                          f"{sorted(teachers)}. Set student_init to a checkpoint path or None.")
     source = teachers[modality]
-    differs = {k: (v, source.arch[k]) for k, v in student.arch.items() if source.arch.get(k) != v}
+    # sincos_grid records where a resampled fixed table came from; it is copied below.
+    differs = {k: (v, source.arch[k]) for k, v in student.arch.items()
+               if k != "sincos_grid" and source.arch.get(k) != v}
     if differs:
         raise ValueError(f"distill.student_init='teacher' but the student differs from the "
                          f"{modality} teacher: " + ", ".join(f"{k} {a} vs {b}" for k, (a, b)
@@ -152,22 +155,31 @@ def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
         nonlocal loader
         if (epoch + 1) % eval_every:
             return
+        failure = None
         if ctx.is_main:
-            if loader is None:
-                with gin.config_scope("fewshot_val_data"):
-                    dataset = build_clip_dataset(annotations, modalities=["rgb"], mode="eval",
-                                                 seed=ctx.seed)
-                    loader = build_loader(dataset, shuffle=False, drop_last=False, seed=ctx.seed)
-                _check_disjoint_from_test(dataset.class_names)
-            was_training = model.training
-            report = run_fewshot(model, loader, device=ctx.device, amp_dtype=ctx.amp_dtype,
-                                 progress=False)
-            model.train(was_training)
-            ctx.logger.log({f"val/{k}": v for k, v in report.as_summary().items()
-                            if isinstance(v, (int, float)) and not k.startswith("top1")},
-                           step=global_step)
-        if ctx.world_size > 1:
-            torch.distributed.barrier()
+            try:
+                if loader is None:
+                    with gin.config_scope("fewshot_val_data"):
+                        dataset = build_clip_dataset(annotations, modalities=["rgb"],
+                                                     mode="eval", seed=ctx.seed)
+                        loader = build_loader(dataset, shuffle=False, drop_last=False,
+                                              seed=ctx.seed)
+                    _check_disjoint_from_test(dataset.class_names)
+                was_training = model.training
+                report = run_fewshot(model, loader, device=ctx.device, amp_dtype=ctx.amp_dtype,
+                                     use_heads=False, ensemble_heads=False, progress=False)
+                model.train(was_training)
+                ctx.logger.log({f"val/{k}": v for k, v in report.as_summary().items()
+                                if isinstance(v, (int, float)) and not k.startswith("top1")},
+                               step=global_step)
+            except Exception as err:  # re-raised below, after every rank has heard of it
+                failure = err
+        # Every rank learns whether rank 0 failed, so none is left waiting in a collective.
+        failed = any_rank(torch.tensor(failure is not None, device=ctx.device))
+        if failure is not None:
+            raise failure
+        if bool(failed):
+            raise RuntimeError("validation failed on rank 0; see its error above")
 
     return run
 
@@ -227,12 +239,13 @@ def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
     for name, config in (ckpt.metadata.get("arch") or {}).items():
         if name.startswith("heads."):
             modality = name.split(".", 1)[1]
-            config = {k: v for k, v in config.items() if k != "feature"}
-            head = cmt_head(**config)
+            feature = config.get("feature", "tokens")
+            head = cmt_head(**{k: v for k, v in config.items() if k != "feature"})
             state = {k[len(name) + 1:]: v for k, v in ckpt.state_dict.items()
                      if k.startswith(name + ".")}
             head.load_state_dict({k: v.float() for k, v in state.items()})
-            heads[modality] = head
+            # A head trained on the pooled feature is applied to the pooled feature.
+            heads[modality] = head if feature == "tokens" else PooledHead(head, model.fc_norm)
     return model, heads
 
 

@@ -149,7 +149,8 @@ class WandbLogger:
                   f"wandb_run.init_timeout) ...", flush=True)
         try:
             self.run = wandb.init(project=project, entity=entity, group=group, job_type=job_type,
-                                  name=name, tags=tags, config=config, dir=str(run_dir), id=run_id,
+                                  name=name, tags=tags, config=config,
+                                  dir=str(Path(run_dir).resolve()), id=run_id,
                                   resume="allow", mode=mode, settings=settings)
         except Exception as err:
             raise TrackingError(f"W&B init failed in mode '{mode}': {type(err).__name__}: {err}\n"

@@ -28,7 +28,8 @@ SMALL = [
 
 
 def run_demo(cwd):
-    env = {**os.environ, "CI": "true", "WANDB_MODE": "offline", "WANDB_X_DISABLE_STATS": "true"}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # no parent W&B service
+    env.update(CI="true", WANDB_MODE="offline", WANDB_X_DISABLE_STATS="true")
     args = [sys.executable, str(ROOT / "run.py"), "--gin_file", str(ROOT / "gin/demo.gin")]
     for binding in SMALL:
         args += ["--gin_param", binding]
@@ -114,7 +115,8 @@ def test_rerun_reuses_data_and_teachers(demo):
 
 
 def _distill(cwd, *bindings, name):
-    env = {**os.environ, "CI": "true", "WANDB_MODE": "offline", "WANDB_X_DISABLE_STATS": "true"}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # no parent W&B service
+    env.update(CI="true", WANDB_MODE="offline", WANDB_X_DISABLE_STATS="true")
     args = [sys.executable, str(ROOT / "run.py"), "--gin_file", "gin/demo/distill.gin"]
     for binding in [*SMALL, "experiment.test = False", "train.epochs = 3",
                     f"experiment.name = '{name}'", *bindings]:

@@ -118,3 +118,25 @@ def test_masked_autoencoding_lowers_reconstruction_loss(tmp_path):
     keys = set(objective.trainable_modules().state_dict())
     assert {"mask_token", "encoder_to_decoder.weight", "decoder.head.weight"} <= keys
     assert objective.arch()["encoder"]["in_chans"] == 2
+
+
+def test_student_copies_a_teacher_whose_position_table_was_resampled():
+    from mmdistill.stages import _copy_teacher_into
+
+    teacher = video_vit(in_chans=3, **{**TINY, "img_size": (32, 48)})
+    teacher.use_sincos_table_of((2, 2, 2))  # as load_pretrained does for a 32x32 checkpoint
+    student = video_vit(in_chans=3, **{**TINY, "img_size": (32, 48)})
+    _copy_teacher_into(student, {"rgb": teacher}, "rgb")
+    assert torch.equal(student.pos_embed, teacher.pos_embed)
+    x = torch.randn(1, 3, 4, 32, 48)
+    torch.testing.assert_close(student(x)[1], teacher(x)[1])
+
+
+def test_pooled_head_at_evaluation_is_the_head_of_the_pooled_feature():
+    from mmdistill.models.heads import PooledHead
+
+    model = video_vit(in_chans=3, **{**TINY, "use_mean_pooling": True})
+    head = cmt_head(32, 16)
+    tokens, pooled = model(torch.randn(2, 3, 4, 32, 32))
+    view = PooledHead(head, model.fc_norm)(tokens).mean(dim=1)
+    torch.testing.assert_close(view, head(pooled))

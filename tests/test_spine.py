@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args, cwd=ROOT, timeout=120):
-    env = {**os.environ, "CI": "true"}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # no parent W&B service
+    env["CI"] = "true"
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -190,3 +191,39 @@ def test_sweep_files_name_real_bindings():
         parse_config([ROOT / gin_file], sweep_args_to_bindings(args), finalize=False)
         for name, spec in sweep["parameters"].items():
             assert gin.query_parameter(name) == spec["values"][0]
+
+
+def test_ckpt_path_with_training_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(exp, "_builtin_tasks", _register_toy)
+    parse_config([], [f"experiment.output_root = '{tmp_path}'", "experiment.task = 'toy'",
+                      "experiment.test = True", "experiment.ckpt_path = 'old.ckpt'"],
+                 finalize=False)
+    with pytest.raises(ValueError, match="experiment.resume"):
+        experiment(config_name="x")
+
+
+def test_resume_finds_exactly_this_name_and_never_a_finished_run(tmp_path):
+    from mmdistill import rundir
+
+    def make(day, name, status=None):
+        run = tmp_path / day / name
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_text("x")
+        if status:
+            (run / "summary.json").write_text(json.dumps({"status": status}))
+        return run
+
+    mine = make("2026-01-01", "10-00-00_distill")
+    make("2026-01-02", "11-00-00_demo_distill")  # newer, but another experiment
+    make("2026-01-02", "12-00-00_distill_other")
+    assert rundir.resolve_resume(True, tmp_path, "distill") == (mine, mine / "checkpoints/last.ckpt")
+    done = make("2026-01-03", "09-00-00_distill-1", status="finished")
+    with pytest.raises(ValueError, match="finished already"):
+        rundir.resolve_resume(True, tmp_path, "distill")
+    with pytest.raises(ValueError, match="finished already"):
+        rundir.resolve_resume(str(done), tmp_path, "distill")
+
+
+def test_unquoted_string_binding_gets_the_quoting_hint():
+    with pytest.raises(ConfigError, match="Strings need quotes"):
+        parse_config([], ["experiment.name = foo bar"], finalize=False)

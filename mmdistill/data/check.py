@@ -27,18 +27,10 @@ from mmdistill.data.sources import BadClipError
 # Building the dataset a gin file describes
 
 def parse_gin(gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> None:
-    """Parse the files and bindings. A data-only file parses with the data configurables alone;
-    a full experiment file names model/training configurables too, so then every module is
-    imported (slower) and the parse repeated, still strictly, so typos in bindings still fail."""
-    try:
-        gin.parse_config_files_and_bindings(list(gin_files), list(gin_params), finalize_config=False)
-        return
-    except ValueError as err:
-        if "No configurable matching" not in str(err):
-            raise
+    """Parse the files and bindings the way run.py does (strict; shipped files found from any
+    working directory), exiting with gin's message on a bad file or binding."""
     from mmdistill.config import ConfigError, parse_config
 
-    gin.clear_config()
     try:
         parse_config(gin_files, gin_params, finalize=False)
     except ConfigError as err:

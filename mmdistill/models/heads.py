@@ -56,3 +56,18 @@ class StudentWithHeads(nn.Module):
         tokens, pooled = self.student(x, mask)
         feats = tokens if self.feature == "tokens" else pooled
         return {name: head(feats) for name, head in self.heads.items()}
+
+
+class PooledHead(nn.Module):
+    """A head trained on the pooled feature, called like a token-wise head.
+
+    Evaluation averages a head's output over tokens; this one returns head(fc_norm(mean of the
+    tokens)) as a single token, so that average is exactly the head applied to the pooled feature.
+    """
+
+    def __init__(self, head: nn.Module, fc_norm: nn.Module):
+        super().__init__()
+        self.head, self.fc_norm = head, fc_norm
+
+    def forward(self, tokens):
+        return self.head(self.fc_norm(tokens.mean(dim=1))).unsqueeze(1)
