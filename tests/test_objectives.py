@@ -140,3 +140,24 @@ def test_pooled_head_at_evaluation_is_the_head_of_the_pooled_feature():
     tokens, pooled = model(torch.randn(2, 3, 4, 32, 32))
     view = PooledHead(head, model.fc_norm)(tokens).mean(dim=1)
     torch.testing.assert_close(view, head(pooled))
+
+
+class HalfBadClips(FixedClips):
+    """Clips 4-7 are bad (None, as on_bad_clip='skip' gives): one whole batch of 4 is empty."""
+
+    def __getitem__(self, i):
+        return None if 4 <= i < 8 else super().__getitem__(i)
+
+
+def test_a_batch_with_every_clip_bad_is_skipped_not_trained_on(tmp_path):
+    from mmdistill.data.dataset import collate_clips
+
+    objective = _distillation()
+    loader = DataLoader(HalfBadClips(n=12), batch_size=4, collate_fn=collate_clips)
+    ctx = context.test_context(tmp_path)
+    summary = train(objective, loader, ctx, epochs=2, lr=0.01, scale_lr=False, warmup_epochs=0,
+                    log_every=1)
+    epochs = [m for _, m in ctx.logger.history if "train/epoch_skipped_clips" in m]
+    assert [m["train/epoch_skipped_clips"] for m in epochs] == [4, 4]
+    assert summary["train/nonfinite_steps"] == 0
+    assert all(torch.isfinite(p).all() for p in objective.trainable.parameters())

@@ -37,6 +37,7 @@ class StepResult:
     skipped: bool  # non-finite loss or gradient: weights, optimizer and scaler untouched
     clips: int  # clips in this step on this process
     bad_clips: int  # sum of the batches' 'num_skipped'
+    empty: bool = False  # a micro-batch held no clip at all (every clip bad): skipped, not non-finite
 
 
 class _ObjectiveForward(nn.Module):
@@ -86,10 +87,23 @@ class TrainStep:
         grads = [p.grad for p in self.params if p.grad is not None]
         return nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
 
+    def _any_empty(self, micro_batches: list[dict]) -> bool:
+        """Whether any process got a micro-batch with no clip (on_bad_clip='skip' dropped them
+        all); then every process skips the step, so DDP's collectives stay in step."""
+        empty = any(_num_clips(b) == 0 for b in micro_batches)
+        if dist_utils.is_distributed():  # one scalar all-reduce; none for a single process
+            empty = bool(dist_utils.any_rank(torch.tensor(empty, device=self.device)).item())
+        return empty
+
     def __call__(self, micro_batches: list[dict]) -> StepResult:
         if len(micro_batches) != self.accum_steps:
             raise ValueError(f"got {len(micro_batches)} micro-batches, expected accum_steps="
                              f"{self.accum_steps}")
+        if self._any_empty(micro_batches):
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult({}, torch.full((), math.nan, device=self.device), True,
+                              sum(_num_clips(b) for b in micro_batches),
+                              sum(int(b.get("num_skipped", 0)) for b in micro_batches), empty=True)
         losses: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
             with self._accumulation_context(last=i == len(micro_batches) - 1):
@@ -208,7 +222,7 @@ class _Window:
         self.wait += wait
         self.clips += result.clips
         self.bad_clips += result.bad_clips
-        self.bad_steps += result.skipped
+        self.bad_steps += result.skipped and not result.empty
         if not result.skipped:
             self.averages.add({**result.losses, "grad_norm": result.grad_norm})
 
@@ -333,8 +347,10 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
             window.add(result, wait)
             epoch_window.add(result, wait)
             clips_seen += result.clips
-            total_bad += result.skipped
-            consecutive_bad = consecutive_bad + 1 if result.skipped else 0
+            nonfinite = result.skipped and not result.empty
+            total_bad += nonfinite
+            consecutive_bad = consecutive_bad + 1 if nonfinite else (
+                consecutive_bad if result.empty else 0)
             if consecutive_bad >= max_nonfinite:
                 raise RuntimeError(_nonfinite_message(consecutive_bad, global_step, epoch, ctx))
             if global_step % log_every == 0:
