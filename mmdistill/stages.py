@@ -278,7 +278,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
         report = run_fewshot(model.to(ctx.device), loader, device=ctx.device,
                              amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
-                             checkpoint=path, logger=None,
+                             checkpoint=None, logger=None,  # cache keyed on the weights themselves
                              cache_dir=ctx.dir / "feature_cache" if cache_features else None, **extra)
         reports[name] = report
         # Which weights produced these numbers, so a run can prove it evaluated what it names.

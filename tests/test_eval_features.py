@@ -166,3 +166,19 @@ def test_restrict_classes_keeps_rows_of_those_classes_relabelled():
     assert torch.equal(sub.views[POOLED], bank.views[POOLED][[0, 1, 2, 5, 6, 7, 8]])
     with pytest.raises(ValueError, match="not in this feature bank"):
         bank.restrict_classes(["nope"])
+
+
+def test_dataset_fingerprint_changes_with_the_transforms(tmp_path):
+    from mmdistill.data.annotations import Clip
+    from mmdistill.data.dataset import ClipDataset
+    from mmdistill.data.sources import FrameFolderSource
+    from mmdistill.data.transforms import SpatialTransform
+    from mmdistill.eval.features import dataset_fingerprint
+
+    clips = [Clip("v", label="a")]
+    source = FrameFolderSource(root=tmp_path)
+    a = ClipDataset(clips, {"rgb": source}, mode="eval", spatial=SpatialTransform(crop_size=(32, 32)))
+    b = ClipDataset(clips, {"rgb": source}, mode="eval", spatial=SpatialTransform(crop_size=(32, 48)))
+    c = ClipDataset(clips, {"rgb": source}, mode="eval", spatial=SpatialTransform(crop_size=(32, 32)))
+    assert dataset_fingerprint(a) != dataset_fingerprint(b)
+    assert dataset_fingerprint(a) == dataset_fingerprint(c)

@@ -253,6 +253,12 @@ def dataset_fingerprint(dataset) -> str:
     digest.update(json.dumps(list(getattr(dataset, "class_names", []))).encode())
     for clip in clips:
         digest.update(repr(clip).encode())
+    # How clips become tensors (frames, crop, normalisation) changes the features too.
+    for part in ("temporal", "spatial", "normalize", "mode"):
+        value = getattr(dataset, part, None)
+        described = {k: vars(v) if hasattr(v, "__dict__") else v for k, v in value.items()} \
+            if isinstance(value, dict) else (vars(value) if hasattr(value, "__dict__") else value)
+        digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
