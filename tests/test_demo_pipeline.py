@@ -145,3 +145,30 @@ def test_killed_distillation_resumes_bit_identical(demo):
     reference = [json.loads(l)["step"] for l in (straight_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == reference
     assert (interrupted_dir / "wandb_run_id").read_text() == a["wandb_run_id"] + "\n"
+
+
+def test_sigterm_is_recorded_as_interrupted(demo):
+    """A scheduler's SIGTERM: summary.json says 'interrupted' and the last checkpoint is whole."""
+    import signal
+    import time
+
+    cwd, _ = demo
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(CI="true", WANDB_MODE="offline", WANDB_X_DISABLE_STATS="true")
+    args = [sys.executable, str(ROOT / "run.py"), "--gin_file", "gin/demo/distill.gin"]
+    for binding in [*SMALL, "experiment.test = False", "train.epochs = 200",
+                    "experiment.name = 'terminated'"]:
+        args += ["--gin_param", binding]
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list((cwd / "output").glob("*/*_terminated/checkpoints/last.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    assert process.returncode != 0
+    (run_dir,) = (cwd / "output").glob("*/*_terminated")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["epoch"] >= 0
