@@ -254,7 +254,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True) -> dict[str, Any]:
     """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
-    checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes."""
+    checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
+    The returned numbers reach summary.json and the W&B summary through experiment()."""
     models: dict[str, str | Path] = {}
     if ckpt_path is not None:
         models["trained"] = ckpt_path
@@ -289,7 +290,6 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
         report.write_json(ctx.dir / f"fewshot_{name}.json")
         columns, rows = report.rows()
         ctx.logger.table(f"fewshot/{name}", ["model", *columns], [[name, *r] for r in rows])
-    ctx.logger.summary(summary)
     if len(reports) > 1:
         print(comparison_table(reports), flush=True)
     return summary
