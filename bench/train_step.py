@@ -80,18 +80,32 @@ def measure(args, ratio, device, amp_dtype):
     torch.manual_seed(0)
     objective = build(args, device)
     batch = make_batch(objective, args, ratio, device)
-    optimizer = build_optimizer(objective.trainable_modules(), lr=1e-4)
-    step = TrainStep(objective, optimizer, device=device, amp_dtype=amp_dtype, clip_grad=1.0)
+    optimizer = build_optimizer(objective.trainable_modules(), lr=1e-4,
+                                fused={"auto": None, "fused": True, "foreach": False}[args.adamw])
+    step = TrainStep(objective, optimizer, device=device, amp_dtype=amp_dtype, clip_grad=1.0,
+                     compile=args.compile)
+    # Forward+backward alone goes through the same (possibly compiled) forward as the step.
+    forward = step.forward
 
     def forward_backward():
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = forward(batch)["loss"]
+        loss.backward()
+        objective.trainable.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:  # counted eagerly: same FLOPs, compiled or not
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = objective(batch)["loss"]
         loss.backward()
         objective.trainable.zero_grad(set_to_none=True)
-
-    with FlopCounterMode(display=False) as counter:
-        forward_backward()
     flops = counter.get_total_flops()
+    compile_s = None
+    if args.compile:  # the first calls compile; timed apart so the rounds below see steady state
+        start = time.perf_counter()
+        step([batch])
+        forward_backward()
+        sync(device)
+        compile_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # Interleave the two measurements over rounds and keep medians, so background load on a
@@ -105,7 +119,7 @@ def measure(args, ratio, device, amp_dtype):
     result = {"mask_ratio": ratio, "clips_per_s": args.batch / step_s, "step_ms": 1e3 * step_s,
               "fwd_bwd_ms": 1e3 * fb_s, "loop_overhead_ms": 1e3 * (step_s - fb_s),
               "loop_overhead_pct": 100 * (step_s - fb_s) / step_s, "gflops_per_step": flops / 1e9,
-              "peak_mem_gib": peak_mem}
+              "peak_mem_gib": peak_mem, "compile_s": compile_s}
     if device.type == "cuda":
         result["mfu_pct"] = 100 * flops / step_s / (args.peak_tflops * 1e12)
     return result
@@ -122,6 +136,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is least disturbed by other load)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the objective forward")
+    parser.add_argument("--adamw", choices=["auto", "fused", "foreach"], default="auto",
+                        help="AdamW kernel: auto = the training loop's default (fused on CUDA); "
+                             "foreach = torch's own default")
     parser.add_argument("--peak_tflops", type=float, default=989.0)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -138,7 +156,8 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"ViT-{args.size} depth {args.depth or 'default'}, {args.frames}x{args.height}x{args.width}, "
-          f"batch {args.batch}, {args.precision}, 3 teachers")
+          f"batch {args.batch}, {args.precision}, 3 teachers, AdamW {args.adamw}"
+          f"{', compiled' if args.compile else ''}")
     results = [measure(args, float(r), device, amp_dtype) for r in args.ratios.split(",")]
     for r in results:
         line = (f"mask {r['mask_ratio']:.2f}: {r['clips_per_s']:.2f} clips/s, step {r['step_ms']:.1f} ms, "
@@ -146,6 +165,8 @@ def main():
                 f"({r['loop_overhead_pct']:.1f}%), {r['gflops_per_step']:.1f} GFLOP/step")
         if r.get("peak_mem_gib") is not None:
             line += f", peak {r['peak_mem_gib']:.2f} GiB, MFU {r['mfu_pct']:.1f}%"
+        if r.get("compile_s") is not None:
+            line += f", compile {r['compile_s']:.0f} s"
         print(line)
     if len(results) == 2:
         print(f"speed-up of mask {results[1]['mask_ratio']} over {results[0]['mask_ratio']}: "

@@ -186,3 +186,28 @@ def test_unused_trainable_parameters_are_named_before_ddp_trips_on_them(tmp_path
     step.check_unused = True  # what a DDP run without find_unused_parameters sets
     with pytest.raises(RuntimeError, match=r"heads.unused.weight.*find_unused_parameters=True"):
         step([next(iter(make_loader(ToyDataset(), 4)))])
+
+
+def test_adamw_kernel_is_fused_only_for_cuda_parameters_unless_forced():
+    trainable = ToyObjective().trainable_modules()
+    assert optim.build_optimizer(trainable, lr=0.1).param_groups[0]["fused"] is None  # CPU
+    assert optim.build_optimizer(trainable, lr=0.1, fused=True).param_groups[0]["fused"] is True
+
+
+def test_a_resumed_optimizer_keeps_this_runs_kernel_but_the_saved_state():
+    """torch's load_state_dict would also take the saved kernel flags (say, from a CPU run)."""
+    trainable = ToyObjective().trainable_modules()
+    saved = optim.build_optimizer(trainable, lr=0.1)
+    for group in saved.param_groups:
+        group["foreach"] = True
+    for p in trainable.parameters():
+        p.grad = torch.ones_like(p)
+    saved.step()
+    resumed = optim.build_optimizer(trainable, lr=0.1)
+    for group in resumed.param_groups:
+        group["foreach"] = False
+    optim.load_optimizer_state(resumed, saved.state_dict())
+    assert all(group["foreach"] is False for group in resumed.param_groups)
+    first = next(iter(trainable.parameters()))
+    assert torch.equal(resumed.state[first]["exp_avg"], saved.state[first]["exp_avg"])
+    assert resumed.state[first]["step"] == 1

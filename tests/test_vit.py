@@ -5,7 +5,7 @@ import torch
 
 from ckpt_factories import TINY, clip, tiny_vit
 from mmdistill.models.pos_embed import resample_pos_embed, sinusoid_table
-from mmdistill.models.vit import SIZES, VideoViT, video_vit
+from mmdistill.models.vit import SIZES, VideoViT, video_vit, visible_index
 
 
 @pytest.mark.parametrize("in_chans", [3, 2, 17])
@@ -95,6 +95,22 @@ def test_mask_drops_tokens_before_the_blocks():
     torch.testing.assert_close(pooled, visible.mean(1))  # norm is applied per token, fc_norm is Identity
 
 
+def test_visible_index_is_the_bool_mask_selection():
+    """The shared index the objective computes once selects exactly what the bool mask does."""
+    model = tiny_vit()
+    x = clip(model)
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, [1, 2, 4, 9]] = True
+    mask[1, [0, 5, 10, 11]] = True
+    index = visible_index(mask)
+    assert index.dtype == torch.long and index.shape == (2, 8)
+    assert torch.equal(index[0], (~mask[0]).nonzero().flatten())
+    assert torch.equal(index[1], (~mask[1]).nonzero().flatten())
+    with torch.no_grad():
+        by_mask, by_index = model(x, mask), model(x, index)
+    torch.testing.assert_close(by_index, by_mask, rtol=0, atol=0)
+
+
 def test_mask_errors_are_clear():
     model = tiny_vit()
     x = clip(model)
@@ -103,8 +119,10 @@ def test_mask_errors_are_clear():
     uneven[1, :5] = True
     with pytest.raises(ValueError, match="same number of tokens"):
         model(x, uneven)
-    with pytest.raises(ValueError, match="mask must be bool"):
+    with pytest.raises(ValueError, match="mask must be a bool"):
         model(x, torch.zeros(2, 12))
+    with pytest.raises(ValueError, match=r"mask must be bool \(B, N\) = \(2, 12\)"):
+        model(x, torch.zeros(2, 10, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\) = \(B, 3, 4, 32, 48\)"):
         model(torch.zeros(2, 3, 4, 32, 32))
 

@@ -174,11 +174,15 @@ class VideoViT(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, T, H, W) -> (tokens (B, n, D), pooled (B, D)). `mask` is a bool (B, N) tube mask
+        (True = masked) or, equivalently, the `visible_index` of one (the cheaper form when
+        several models share a mask)."""
         self._check_input(x)
         x = self.patch_embed(x)
         x = x + self.pos_embed.to(dtype=x.dtype)
         if mask is not None:
-            x = x[~self._check_mask(mask, x)].reshape(x.shape[0], -1, x.shape[-1])
+            index = self.visible_index_of(mask.to(x.device), x.shape[0])
+            x = torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
@@ -196,15 +200,36 @@ class VideoViT(nn.Module):
                              f"got {tuple(x.shape)}; check the modality's channels, clip length "
                              f"and crop size against video_vit.in_chans/num_frames/img_size")
 
-    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if mask.dtype != torch.bool or tuple(mask.shape) != (x.shape[0], self.num_patches):
-            raise ValueError(f"mask must be bool (B, N) = ({x.shape[0]}, {self.num_patches}) with "
-                             f"True = masked, got {mask.dtype} {tuple(mask.shape)}")
-        visible = (~mask).sum(dim=1)
-        if bool((visible != visible[0]).any()):
-            raise ValueError(f"every clip in a batch must hide the same number of tokens; visible "
-                             f"counts per clip: {visible.tolist()}")
-        return mask.to(x.device)
+    def visible_index_of(self, mask: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """The checked `visible_index` of a bool (B, N) tube mask for this model's N tokens; a
+        long (B, n) index passes through (shape-checked)."""
+        batch_size = mask.shape[0] if batch_size is None else batch_size
+        if mask.dtype == torch.bool:
+            if tuple(mask.shape) != (batch_size, self.num_patches):
+                raise ValueError(f"mask must be bool (B, N) = ({batch_size}, {self.num_patches}) "
+                                 f"with True = masked, got {tuple(mask.shape)}")
+            return visible_index(mask)
+        if mask.dtype != torch.long or mask.dim() != 2 or mask.shape[0] != batch_size:
+            raise ValueError(f"mask must be a bool (B, N) tube mask or its visible_index, a long "
+                             f"(B, n) tensor with B = {batch_size}; got {mask.dtype} "
+                             f"{tuple(mask.shape)}")
+        return mask
+
+
+def visible_index(mask: torch.Tensor) -> torch.Tensor:
+    """The indices (B, n) of the visible tokens of a bool tube mask (True = masked), ascending.
+
+    Selecting tokens with a bool mask makes the host wait for the GPU in every model that does it
+    (the output size is data-dependent); a batch's student and teachers share one mask, so the
+    objective computes this once and pays one wait instead of one per model.
+    """
+    visible = (~mask).sum(dim=1)
+    low, high = torch.stack([visible.min(), visible.max()]).tolist()  # the one host sync
+    if low != high:
+        raise ValueError(f"every clip in a batch must hide the same number of tokens; visible "
+                         f"counts per clip: {visible.tolist()}")
+    # A stable sort puts the visible (False) tokens first, each row in its original order.
+    return torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :low]
 
 
 @gin.configurable("video_vit")

@@ -288,13 +288,15 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           betas: tuple[float, float] = (0.9, 0.999), clip_grad: float | None = None,
           accum_steps: int = 1, log_every: int = 20, save_ckpt_freq: int = 5,
           keep_last_k: int | None = None, max_nonfinite: int = 10, compile: bool | str = False,
-          find_unused_parameters: bool = False, debug_kill_after_epoch: int | None = None) -> dict:
+          fused_adamw: bool | None = None, find_unused_parameters: bool = False,
+          debug_kill_after_epoch: int | None = None) -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
 
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
     Checkpoints: `last.ckpt` every epoch, `epoch=EE-train_loss=L.ckpt` every `save_ckpt_freq`
     epochs (keep the newest `keep_last_k`). `resume_from` continues that run exactly.
     `epoch_end(epoch, global_step)` runs on every rank after each epoch's checkpoint (validation).
+    `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
     `debug_kill_after_epoch` is for tests only: SIGKILL this process after that epoch's checkpoint.
     """
     _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite)
@@ -310,7 +312,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
                          f"use more data.")
     total_batch = loader.batch_size * accum_steps * ctx.world_size
     peak_lr = optim.scaled_lr(lr, total_batch, scale_lr)
-    optimizer = optim.build_optimizer(trainable, peak_lr, weight_decay, betas)
+    optimizer = optim.build_optimizer(trainable, peak_lr, weight_decay, betas,
+                                      fused=fused_adamw)
     scheduler = optim.build_scheduler(optimizer, epochs * steps_per_epoch,
                                       round(warmup_epochs * steps_per_epoch), min_lr, warmup_lr)
     step_fn = TrainStep(objective, optimizer, device=ctx.device, amp_dtype=ctx.amp_dtype,
@@ -494,7 +497,7 @@ def _resume(path, objective, step_fn: TrainStep, scheduler, data_state, ctx) -> 
                   f"not as an exact continuation.", flush=True)
     try:
         step_fn.trainable.load_state_dict(ckpt["model"])
-        step_fn.optimizer.load_state_dict(ckpt["optimizer"])
+        optim.load_optimizer_state(step_fn.optimizer, ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(f"cannot resume from {path}: its model or optimizer does not match this "
                          f"run's ({err}). Resume with the same model and optimizer settings "

@@ -88,6 +88,8 @@ class Distillation(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         mask = batch.get("mask")
+        if mask is not None:  # one host sync for the student and all teachers
+            mask = self.trainable.student.visible_index_of(mask)
         targets = self.targets(batch, mask)
         preds = self.trainable(batch[self.student_input], mask)
         result = {}
