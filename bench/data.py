@@ -71,11 +71,13 @@ def write_tennis_sized(root: Path, num_videos: int, seed: int = 0) -> list[Clip]
     return clips
 
 
-def make_dataset(root: Path, clips: list[Clip], modalities=("rgb", "flow", "skeleton"), mode: str = "train"):
+def make_dataset(root: Path, clips: list[Clip], modalities=("rgb", "flow", "skeleton"), mode: str = "train",
+                 render_on: str = "loader"):
     import gin
     gin.clear_config()
     gin.parse_config(["temporal_sampling.num_frames = 16", "temporal_sampling.sampling_rate = 2",
-                      "spatial_transform.short_side = 224", "spatial_transform.crop_size = (224, 384)"])
+                      "spatial_transform.short_side = 224", "spatial_transform.crop_size = (224, 384)",
+                      f"skeleton_heatmaps.render_on = '{render_on}'"])
     mask = tube_mask(ratio=0.75) if mode == "train" else None
     return build_clip_dataset(clips, root=root, modalities=list(modalities), mode=mode, mask=mask)
 
@@ -91,6 +93,45 @@ def loader_speed(dataset, workers: int, batch_size: int) -> tuple[float, float]:
         count = sum(len(batch["index"]) for batch in loader)
         timings.append(time.perf_counter() - start)
     return count / timings[1], timings[0]
+
+
+def batch_megabytes(batch: dict) -> float:
+    return sum(v.numel() * v.element_size() for v in batch.values() if torch.is_tensor(v)) / 2 ** 20
+
+
+def render_where(root: Path, clips: list[Clip], workers: int, batch_size: int, rounds: int = 3) -> None:
+    """Heatmaps drawn in the loader vs shipped as keypoints and drawn by `finish_batch`:
+    loader clips/s (interleaved rounds, medians), bytes a batch carries, and the drawing time."""
+    import statistics
+    datasets = {where: make_dataset(root, clips, render_on=where) for where in ("loader", "device")}
+    rates = {where: [] for where in datasets}
+    for _ in range(rounds):
+        for where, dataset in datasets.items():
+            rates[where].append(loader_speed(dataset, workers, batch_size)[0])
+    loader = build_loader(datasets["device"], batch_size=batch_size, shuffle=False, num_workers=0, seed=0,
+                          pin_memory=False)
+    shipped = next(iter(loader))
+    drawn = datasets["device"].finish_batch(dict(shipped))
+    print(f"  batch of {batch_size}: {batch_megabytes(drawn):7.1f} MB with heatmaps, "
+          f"{batch_megabytes(shipped):7.1f} MB with keypoints")
+    for where in datasets:
+        print(f"  drawn on the {where:6s}: {statistics.median(rates[where]):6.1f} clips/s from the loader "
+              f"({workers} workers, median of {rounds})")
+    print(f"  ratio: {statistics.median(rates['device']) / statistics.median(rates['loader']):.2f}x")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        keypoints = shipped["skeleton_keypoints"].to(device)
+        finish = datasets["device"].finish_batch
+        times = []
+        for _ in range(5):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            finish({"skeleton_keypoints": keypoints})
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        print(f"  finish_batch on {device}: {1000 * statistics.median(times[1:]):7.1f} ms per batch")
 
 
 def breakdown(dataset, repeats: int = 5) -> dict[str, float]:
@@ -171,6 +212,8 @@ def main() -> int:
         for workers in args.workers:
             rate, first = loader_speed(dataset, workers, args.batch_size)
             print(f"  {workers} workers: {rate:6.1f} clips/s (steady epoch); first epoch incl. start-up {first:5.1f} s")
+        print(f"\nskeleton heatmaps drawn in the loader vs on the device (skeleton_heatmaps.render_on):")
+        render_where(root, clips, max(args.workers), args.batch_size)
         print(f"\nloader, RGB only, eval transforms (few-shot feature extraction):")
         rgb_only = make_dataset(root, clips, modalities=("rgb",), mode="eval")
         for workers in args.workers:

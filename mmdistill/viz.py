@@ -52,6 +52,8 @@ def reconstruct(objective, batch: dict) -> tuple[torch.Tensor, torch.Tensor, tor
 def save_reconstructions(objective, loader, ctx, num_clips: int = 4, frames: int = 4) -> Path:
     """Rows: clips x (input, masked, reconstruction); columns: `frames` evenly spaced frames."""
     batch = to_device(next(iter(loader)), ctx.device)
+    if hasattr(loader.dataset, "finish_batch"):  # heatmaps drawn on the device, if so configured
+        batch = loader.dataset.finish_batch(batch)
     objective.eval()
     video, masked, recon = reconstruct(objective, batch)
     objective.train()

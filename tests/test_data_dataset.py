@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from data_factories import make_dataset, write_json, write_video
+from data_factories import make_dataset, random_skeleton, write_json, write_skeleton_pickle, write_video
 from mmdistill.data.annotations import AnnotationError, Clip
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset, build_loader, collate_clips, set_epoch
 from mmdistill.data.masking import TubeMaskGenerator
@@ -182,3 +182,26 @@ def test_any_modality_subset(data, modalities, channels):
     item = build_clip_dataset(data["annotations"], modalities=modalities)[0]
     assert set(item) == set(modalities) | {"label", "video", "start", "index"}
     assert item[modalities[0]].shape == (channels, 4, 8, 8)
+
+
+def test_heatmaps_drawn_on_the_device_equal_the_loaders(data, tmp_path):
+    """render_on='device': the loader ships keypoints (padded to the batch's person count) and
+    finish_batch draws and normalises them; the result is the loader-drawn batch."""
+    xy, score = random_skeleton(np.random.default_rng(5), 2, 12, (48, 64))  # v1 has two persons
+    write_skeleton_pickle(data["annotations"].parent / "skeletons" / "v1.pkl", xy, score, (48, 64))
+    normalised = dict(mean={"skeleton": [0.1]}, std={"skeleton": [0.5]}, mask=TubeMaskGenerator((2, 2, 2), 0.5))
+    on_loader = small_dataset(data, **normalised)
+    gin.parse_config(["skeleton_heatmaps.render_on = 'device'"])
+    on_device = small_dataset(data, **normalised)
+    assert on_device.heatmaps.render_on == "device"
+    reference = next(iter(build_loader(on_loader, batch_size=4, shuffle=False, num_workers=0, drop_last=False)))
+    shipped = next(iter(build_loader(on_device, batch_size=4, shuffle=False, num_workers=0, drop_last=False)))
+    assert "skeleton" not in shipped and shipped["skeleton_keypoints"].shape == (4, 2, 4, 17, 3)
+    assert shipped["skeleton_keypoints"][0, 1, ..., 2].abs().sum() == 0  # v0's padded person
+    finished = on_device.finish_batch(shipped)
+    assert "skeleton_keypoints" not in finished
+    torch.testing.assert_close(finished["skeleton"], reference["skeleton"], rtol=0, atol=1e-5)
+    for key in ("rgb", "flow", "mask", "index"):
+        assert torch.equal(finished[key], reference[key])
+    item = on_device.finish_item(on_device[2])
+    torch.testing.assert_close(item["skeleton"], on_loader[2]["skeleton"], rtol=0, atol=1e-5)

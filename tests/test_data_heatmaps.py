@@ -1,9 +1,11 @@
 """Vectorised heatmaps equal the original per-joint renderer and mean what they should."""
 import numpy as np
 import pytest
+import torch
 
 from data_factories import random_skeleton
-from mmdistill.data.heatmaps import HeatmapRenderer, render_heatmaps, render_heatmaps_per_joint
+from mmdistill.data.heatmaps import (HeatmapRenderer, render_heatmaps, render_heatmaps_per_joint,
+                                    render_heatmaps_torch)
 
 
 @pytest.mark.parametrize("persons, sigma, size", [(1, 2.5, (20, 30)), (3, 0.6, (20, 30)), (2, 1.0, (90, 120)),
@@ -41,3 +43,29 @@ def test_bad_sigma_and_shapes():
         HeatmapRenderer(sigma=0)
     with pytest.raises(ValueError, match=r"expected xy \(M, T, V, 2\)"):
         render_heatmaps(np.zeros((2, 17, 2)), np.zeros((2, 17)), (4, 4), 1.0)
+
+
+def test_batched_torch_renderer_equals_the_loader_renderer():
+    """What is drawn on the device equals what the loader draws, clip by clip, including joints
+    outside the frame, zero scores and a clip padded with a score-0 person."""
+    rng = np.random.default_rng(3)
+    size, sigma = (20, 28), 1.7
+    clips = []
+    for persons in (2, 1):
+        xy, score = random_skeleton(rng, persons, 3, size)
+        xy[0, 0, :3] = [[-4.0, 5.0], [30.5, 21.0], [27.6, -1.2]]  # off the frame, partly
+        score[0, 1, 4:6] = 0.0
+        clips.append((xy, score))
+    keypoints = torch.zeros(2, 2, 3, 17, 3)
+    for b, (xy, score) in enumerate(clips):
+        keypoints[b, :xy.shape[0], ..., :2] = torch.from_numpy(xy)
+        keypoints[b, :xy.shape[0], ..., 2] = torch.from_numpy(score)
+    drawn = render_heatmaps_torch(keypoints, size, sigma)
+    assert drawn.shape == (2, 17, 3, 20, 28) and drawn.dtype == torch.float32
+    for b, (xy, score) in enumerate(clips):
+        np.testing.assert_allclose(drawn[b].numpy(), render_heatmaps(xy, score, size, sigma), rtol=0, atol=1e-6)
+    assert render_heatmaps_torch(torch.zeros(1, 0, 3, 17, 3), size, sigma).abs().sum() == 0
+    with pytest.raises(ValueError, match=r"\(B, M, T, V, 3\)"):
+        render_heatmaps_torch(torch.zeros(1, 3, 17, 3), size, sigma)
+    with pytest.raises(ValueError, match="render_on"):
+        HeatmapRenderer(render_on="gpu")

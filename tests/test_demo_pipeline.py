@@ -172,3 +172,21 @@ def test_sigterm_is_recorded_as_interrupted(demo):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["epoch"] >= 0
+
+
+def test_heatmaps_drawn_in_the_training_step_train_like_the_loaders(demo):
+    """skeleton_heatmaps.render_on='device' through run.py: the step draws the skeleton teacher's
+    input from shipped keypoints, and training ends where loader-drawn heatmaps lead."""
+    cwd, _ = demo
+    weights = {}
+    for where in ("loader", "device"):
+        out = _distill(cwd, f"skeleton_heatmaps.render_on = '{where}'", "train.epochs = 1",
+                       name=f"heatmaps_{where}")
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        (run_dir,) = (cwd / "output").glob(f"*/*_heatmaps_{where}")
+        if where == "device":  # the renderer was built with it (gin records what was used)
+            assert "skeleton_heatmaps.render_on = 'device'" in (run_dir / "operative_config.gin").read_text()
+        weights[where] = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["model"]
+    assert weights["loader"].keys() == weights["device"].keys()
+    for key, value in weights["loader"].items():
+        torch.testing.assert_close(weights["device"][key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -228,7 +228,7 @@ def write_montage(dataset: ClipDataset, path: str | Path, num_clips: int, seed: 
         item = dataset[(0, index)]
         if item is None:  # a bad clip (already reported by the scan): show another one
             continue
-        rows, caption = clip_pictures(dataset, item, frames_shown)
+        rows, caption = clip_pictures(dataset, dataset.finish_item(item), frames_shown)
         strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
         header = Image.new("RGB", (strip.shape[1], 14), "black")
         ImageDraw.Draw(header).text((2, 1), caption[: strip.shape[1] // 6], fill="white")

@@ -35,6 +35,9 @@ DEFAULT_NORMALIZATION = {
     "flow": ((0.0, 0.0), (1.0, 1.0), 1.0),
     "keypoints": ((0.0,), (1.0,), 1.0),
 }
+# With heatmaps drawn on the device, a skeleton modality travels as `<name>_keypoints`:
+# float32 (M, T, V, 3) rows of (x, y, score) in crop pixels; the batch pads M with score-0 persons.
+KEYPOINTS_SUFFIX = "_keypoints"
 
 
 class ClipDataset(Dataset):
@@ -154,11 +157,32 @@ class ClipDataset(Dataset):
             kind = self.sources[name].kind
             if kind == "keypoints":
                 moved = apply_to_keypoints(data, plan, reference_size)
+                if self.heatmaps.render_on == "device":  # drawn by finish_batch
+                    tensors[name + KEYPOINTS_SUFFIX] = torch.from_numpy(np.concatenate(
+                        [moved.xy, moved.score[..., None]], axis=-1).astype(np.float32))
+                    continue
                 array = self.heatmaps(moved.xy, moved.score, plan.crop)
             else:
                 array = apply_to_frames(data, plan, is_flow=kind == "flow")
             tensors[name] = torch.from_numpy(self.normalize[name](array))
         return start, tensors
+
+    def finish_batch(self, batch: dict) -> dict:
+        """Draw, on the batch's device, the heatmaps the loader left as keypoints
+        (`skeleton_heatmaps.render_on='device'`); any other batch passes through. Whoever moves
+        a batch to its device calls this next (the training step, reconstructions, statistics)."""
+        for name, source in self.sources.items():
+            keypoints = batch.pop(name + KEYPOINTS_SUFFIX, None) if source.kind == "keypoints" else None
+            if keypoints is not None:
+                heatmaps = self.heatmaps.render_batch(keypoints, self.spatial.crop_size)
+                batch[name] = self.normalize[name].apply_to_batch(heatmaps)
+        return batch
+
+    def finish_item(self, item: dict) -> dict:
+        """`finish_batch` for one item (pictures, checks): its heatmaps drawn on the CPU."""
+        deferred = {key: value.unsqueeze(0) for key, value in item.items() if key.endswith(KEYPOINTS_SUFFIX)}
+        rest = {key: value for key, value in item.items() if key not in deferred}
+        return {**rest, **{key: value[0] for key, value in self.finish_batch(deferred).items()}}
 
     def _reference_size(self, raw: Mapping[str, Any], clip: Clip) -> tuple[int, int]:
         """The frame size the spatial plan is made for: RGB if read, else any image, flow, or the
@@ -179,10 +203,21 @@ def collate_clips(items: Sequence[dict | None]) -> dict:
 
     When every clip of a batch was bad, the batch holds only 'num_skipped'.
     """
-    kept = [item for item in items if item is not None]
+    kept = [_pad_persons(item, items) for item in items if item is not None]
     batch = torch.utils.data.default_collate(kept) if kept else {}
     batch["num_skipped"] = len(items) - len(kept)
     return batch
+
+
+def _pad_persons(item: dict, items: Sequence[dict | None]) -> dict:
+    """Keypoint tensors padded to the batch's largest person count (padded persons: score 0)."""
+    padded = dict(item)
+    for key, value in item.items():
+        if key.endswith(KEYPOINTS_SUFFIX):
+            most = max(other[key].shape[0] for other in items if other is not None)
+            if value.shape[0] < most:
+                padded[key] = torch.cat([value, value.new_zeros((most - value.shape[0],) + value.shape[1:])])
+    return padded
 
 
 class EpochTaggedSampler(DistributedSampler):

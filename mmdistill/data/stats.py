@@ -29,6 +29,7 @@ def channel_stats(dataset: ClipDataset, modalities: Sequence[str], max_clips: in
                                          collate_fn=collate_clips)
     sums, squares, counts = {}, {}, {}
     for batch in progress_bar(loader, desc="clips", disable=not progress):
+        batch = dataset.finish_batch(batch)  # heatmaps left to the device are drawn here, on CPU
         for name in modalities:
             if name not in batch:
                 continue

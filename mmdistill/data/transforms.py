@@ -13,6 +13,7 @@ from typing import Sequence
 import cv2
 import gin
 import numpy as np
+import torch
 
 from mmdistill.data.annotations import Clip
 from mmdistill.data.sources import BadClipError, Keypoints
@@ -227,6 +228,18 @@ class Normalize:
         array *= multiplier
         array -= offset
         return array
+
+    def apply_to_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """The same on a (B, C, ...) tensor wherever it lives (for what is drawn on the device)."""
+        if self.mean.size not in (1, batch.shape[1]):
+            raise ValueError(f"normalisation has {self.mean.size} channel statistics for {batch.shape[1]} "
+                             f"channels; give one value or one per channel")
+        if self.is_identity():
+            return batch
+        shape = (1, -1) + (1,) * (batch.dim() - 2)
+        multiplier = torch.from_numpy(self.scale / self.std).to(batch.device).reshape(shape)
+        offset = torch.from_numpy(self.mean / self.std).to(batch.device).reshape(shape)
+        return batch * multiplier - offset
 
     def invert(self, array: np.ndarray) -> np.ndarray:
         """Back to the source units (for pictures and statistics), as a new array."""

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gin
 import torch
@@ -64,11 +64,13 @@ class TrainStep:
     def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, *,
                  device: torch.device, amp_dtype: torch.dtype | None = None,
                  clip_grad: float | None = None, accum_steps: int = 1,
-                 find_unused_parameters: bool = False, compile: bool | str = False):
+                 find_unused_parameters: bool = False, compile: bool | str = False,
+                 prepare: Callable[[dict], dict] | None = None):
         self.objective_name = type(objective).__name__
         self.optimizer = optimizer
         self.device, self.amp_dtype = device, amp_dtype
         self.clip_grad, self.accum_steps = clip_grad, accum_steps
+        self.prepare = prepare  # finishes a batch on the device (e.g. draws skeleton heatmaps)
         self.trainable = objective.trainable_modules()
         self.params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.model = dist_utils.wrap_ddp(_ObjectiveForward(objective), device, find_unused_parameters)
@@ -106,10 +108,13 @@ class TrainStep:
                               sum(int(b.get("num_skipped", 0)) for b in micro_batches), empty=True)
         losses: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
+            batch = to_device(batch, self.device)
+            if self.prepare is not None:
+                batch = self.prepare(batch)
             with self._accumulation_context(last=i == len(micro_batches) - 1):
                 with torch.autocast(self.device.type, dtype=self.amp_dtype,
                                     enabled=self.amp_dtype is not None):
-                    out = self.forward(to_device(batch, self.device))
+                    out = self.forward(batch)
                 loss = _check_output(out, self.objective_name) / self.accum_steps
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             for key, value in out.items():
@@ -318,7 +323,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
                                       round(warmup_epochs * steps_per_epoch), min_lr, warmup_lr)
     step_fn = TrainStep(objective, optimizer, device=ctx.device, amp_dtype=ctx.amp_dtype,
                         clip_grad=clip_grad, accum_steps=accum_steps,
-                        find_unused_parameters=find_unused_parameters, compile=compile)
+                        find_unused_parameters=find_unused_parameters, compile=compile,
+                        prepare=getattr(loader.dataset, "finish_batch", None))
     data_state = {"seed": ctx.seed, "steps_per_epoch": steps_per_epoch, "total_batch": total_batch}
 
     start_epoch, global_step, last_metrics = 0, 0, {}
