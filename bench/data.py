@@ -212,9 +212,9 @@ def main() -> int:
         for workers in args.workers:
             rate, first = loader_speed(dataset, workers, args.batch_size)
             print(f"  {workers} workers: {rate:6.1f} clips/s (steady epoch); first epoch incl. start-up {first:5.1f} s")
-        print(f"\nskeleton heatmaps drawn in the loader vs on the device (skeleton_heatmaps.render_on):")
+        print("\nskeleton heatmaps drawn in the loader vs on the device (skeleton_heatmaps.render_on):")
         render_where(root, clips, max(args.workers), args.batch_size)
-        print(f"\nloader, RGB only, eval transforms (few-shot feature extraction):")
+        print("\nloader, RGB only, eval transforms (few-shot feature extraction):")
         rgb_only = make_dataset(root, clips, modalities=("rgb",), mode="eval")
         for workers in args.workers:
             rate, first = loader_speed(rgb_only, workers, args.batch_size)

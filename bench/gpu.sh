@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script to run on a lent GPU machine (device tool): everything that needs CUDA, in one
-# call, results under $OUT (or ./bench_out). About 5 minutes on an H100/H200; each part has its
+# call, results under $OUT (or ./bench_out). About 6 minutes on an H100/H200; each part has its
 # own time limit, most important first, so a slow part cannot cost the ones before it.
 #   bash bench/gpu.sh
 # Packages missing on that machine travel as wheels in .whl/ (gin-config; timm pinned to ours):
@@ -32,23 +32,30 @@ EOF
 } 2>&1 | tee "$OUT/gpu.txt"
 
 # 1. Distillation step at the original's scale: ViT-B, 16x224x384, batch 4, three teachers, bf16.
-log "train_step eager"
+log "train_step eager (fused AdamW, the default on CUDA)"
 timeout -k 5 150 python3 bench/train_step.py --preset gpu --json "$OUT/train_step_gpu.json" 2>&1 \
   | tee "$OUT/train_step_gpu.txt"
 log "train_step foreach AdamW (torch default)"
-timeout -k 5 90 python3 bench/train_step.py --preset gpu --adamw foreach 2>&1 \
+timeout -k 5 60 python3 bench/train_step.py --preset gpu --ratios 0.75 --adamw foreach 2>&1 \
   | tee -a "$OUT/train_step_gpu.txt"
-
-# 2. The whole pipeline (data, three pretrainings, distillation, few-shot) on CUDA in bf16,
-#    shortened to 2 epochs a step: checks the loop's GPU paths end to end, not a benchmark.
-log "demo on cuda"
-timeout -k 5 150 python3 run.py --gin_file gin/demo.gin --gin_param "experiment.device='cuda'" \
-  --gin_param "experiment.precision='bf16'" --gin_param "experiment.threads=4" \
-  --gin_param "data_loader.num_workers=4" --gin_param "train.epochs=2" \
-  --gin_param "wandb_run.mode='disabled'" 2>&1 | tail -n 60 | tee "$OUT/demo_cuda.txt"
-
-# 3. torch.compile of the objective forward (compile time reported apart).
-log "train_step compiled"
+log "train_step with the skeleton heatmaps drawn in the step (render_on='device')"
+timeout -k 5 60 python3 bench/train_step.py --preset gpu --ratios 0.75 --heatmaps keypoints 2>&1 \
+  | tee -a "$OUT/train_step_gpu.txt"
+log "train_step compiled (fused AdamW)"
 timeout -k 5 200 python3 bench/train_step.py --preset gpu --ratios 0.75 --compile --rounds 2 2>&1 \
   | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_gpu.txt"
+
+# 2. The loader on a server CPU: workers 0 and 8, heatmaps in the loader vs drawn on the GPU
+#    (synthetic frames there: ../shared does not travel).
+log "data loader"
+timeout -k 5 150 python3 bench/data.py --workers 0 8 2>&1 | tee "$OUT/data_gpu_machine.txt"
+
+# 3. The whole pipeline (data, three pretrainings, distillation, few-shot) on CUDA in bf16,
+#    shortened to 2 epochs a step: checks the loop's GPU paths end to end, not a benchmark.
+log "demo on cuda"
+timeout -k 5 120 python3 run.py --gin_file gin/demo.gin --gin_param "experiment.device='cuda'" \
+  --gin_param "experiment.precision='bf16'" --gin_param "experiment.threads=4" \
+  --gin_param "data_loader.num_workers=4" --gin_param "train.epochs=2" \
+  --gin_param "skeleton_heatmaps.render_on='device'" \
+  --gin_param "wandb_run.mode='disabled'" 2>&1 | tail -n 60 | tee "$OUT/demo_cuda.txt"
 log "done"

@@ -20,6 +20,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.models.heads import StudentWithHeads, cmt_head
 from mmdistill.models.vit import video_vit
 from mmdistill.train.loop import TrainStep, to_device
@@ -50,6 +51,10 @@ def make_batch(objective, args, ratio, device):
     spatial = grid[1] * grid[2]
     batch = {m: torch.randn(args.batch, c, args.frames, args.height, args.width)
              for m, c in CHANNELS.items()}
+    if args.heatmaps == "keypoints":  # two persons' joints, drawn by the step (render_on='device')
+        del batch["skeleton"]
+        keypoints = torch.rand(args.batch, 2, args.frames, CHANNELS["skeleton"], 3)
+        batch["skeleton_keypoints"] = keypoints * torch.tensor([args.width - 1, args.height - 1, 1.0])
     masked = int(round(ratio * spatial))
     rows = []
     for _ in range(args.batch):
@@ -58,6 +63,19 @@ def make_batch(objective, args, ratio, device):
         rows.append(mask.repeat(grid[0]))
     batch["mask"] = torch.stack(rows)
     return to_device(batch, device)
+
+
+def heatmap_prepare(args):
+    """What ClipDataset.finish_batch does for render_on='device' (the default normalisation)."""
+    renderer = HeatmapRenderer(sigma=2.0)
+
+    def prepare(batch):
+        if "skeleton_keypoints" not in batch:
+            return batch
+        batch = dict(batch)
+        batch["skeleton"] = renderer.render_batch(batch.pop("skeleton_keypoints"), (args.height, args.width))
+        return batch
+    return prepare
 
 
 def sync(device):
@@ -82,20 +100,22 @@ def measure(args, ratio, device, amp_dtype):
     batch = make_batch(objective, args, ratio, device)
     optimizer = build_optimizer(objective.trainable_modules(), lr=1e-4,
                                 fused={"auto": None, "fused": True, "foreach": False}[args.adamw])
+    prepare = heatmap_prepare(args)
     step = TrainStep(objective, optimizer, device=device, amp_dtype=amp_dtype, clip_grad=1.0,
-                     compile=args.compile)
+                     compile=args.compile, prepare=prepare)
     # Forward+backward alone goes through the same (possibly compiled) forward as the step.
     forward = step.forward
 
     def forward_backward():
+        prepared = prepare(batch)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = forward(batch)["loss"]
+            loss = forward(prepared)["loss"]
         loss.backward()
         objective.trainable.zero_grad(set_to_none=True)
 
     with FlopCounterMode(display=False) as counter:  # counted eagerly: same FLOPs, compiled or not
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = objective(batch)["loss"]
+            loss = objective(prepare(batch))["loss"]
         loss.backward()
         objective.trainable.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
@@ -140,6 +160,9 @@ def main():
     parser.add_argument("--adamw", choices=["auto", "fused", "foreach"], default="auto",
                         help="AdamW kernel: auto = the training loop's default (fused on CUDA); "
                              "foreach = torch's own default")
+    parser.add_argument("--heatmaps", choices=["tensor", "keypoints"], default="tensor",
+                        help="skeleton input as ready heatmaps, or as keypoints the step draws "
+                             "(skeleton_heatmaps.render_on='device')")
     parser.add_argument("--peak_tflops", type=float, default=989.0)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -157,7 +180,7 @@ def main():
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"ViT-{args.size} depth {args.depth or 'default'}, {args.frames}x{args.height}x{args.width}, "
           f"batch {args.batch}, {args.precision}, 3 teachers, AdamW {args.adamw}"
-          f"{', compiled' if args.compile else ''}")
+          f"{', compiled' if args.compile else ''}, skeleton as {args.heatmaps}")
     results = [measure(args, float(r), device, amp_dtype) for r in args.ratios.split(",")]
     for r in results:
         line = (f"mask {r['mask_ratio']:.2f}: {r['clips_per_s']:.2f} clips/s, step {r['step_ms']:.1f} ms, "

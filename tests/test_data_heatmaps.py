@@ -17,7 +17,7 @@ def test_vectorised_equals_per_joint_reference(persons, sigma, size):
     xy[-1, 1, 1] = (size[1] + 3.3, -2.6)
     fast = render_heatmaps(xy, score, size, sigma=sigma)
     assert fast.shape == (5, 3) + size and fast.dtype == np.float32
-    np.testing.assert_allclose(fast, render_heatmaps_per_joint(xy, score, size, sigma), atol=1e-6)
+    np.testing.assert_allclose(fast, render_heatmaps_per_joint(xy, score, size, sigma), rtol=0, atol=2.5e-7)  # 2 ulp of 1.0 + the 6-sigma window
 
 
 def test_peak_position_value_and_persons():

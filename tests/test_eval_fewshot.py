@@ -153,6 +153,7 @@ def test_gin_entry_extracts_once_caches_and_logs(tmp_path):
     again = run_fewshot(model, loader, cache_dir=tmp_path / "cache", seed=5, progress=False)
     assert model.forwards == 24  # cache hit: a new episode seed needs no forward pass
     assert [r.setting.name for r in again.results] == ["3way_1shot", "2way_2shot"]
+    assert [r.setting.name for r in first.results] == [r.setting.name for r in again.results]
     assert "top1_action_ensemble" in logger.summary_values
     assert (tmp_path / "summary.json").is_file()
     with torch.no_grad():

@@ -2,9 +2,10 @@
 
 A 2-D Gaussian is the outer product of a row Gaussian and a column Gaussian, so every joint of
 every frame is rendered at once from a few exponentials per joint instead of one per pixel.
-In float32 a Gaussian is exactly zero beyond about 14.4 sigma, so each joint only needs the
+Beyond 6 sigma a Gaussian is below exp(-18) = 1.5e-8 of its peak, so each joint only needs the
 window around it: the windows of all joints and frames are computed in one array and written into
-a zeroed output with one scatter per person. Coordinates are pixel centres: a joint at x = 3
+a zeroed output with one scatter per person. The original's full-frame maps differ from these by
+less than 1.5e-8 anywhere. Coordinates are pixel centres: a joint at x = 3
 peaks on column 3.
 """
 from __future__ import annotations
@@ -15,9 +16,10 @@ import gin
 import numpy as np
 import torch
 
-# exp(-d^2 / (2 sigma^2)) underflows to 0 in float32 once d > 14.42 sigma; one extra pixel
-# covers rounding the joint to the nearest pixel.
-_SUPPORT_IN_SIGMAS = 14.5
+# exp(-d^2 / (2 sigma^2)) < 1.5e-8 once d > 6 sigma (it underflows to 0 in float32 only at
+# 14.4 sigma, but a 6-sigma window is 5x less work and the difference is far below bf16/fp32
+# noise); one extra pixel covers rounding the joint to the nearest pixel.
+_SUPPORT_IN_SIGMAS = 6.0
 
 
 def render_heatmaps(xy: np.ndarray, score: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
