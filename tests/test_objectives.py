@@ -161,3 +161,23 @@ def test_a_batch_with_every_clip_bad_is_skipped_not_trained_on(tmp_path):
     assert [m["train/epoch_skipped_clips"] for m in epochs] == [4, 4]
     assert summary["train/nonfinite_steps"] == 0
     assert all(torch.isfinite(p).all() for p in objective.trainable.parameters())
+
+
+def test_masked_autoencoder_selects_tokens_as_the_bool_mask_does():
+    """The index-based selection (one host sync) reproduces VideoMAE's bool-mask composition:
+    encoder on the visible tokens, then [visible + their positions, mask token + the masked
+    positions] through the decoder."""
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(video_vit(in_chans=2, **TINY), decoder_dim=32, decoder_depth=1).eval()
+    clips = FixedClips(channels={"flow": 2})
+    x = torch.stack([clips[0]["flow"], clips[1]["flow"]])
+    mask = torch.stack([clips[0]["mask"], clips[1]["mask"].roll(1)])  # two different masks
+    with torch.no_grad():
+        visible, _ = model.encoder(x, mask)
+        visible = model.encoder_to_decoder(visible)
+        pos = model.decoder.pos_embed.expand(2, -1, -1)
+        dim = visible.shape[-1]
+        tokens = torch.cat([visible + pos[~mask].reshape(2, -1, dim),
+                            model.mask_token + pos[mask].reshape(2, -1, dim)], dim=1)
+        expected = model.decoder(tokens, int(mask[0].sum()))
+        torch.testing.assert_close(model(x, mask), expected, rtol=0, atol=0)

@@ -13,7 +13,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mmdistill.models.pos_embed import sinusoid_table
-from mmdistill.models.vit import LayerNorm, QVBiasAttention, VideoViT
+from mmdistill.models.vit import LayerNorm, QVBiasAttention, VideoViT, split_index
 
 
 class MAEDecoder(nn.Module):
@@ -63,12 +63,17 @@ class MaskedAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W), mask (B, N) True = masked -> predictions (B, N_masked, out_dim)."""
-        visible, _ = self.encoder(x, mask)
+        if tuple(mask.shape) != (x.shape[0], self.encoder.num_patches) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool (B, N) = ({x.shape[0]}, {self.encoder.num_patches}) "
+                             f"with True = masked, got {mask.dtype} {tuple(mask.shape)}")
+        # Indices rather than bool selections: one host sync for encoder and decoder together.
+        visible_index, masked_index = split_index(mask.to(x.device))
+        visible, _ = self.encoder(x, visible_index)
         visible = self.encoder_to_decoder(visible)
         batch, dim = visible.shape[0], visible.shape[-1]
         pos = self.decoder.pos_embed.to(visible.dtype).expand(batch, -1, -1)
-        pos_visible = pos[~mask].reshape(batch, -1, dim)
-        pos_masked = pos[mask].reshape(batch, -1, dim)
+        pos_visible = torch.gather(pos, 1, visible_index.unsqueeze(-1).expand(-1, -1, dim))
+        pos_masked = torch.gather(pos, 1, masked_index.unsqueeze(-1).expand(-1, -1, dim))
         tokens = torch.cat([visible + pos_visible, self.mask_token.to(visible.dtype) + pos_masked],
                            dim=1)
         return self.decoder(tokens, pos_masked.shape[1])

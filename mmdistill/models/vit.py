@@ -223,13 +223,20 @@ def visible_index(mask: torch.Tensor) -> torch.Tensor:
     (the output size is data-dependent); a batch's student and teachers share one mask, so the
     objective computes this once and pays one wait instead of one per model.
     """
+    return split_index(mask)[0]
+
+
+def split_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(visible, masked) token indices (B, n_visible) and (B, n_masked) of a bool tube mask, each
+    ascending, from one sort and one host sync."""
     visible = (~mask).sum(dim=1)
     low, high = torch.stack([visible.min(), visible.max()]).tolist()  # the one host sync
     if low != high:
         raise ValueError(f"every clip in a batch must hide the same number of tokens; visible "
                          f"counts per clip: {visible.tolist()}")
-    # A stable sort puts the visible (False) tokens first, each row in its original order.
-    return torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :low]
+    # A stable sort puts the visible (False) tokens first, each part in its original order.
+    order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
+    return order[:, :low], order[:, low:]
 
 
 @gin.configurable("video_vit")
