@@ -205,3 +205,20 @@ def test_heatmaps_drawn_on_the_device_equal_the_loaders(data, tmp_path):
         assert torch.equal(finished[key], reference[key])
     item = on_device.finish_item(on_device[2])
     torch.testing.assert_close(item["skeleton"], on_loader[2]["skeleton"], rtol=0, atol=1e-5)
+
+
+def test_few_shot_features_of_a_skeleton_model_from_a_keypoint_loader(data):
+    """Feature extraction draws what a render_on='device' loader left as keypoints."""
+    from mmdistill.eval.features import extract_features
+    from mmdistill.models.vit import video_vit
+    torch.manual_seed(0)
+    model = video_vit(in_chans=17, num_frames=4, img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+    banks = {}
+    for where in ("loader", "device"):
+        gin.clear_config()
+        gin.parse_config([f"skeleton_heatmaps.render_on = '{where}'"])
+        dataset = small_dataset(data, modalities=["skeleton"], mode="eval")
+        loader = build_loader(dataset, batch_size=4, shuffle=False, num_workers=0, drop_last=False)
+        banks[where] = extract_features(model, loader, input_key="skeleton", progress=False)
+    torch.testing.assert_close(banks["device"].views["pooled"], banks["loader"].views["pooled"],
+                               rtol=0, atol=1e-5)

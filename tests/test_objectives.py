@@ -1,6 +1,7 @@
 """Distillation and masked-autoencoding objectives, trained by the real loop on tiny data."""
 import copy
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -181,3 +182,16 @@ def test_masked_autoencoder_selects_tokens_as_the_bool_mask_does():
                             model.mask_token + pos[mask].reshape(2, -1, dim)], dim=1)
         expected = model.decoder(tokens, int(mask[0].sum()))
         torch.testing.assert_close(model(x, mask), expected, rtol=0, atol=0)
+
+
+def test_a_teacher_on_another_token_grid_is_refused_under_a_shared_mask():
+    """The student's visible-token index would pick the wrong tokens of such a teacher."""
+    torch.manual_seed(0)
+    student = video_vit(in_chans=3, **TINY)
+    teachers = {"skeleton": video_vit(in_chans=5, **{**TINY, "patch_size": 8})}  # 4x the tokens
+    objective = Distillation(StudentWithHeads(student, {"skeleton": cmt_head(32, 32)}), teachers)
+    batch = next(iter(DataLoader(FixedClips(channels={"rgb": 3, "skeleton": 5}), batch_size=2)))
+    with pytest.raises(ValueError, match="skeleton teacher has 32 tokens a clip, the student 8"):
+        objective(batch)
+    with pytest.raises(ValueError, match=r"n <= N = 8"):
+        student(batch["rgb"], torch.zeros(2, 9, dtype=torch.long))

@@ -194,20 +194,32 @@ def test_adamw_kernel_is_fused_only_for_cuda_parameters_unless_forced():
     assert optim.build_optimizer(trainable, lr=0.1, fused=True).param_groups[0]["fused"] is True
 
 
-def test_a_resumed_optimizer_keeps_this_runs_kernel_but_the_saved_state():
-    """torch's load_state_dict would also take the saved kernel flags (say, from a CPU run)."""
-    trainable = ToyObjective().trainable_modules()
-    saved = optim.build_optimizer(trainable, lr=0.1)
-    for group in saved.param_groups:
-        group["foreach"] = True
+def _resume_across_kernels(device, saved_flags, resumed_flags):
+    """One AdamW step with one kernel, saved; resumed into an optimizer built with another; the
+    resumed one must keep its own kernel, the saved moments and step count, and step on."""
+    trainable = ToyObjective().trainable_modules().to(device)
+    saved = torch.optim.AdamW(trainable.parameters(), lr=0.1, **saved_flags)
     for p in trainable.parameters():
         p.grad = torch.ones_like(p)
     saved.step()
-    resumed = optim.build_optimizer(trainable, lr=0.1)
-    for group in resumed.param_groups:
-        group["foreach"] = False
+    resumed = torch.optim.AdamW(trainable.parameters(), lr=0.1, **resumed_flags)
     optim.load_optimizer_state(resumed, saved.state_dict())
-    assert all(group["foreach"] is False for group in resumed.param_groups)
+    for key, value in resumed_flags.items():
+        assert all(group[key] is value for group in resumed.param_groups)
     first = next(iter(trainable.parameters()))
     assert torch.equal(resumed.state[first]["exp_avg"], saved.state[first]["exp_avg"])
-    assert resumed.state[first]["step"] == 1
+    assert int(resumed.state[first]["step"]) == 1
+    resumed.step()  # the kernel finds its state where it needs it
+    assert int(resumed.state[first]["step"]) == 2
+
+
+def test_a_resumed_optimizer_keeps_this_runs_kernel_but_the_saved_state():
+    """torch's load_state_dict would take the saved kernel flags (say, from a CPU run)."""
+    _resume_across_kernels("cpu", dict(foreach=True), dict(foreach=False))
+    _resume_across_kernels("cpu", dict(foreach=False), dict(fused=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (fused AdamW step counters live there)")
+def test_a_foreach_checkpoint_resumes_under_the_fused_cuda_kernel():
+    _resume_across_kernels("cuda", dict(foreach=True), dict(fused=True))
+    _resume_across_kernels("cuda", dict(fused=True), dict(foreach=True))

@@ -5,7 +5,7 @@ import torch
 
 from ckpt_factories import TINY, clip, tiny_vit
 from mmdistill.models.pos_embed import resample_pos_embed, sinusoid_table
-from mmdistill.models.vit import SIZES, VideoViT, video_vit, visible_index
+from mmdistill.models.vit import SIZES, VideoViT, split_index, video_vit, visible_index
 
 
 @pytest.mark.parametrize("in_chans", [3, 2, 17])
@@ -97,7 +97,7 @@ def test_mask_drops_tokens_before_the_blocks():
 
 def test_visible_index_is_the_bool_mask_selection():
     """The shared index the objective computes once selects exactly what the bool mask does."""
-    model = tiny_vit()
+    model = tiny_vit(depth=0)  # no attention: each token's output depends on itself only
     x = clip(model)
     mask = torch.zeros(2, 12, dtype=torch.bool)
     mask[0, [1, 2, 4, 9]] = True
@@ -106,9 +106,12 @@ def test_visible_index_is_the_bool_mask_selection():
     assert index.dtype == torch.long and index.shape == (2, 8)
     assert torch.equal(index[0], (~mask[0]).nonzero().flatten())
     assert torch.equal(index[1], (~mask[1]).nonzero().flatten())
+    visible_part, masked_part = split_index(mask)
+    assert torch.equal(visible_part, index) and torch.equal(masked_part[1], mask[1].nonzero().flatten())
     with torch.no_grad():
-        by_mask, by_index = model(x, mask), model(x, index)
-    torch.testing.assert_close(by_index, by_mask, rtol=0, atol=0)
+        full, _ = model(x)
+        by_index, _ = model(x, index)
+    torch.testing.assert_close(by_index, full[~mask].reshape(2, 8, -1), rtol=0, atol=0)
 
 
 def test_mask_errors_are_clear():

@@ -46,7 +46,9 @@ class ClipDataset(Dataset):
     0-based frame read), 'index': int}, or None for a bad clip under `on_bad_clip='skip'`.
 
     `sources` maps modality names to readers; a reader's `kind` ('image', 'flow', 'keypoints')
-    decides its processing. Keypoints become heatmaps (V channels) drawn after the crop.
+    decides its processing. Keypoints become heatmaps (V channels) drawn after the crop; with
+    `skeleton_heatmaps.render_on='device'` the item holds `<name>_keypoints` (M, T, V, 3) instead
+    and `finish_batch` draws them where the batch goes.
     `frame_counts='equal'` requires all modalities of a video to have the same number of frames;
     `'min'` samples within the frames all of them have.
     """

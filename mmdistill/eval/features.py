@@ -171,8 +171,12 @@ def extract_features(model: nn.Module, loader, device: torch.device | str = "cpu
     labels, indices, pooled, heads = [], [], [], {name: [] for name in extra_heads}
     masked: list[list[torch.Tensor]] = [[] for _ in range(mask_views)]
     num_skipped = 0
+    # A ClipDataset that left its skeleton heatmaps to the device draws them here (on the CPU).
+    finish = getattr(getattr(loader, "dataset", None), "finish_batch", None)
     try:
         for batch in progress_bar(loader, desc="few-shot features", disable=not progress):
+            if finish is not None:
+                batch = finish(dict(batch))
             num_skipped += int(batch.get("num_skipped", 0))
             x = _batch_field(batch, input_key).to(device, non_blocking=True)
             batch_labels = _batch_field(batch, "label").long().reshape(-1)

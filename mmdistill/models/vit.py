@@ -209,10 +209,11 @@ class VideoViT(nn.Module):
                 raise ValueError(f"mask must be bool (B, N) = ({batch_size}, {self.num_patches}) "
                                  f"with True = masked, got {tuple(mask.shape)}")
             return visible_index(mask)
-        if mask.dtype != torch.long or mask.dim() != 2 or mask.shape[0] != batch_size:
+        if (mask.dtype != torch.long or mask.dim() != 2 or mask.shape[0] != batch_size
+                or mask.shape[1] > self.num_patches):
             raise ValueError(f"mask must be a bool (B, N) tube mask or its visible_index, a long "
-                             f"(B, n) tensor with B = {batch_size}; got {mask.dtype} "
-                             f"{tuple(mask.shape)}")
+                             f"(B, n) tensor with B = {batch_size}, n <= N = {self.num_patches}; "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
         return mask
 
 

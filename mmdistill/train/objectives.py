@@ -79,6 +79,10 @@ class Distillation(nn.Module):
             if name not in batch:
                 raise KeyError(f"the batch has no '{name}' input for the {name} teacher; add a "
                                f"'{name}' source to the dataset's modalities")
+            if mask is not None and teacher.num_patches != self.trainable.student.num_patches:
+                raise ValueError(f"the {name} teacher has {teacher.num_patches} tokens a clip, the "
+                                 f"student {self.trainable.student.num_patches}: a shared tube mask "
+                                 f"needs the same token grid (patch and tubelet size, frames, crop)")
             tokens, pooled = teacher(batch[name], mask)
             target = tokens if self.trainable.feature == "tokens" else pooled
             if self.target_norm:

@@ -56,12 +56,19 @@ KERNEL_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
-    """`optimizer.load_state_dict`, except that the kernel flags stay as this run built them
-    (torch would take the saved ones, so a CPU checkpoint resumed on a GPU would stay unfused)."""
+    """`optimizer.load_state_dict`, except that the kernel flags stay as this run built them.
+
+    torch would take the saved flags; and it places each `step` counter by them (on the CPU for
+    foreach, on the parameter's device for fused), so the flags go into the saved groups before
+    loading: a foreach checkpoint (a CPU run, or one written before fused became the CUDA
+    default) then resumes under the fused kernel with its counters where that kernel needs them.
+    """
     flags = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in optimizer.param_groups]
-    optimizer.load_state_dict(state_dict)
-    for group, kept in zip(optimizer.param_groups, flags):
-        group.update(kept)
+    if len(flags) != len(state_dict.get("param_groups", [])):
+        optimizer.load_state_dict(state_dict)  # let torch name the mismatch
+        return
+    groups = [{**saved, **kept} for saved, kept in zip(state_dict["param_groups"], flags)]
+    optimizer.load_state_dict({**state_dict, "param_groups": groups})
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
