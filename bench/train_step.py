@@ -100,11 +100,16 @@ def measure(args, ratio, device, amp_dtype):
     batch = make_batch(objective, args, ratio, device)
     optimizer = build_optimizer(objective.trainable_modules(), lr=1e-4,
                                 fused={"auto": None, "fused": True, "foreach": False}[args.adamw])
-    prepare = heatmap_prepare(args)
     step = TrainStep(objective, optimizer, device=device, amp_dtype=amp_dtype, clip_grad=1.0,
-                     compile=args.compile, prepare=prepare)
-    # Forward+backward alone goes through the same (possibly compiled) forward as the step.
+                     compile=args.compile or bool(args.compile_mode), compile_mode=args.compile_mode,
+                     prepare=heatmap_prepare(args))
+    # Forward+backward alone goes through the same preparation and (possibly compiled) forward.
     forward = step.forward
+
+    def prepare(batch):
+        for function in step.prepare:
+            batch = function(batch)
+        return batch
 
     def forward_backward():
         prepared = prepare(batch)
@@ -120,7 +125,7 @@ def measure(args, ratio, device, amp_dtype):
         objective.trainable.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     compile_s = None
-    if args.compile:  # the first calls compile; timed apart so the rounds below see steady state
+    if args.compile or args.compile_mode:  # the first calls compile; timed apart from the rounds
         start = time.perf_counter()
         step([batch])
         forward_backward()
@@ -157,6 +162,8 @@ def main():
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is least disturbed by other load)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the objective forward")
+    parser.add_argument("--compile-mode", dest="compile_mode", default=None,
+                        help="torch.compile mode, e.g. reduce-overhead (CUDA graphs); implies --compile")
     parser.add_argument("--adamw", choices=["auto", "fused", "foreach"], default="auto",
                         help="AdamW kernel: auto = the training loop's default (fused on CUDA); "
                              "foreach = torch's own default")
@@ -180,7 +187,8 @@ def main():
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"ViT-{args.size} depth {args.depth or 'default'}, {args.frames}x{args.height}x{args.width}, "
           f"batch {args.batch}, {args.precision}, 3 teachers, AdamW {args.adamw}"
-          f"{', compiled' if args.compile else ''}, skeleton as {args.heatmaps}")
+          f"{', compiled' if args.compile or args.compile_mode else ''}"
+          f"{f' ({args.compile_mode})' if args.compile_mode else ''}, skeleton as {args.heatmaps}")
     results = [measure(args, float(r), device, amp_dtype) for r in args.ratios.split(",")]
     for r in results:
         line = (f"mask {r['mask_ratio']:.2f}: {r['clips_per_s']:.2f} clips/s, step {r['step_ms']:.1f} ms, "

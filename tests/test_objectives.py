@@ -195,3 +195,18 @@ def test_a_teacher_on_another_token_grid_is_refused_under_a_shared_mask():
         objective(batch)
     with pytest.raises(ValueError, match=r"n <= N = 8"):
         student(batch["rgb"], torch.zeros(2, 9, dtype=torch.long))
+
+
+def test_the_step_can_take_the_mask_index_before_a_compiled_forward():
+    """prepare_batch turns the tube mask into the visible-token index (the forward's one host
+    sync) and the forward gives the same losses from either form."""
+    objective = _distillation().eval()
+    batch = next(iter(DataLoader(FixedClips(), batch_size=2)))
+    prepared = objective.prepare_batch(batch)
+    assert prepared["mask"].dtype == torch.long and prepared["mask"].shape == (2, GRID_TOKENS // 2)
+    assert batch["mask"].dtype == torch.bool  # the caller's batch is left alone
+    assert objective.prepare_batch(prepared) is prepared
+    with torch.no_grad():
+        direct, via_index = objective(batch), objective(prepared)
+    for key, value in direct.items():
+        torch.testing.assert_close(via_index[key], value, rtol=0, atol=0)

@@ -223,3 +223,8 @@ def test_a_resumed_optimizer_keeps_this_runs_kernel_but_the_saved_state():
 def test_a_foreach_checkpoint_resumes_under_the_fused_cuda_kernel():
     _resume_across_kernels("cuda", dict(foreach=True), dict(fused=True))
     _resume_across_kernels("cuda", dict(fused=True), dict(foreach=True))
+
+
+def test_a_compile_mode_without_compile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="compile_mode='reduce-overhead' needs train.compile=True"):
+        run(tmp_path, compile_mode="reduce-overhead")

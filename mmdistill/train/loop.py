@@ -65,16 +65,19 @@ class TrainStep:
                  device: torch.device, amp_dtype: torch.dtype | None = None,
                  clip_grad: float | None = None, accum_steps: int = 1,
                  find_unused_parameters: bool = False, compile: bool | str = False,
-                 prepare: Callable[[dict], dict] | None = None):
+                 compile_mode: str | None = None, prepare: Callable[[dict], dict] | None = None):
         self.objective_name = type(objective).__name__
         self.optimizer = optimizer
         self.device, self.amp_dtype = device, amp_dtype
         self.clip_grad, self.accum_steps = clip_grad, accum_steps
-        self.prepare = prepare  # finishes a batch on the device (e.g. draws skeleton heatmaps)
+        # Run on the device before the (possibly compiled) forward: the data's own finishing
+        # (e.g. drawing skeleton heatmaps), then the objective's (e.g. the shared mask's token
+        # index), so the compiled graph holds no host sync.
+        self.prepare = [f for f in (prepare, getattr(objective, "prepare_batch", None)) if f]
         self.trainable = objective.trainable_modules()
         self.params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.model = dist_utils.wrap_ddp(_ObjectiveForward(objective), device, find_unused_parameters)
-        self.forward = _maybe_compile(self.model, compile)
+        self.forward = _maybe_compile(self.model, compile, compile_mode)
         self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
         self.check_unused = dist_utils.is_distributed() and not find_unused_parameters
 
@@ -109,8 +112,8 @@ class TrainStep:
         losses: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
             batch = to_device(batch, self.device)
-            if self.prepare is not None:
-                batch = self.prepare(batch)
+            for prepare in self.prepare:
+                batch = prepare(batch)
             with self._accumulation_context(last=i == len(micro_batches) - 1):
                 with torch.autocast(self.device.type, dtype=self.amp_dtype,
                                     enabled=self.amp_dtype is not None):
@@ -155,12 +158,16 @@ def _refuse_unused_parameters(trainable: nn.Module) -> None:
                            f"(requires_grad_(False)) if the loss never uses them.")
 
 
-def _maybe_compile(module: nn.Module, compile: bool | str) -> nn.Module:
+def _maybe_compile(module: nn.Module, compile: bool | str, mode: str | None = None) -> nn.Module:
     """torch.compile the whole objective forward (student, heads and teachers) when asked;
-    a string names the backend (e.g. 'inductor', 'aot_eager')."""
+    a string names the backend (e.g. 'inductor', 'aot_eager'); `mode` is inductor's
+    ('reduce-overhead' replays CUDA graphs, 'max-autotune' also tunes kernels)."""
     if not compile:
+        if mode is not None:
+            raise ValueError(f"train.compile_mode={mode!r} needs train.compile=True")
         return module
-    return torch.compile(module) if compile is True else torch.compile(module, backend=compile)
+    options = {} if compile is True else {"backend": compile}
+    return torch.compile(module, mode=mode, **options)
 
 
 def _check_output(out: Any, objective_name: str) -> torch.Tensor:
@@ -293,7 +300,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           betas: tuple[float, float] = (0.9, 0.999), clip_grad: float | None = None,
           accum_steps: int = 1, log_every: int = 20, save_ckpt_freq: int = 5,
           keep_last_k: int | None = None, max_nonfinite: int = 10, compile: bool | str = False,
-          fused_adamw: bool | None = None, find_unused_parameters: bool = False,
+          compile_mode: str | None = None, fused_adamw: bool | None = None, find_unused_parameters: bool = False,
           debug_kill_after_epoch: int | None = None) -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
 
@@ -301,6 +308,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     Checkpoints: `last.ckpt` every epoch, `epoch=EE-train_loss=L.ckpt` every `save_ckpt_freq`
     epochs (keep the newest `keep_last_k`). `resume_from` continues that run exactly.
     `epoch_end(epoch, global_step)` runs on every rank after each epoch's checkpoint (validation).
+    `compile_mode` is torch.compile's mode ('reduce-overhead': CUDA graphs) for `compile=True`.
     `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
     `debug_kill_after_epoch` is for tests only: SIGKILL this process after that epoch's checkpoint.
     """
@@ -324,7 +332,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     step_fn = TrainStep(objective, optimizer, device=ctx.device, amp_dtype=ctx.amp_dtype,
                         clip_grad=clip_grad, accum_steps=accum_steps,
                         find_unused_parameters=find_unused_parameters, compile=compile,
-                        prepare=getattr(loader.dataset, "finish_batch", None))
+                        compile_mode=compile_mode, prepare=getattr(loader.dataset, "finish_batch", None))
     data_state = {"seed": ctx.seed, "steps_per_epoch": steps_per_epoch, "total_batch": total_batch}
 
     start_epoch, global_step, last_metrics = 0, 0, {}

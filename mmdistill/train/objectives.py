@@ -90,10 +90,15 @@ class Distillation(nn.Module):
             out[name] = target
         return out
 
+    def prepare_batch(self, batch: dict) -> dict:
+        """The tube mask as the visible-token index, once for the student and all teachers: the
+        one host sync of a forward, taken by the training step before a compiled forward."""
+        if batch.get("mask") is None or batch["mask"].dtype != torch.bool:
+            return batch
+        return {**batch, "mask": self.trainable.student.visible_index_of(batch["mask"])}
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        mask = batch.get("mask")
-        if mask is not None:  # one host sync for the student and all teachers
-            mask = self.trainable.student.visible_index_of(mask)
+        mask = self.prepare_batch(batch).get("mask")  # a no-op when the step already did it
         targets = self.targets(batch, mask)
         preds = self.trainable(batch[self.student_input], mask)
         result = {}
