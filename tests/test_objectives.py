@@ -210,3 +210,26 @@ def test_the_step_can_take_the_mask_index_before_a_compiled_forward():
         direct, via_index = objective(batch), objective(prepared)
     for key, value in direct.items():
         torch.testing.assert_close(via_index[key], value, rtol=0, atol=0)
+
+
+def _mae():
+    torch.manual_seed(0)
+    return MaskedAutoencoding(MaskedAutoencoder(video_vit(in_chans=2, **TINY), decoder_dim=32,
+                                                decoder_depth=1), modality="flow")
+
+
+def test_prepared_batches_compile_into_one_graph_without_host_syncs():
+    """What TrainStep passes a compiled forward (after prepare_batch) holds no graph break, so
+    train.compile_mode='reduce-overhead' can capture it as CUDA graphs; the raw batch would
+    break it at the mask's host sync."""
+    distill, mae = _distillation(), _mae()
+    batch = next(iter(DataLoader(FixedClips(), batch_size=2)))
+    for objective in (distill, mae):
+        explained = torch._dynamo.explain(objective)(objective.prepare_batch(batch))
+        assert explained.graph_break_count == 0, explained.break_reasons
+    assert torch._dynamo.explain(distill)(batch).graph_break_count > 0
+    with torch.no_grad():
+        torch.testing.assert_close(mae(mae.prepare_batch(batch))["loss"], mae(batch)["loss"], rtol=0, atol=0)
+    video, mask = batch["flow"], batch["mask"]
+    by_bool = normalized_patch_targets(video, tubelet=2, patch=16)[mask].reshape(2, -1, 2 * 16 * 16 * 2)
+    torch.testing.assert_close(mae.targets(video, mae.trainable.split(mask)[1]), by_bool)

@@ -61,13 +61,21 @@ class MaskedAutoencoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"encoder.pos_embed", "mask_token"}
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W), mask (B, N) True = masked -> predictions (B, N_masked, out_dim)."""
-        if tuple(mask.shape) != (x.shape[0], self.encoder.num_patches) or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool (B, N) = ({x.shape[0]}, {self.encoder.num_patches}) "
-                             f"with True = masked, got {mask.dtype} {tuple(mask.shape)}")
-        # Indices rather than bool selections: one host sync for encoder and decoder together.
-        visible_index, masked_index = split_index(mask.to(x.device))
+    def split(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(visible, masked) token indices of a bool (B, N) tube mask: one host sync, so a
+        training step takes it before a compiled forward (MaskedAutoencoding.prepare_batch)."""
+        if tuple(mask.shape[1:]) != (self.encoder.num_patches,) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool (B, N) with N = {self.encoder.num_patches} and "
+                             f"True = masked, got {mask.dtype} {tuple(mask.shape)}")
+        return split_index(mask)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                index: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, C, T, H, W), mask (B, N) True = masked -> predictions (B, N_masked, out_dim).
+        `index` is `split(mask)` when the caller already has it."""
+        if mask.shape[0] != x.shape[0]:
+            raise ValueError(f"mask has {mask.shape[0]} rows for {x.shape[0]} clips")
+        visible_index, masked_index = index if index is not None else self.split(mask.to(x.device))
         visible, _ = self.encoder(x, visible_index)
         visible = self.encoder_to_decoder(visible)
         batch, dim = visible.shape[0], visible.shape[-1]

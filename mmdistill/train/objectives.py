@@ -127,18 +127,28 @@ class MaskedAutoencoding(nn.Module):
     def arch(self) -> dict:
         return {"encoder": dict(self.trainable.encoder.arch)}
 
-    def targets(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def targets(self, video: torch.Tensor, masked_index: torch.Tensor) -> torch.Tensor:
+        """The masked tubelets (B, N_masked, P * C), in the order of `masked_index`."""
         patches = patchify(video.float(), self.trainable.tubelet_size, self.trainable.patch_size)
-        patches = patches[mask].reshape(video.shape[0], -1, *patches.shape[-2:])  # masked only
+        index = masked_index[:, :, None, None].expand(-1, -1, *patches.shape[-2:])
+        patches = torch.gather(patches, 1, index)  # masked only
         if self.normalize_target:
             patches = normalize_patches(patches)
         return patches.flatten(2)
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+    def prepare_batch(self, batch: dict) -> dict:
+        """Adds the mask's (visible, masked) token indices, the forward's one host sync, so the
+        training step takes it before a compiled forward."""
         if "mask" not in batch:
             raise KeyError("masked autoencoding needs a tube mask in the batch; give the dataset a "
                            "mask generator (pretrain.mask_ratio)")
-        video, mask = batch[self.modality], batch["mask"]
-        pred = self.trainable(video, mask)
-        loss = F.mse_loss(pred.float(), self.targets(video, mask))
+        if "mask_index" in batch:
+            return batch
+        return {**batch, "mask_index": self.trainable.split(batch["mask"])}
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        batch = self.prepare_batch(batch)  # a no-op when the step already did it
+        video, index = batch[self.modality], batch["mask_index"]
+        pred = self.trainable(video, batch["mask"], index)
+        loss = F.mse_loss(pred.float(), self.targets(video, index[1]))
         return {"loss": loss}
