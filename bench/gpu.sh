@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script to run on a lent GPU machine (device tool): everything that needs CUDA, in one
-# call, results under $OUT (or ./bench_out). About 6 minutes on an H100/H200; each part has its
+# call, results under $OUT (or ./bench_out). About 8 minutes on an H100/H200; each part has its
 # own time limit, most important first, so a slow part cannot cost the ones before it.
 #   bash bench/gpu.sh
 # Packages missing on that machine travel as wheels in .whl/ (gin-config; timm pinned to ours):
@@ -44,6 +44,9 @@ timeout -k 5 60 python3 bench/train_step.py --preset gpu --ratios 0.75 --heatmap
 log "train_step compiled (fused AdamW)"
 timeout -k 5 200 python3 bench/train_step.py --preset gpu --ratios 0.75 --compile --rounds 2 2>&1 \
   | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_gpu.txt"
+log "train_step compiled with CUDA graphs (reduce-overhead)"
+timeout -k 5 120 python3 bench/train_step.py --preset gpu --ratios 0.75 --compile-mode reduce-overhead \
+  --rounds 2 2>&1 | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_gpu.txt"
 
 # 2. The loader on a server CPU: workers 0 and 8, heatmaps in the loader vs drawn on the GPU
 #    (synthetic frames there: ../shared does not travel).
