@@ -228,3 +228,10 @@ def test_a_foreach_checkpoint_resumes_under_the_fused_cuda_kernel():
 def test_a_compile_mode_without_compile_is_refused(tmp_path):
     with pytest.raises(ValueError, match="compile_mode='reduce-overhead' needs train.compile=True"):
         run(tmp_path, compile_mode="reduce-overhead")
+
+
+def test_compile_modes_that_would_misbehave_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="cannot accumulate gradients"):
+        run(tmp_path / "a", compile=True, compile_mode="reduce-overhead", accum_steps=2)
+    with pytest.raises(ValueError, match="mode of the inductor backend"):
+        run(tmp_path / "b", compile="aot_eager", compile_mode="max-autotune")

@@ -58,7 +58,9 @@ class TrainStep:
 
     Gradients are synchronised across processes only on the last micro-batch (DDP `no_sync`).
     A step whose loss or gradient is non-finite on any process is skipped on all of them. The
-    one host sync per step is that skip decision (fp16's GradScaler makes one anyway).
+    host waits for the device at that skip decision (fp16's GradScaler makes one anyway) and in
+    an objective's `prepare_batch` (the tube mask's token count, once per micro-batch), both
+    outside the compiled forward.
     """
 
     def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -77,7 +79,7 @@ class TrainStep:
         self.trainable = objective.trainable_modules()
         self.params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.model = dist_utils.wrap_ddp(_ObjectiveForward(objective), device, find_unused_parameters)
-        self.forward = _maybe_compile(self.model, compile, compile_mode)
+        self.forward = _maybe_compile(self.model, compile, compile_mode, accum_steps)
         self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
         self.check_unused = dist_utils.is_distributed() and not find_unused_parameters
 
@@ -158,14 +160,28 @@ def _refuse_unused_parameters(trainable: nn.Module) -> None:
                            f"(requires_grad_(False)) if the loss never uses them.")
 
 
-def _maybe_compile(module: nn.Module, compile: bool | str, mode: str | None = None) -> nn.Module:
+# torch.compile modes that replay CUDA graphs (inductor's 'max-autotune' does too).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def _maybe_compile(module: nn.Module, compile: bool | str, mode: str | None = None,
+                   accum_steps: int = 1) -> nn.Module:
     """torch.compile the whole objective forward (student, heads and teachers) when asked;
     a string names the backend (e.g. 'inductor', 'aot_eager'); `mode` is inductor's
-    ('reduce-overhead' replays CUDA graphs, 'max-autotune' also tunes kernels)."""
+    ('reduce-overhead' replays CUDA graphs; 'max-autotune' also tunes kernels, with CUDA graphs)."""
     if not compile:
         if mode is not None:
             raise ValueError(f"train.compile_mode={mode!r} needs train.compile=True")
         return module
+    if mode is not None and compile not in (True, "inductor"):
+        raise ValueError(f"train.compile_mode={mode!r} is a mode of the inductor backend; "
+                         f"train.compile={compile!r} would ignore it. Use train.compile=True.")
+    if mode in CUDA_GRAPH_MODES and accum_steps > 1:
+        # The second micro-batch's replay overwrites the gradients the first one left in graph
+        # memory, and torch stops with an error (pytorch/pytorch#169545).
+        raise ValueError(f"train.compile_mode={mode!r} (CUDA graphs) cannot accumulate gradients "
+                         f"over micro-batches (train.accum_steps={accum_steps}): raise "
+                         f"data_loader.batch_size instead, or use the default compile mode.")
     options = {} if compile is True else {"backend": compile}
     return torch.compile(module, mode=mode, **options)
 

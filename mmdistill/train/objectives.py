@@ -144,7 +144,8 @@ class MaskedAutoencoding(nn.Module):
                            "mask generator (pretrain.mask_ratio)")
         if "mask_index" in batch:
             return batch
-        return {**batch, "mask_index": self.trainable.split(batch["mask"])}
+        mask = batch["mask"].to(batch[self.modality].device)
+        return {**batch, "mask_index": self.trainable.split(mask)}
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         batch = self.prepare_batch(batch)  # a no-op when the step already did it
