@@ -3,19 +3,8 @@
 # call, results under $OUT (or ./bench_out). About 8 minutes on an H100/H200; each part has its
 # own time limit, most important first, so a slow part cannot cost the ones before it.
 #   bash bench/gpu.sh
-# Packages missing on that machine travel as wheels in .whl/ (gin-config; timm pinned to ours):
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux2014_x86_64 -d .whl gin-config==0.5.0 timm==1.0.31
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1 WANDB_X_DISABLE_STATS=true
-log() { echo "== $* ($(date -u +%H:%M:%S))"; }
+# Missing packages travel as wheels in .whl/: see bench/gpu_env.sh.
+source "$(dirname "$0")/gpu_env.sh"
 
 log "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv

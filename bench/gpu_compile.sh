@@ -2,16 +2,7 @@
 # torch.compile modes for the distillation step at the original's scale, side by side in one call
 # (about 3.5 minutes): eager, compiled (default mode), compiled with CUDA graphs
 # (reduce-overhead), all with fused AdamW at mask 0.75. `bash bench/gpu.sh` is the full set.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1 WANDB_X_DISABLE_STATS=true
-log() { echo "== $* ($(date -u +%H:%M:%S))"; }
+source "$(dirname "$0")/gpu_env.sh"
 run() { timeout -k 5 "$1" python3 bench/train_step.py --preset gpu --ratios 0.75 --rounds 2 "${@:2}" 2>&1 \
   | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_compile.txt"; }
 log "reduce-overhead"; run 110 --compile-mode reduce-overhead

@@ -2,16 +2,7 @@
 # A short device check (about 3 minutes) for when little lease time is left: the CUDA-only tests,
 # then the distillation step at the original's scale at mask 0.75 with fused AdamW, with the
 # skeleton heatmaps drawn in the step, and compiled. `bash bench/gpu.sh` is the full set.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1 WANDB_X_DISABLE_STATS=true
-log() { echo "== $* ($(date -u +%H:%M:%S))"; }
+source "$(dirname "$0")/gpu_env.sh"
 log "CUDA tests"
 timeout -k 5 60 python3 -m pytest -q -p no:cacheprovider tests/test_train_loop.py tests/test_objectives.py \
   tests/test_data_heatmaps.py 2>&1 | tail -n 15 | tee "$OUT/tests_cuda.txt"
