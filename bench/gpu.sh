@@ -21,21 +21,17 @@ EOF
 } 2>&1 | tee "$OUT/gpu.txt"
 
 # 1. Distillation step at the original's scale: ViT-B, 16x224x384, batch 4, three teachers, bf16.
+: > "$OUT/train_step_gpu.txt"
 log "train_step eager (fused AdamW, the default on CUDA)"
-timeout -k 5 150 python3 bench/train_step.py --preset gpu --json "$OUT/train_step_gpu.json" 2>&1 \
-  | tee "$OUT/train_step_gpu.txt"
+train_step 150 train_step_gpu.txt --json "$OUT/train_step_gpu.json"
 log "train_step foreach AdamW (torch default)"
-timeout -k 5 60 python3 bench/train_step.py --preset gpu --ratios 0.75 --adamw foreach 2>&1 \
-  | tee -a "$OUT/train_step_gpu.txt"
+train_step 60 train_step_gpu.txt --ratios 0.75 --adamw foreach
 log "train_step with the skeleton heatmaps drawn in the step (render_on='device')"
-timeout -k 5 60 python3 bench/train_step.py --preset gpu --ratios 0.75 --heatmaps keypoints 2>&1 \
-  | tee -a "$OUT/train_step_gpu.txt"
+train_step 60 train_step_gpu.txt --ratios 0.75 --heatmaps keypoints
 log "train_step compiled (fused AdamW)"
-timeout -k 5 200 python3 bench/train_step.py --preset gpu --ratios 0.75 --compile --rounds 2 2>&1 \
-  | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_gpu.txt"
+train_step 200 train_step_gpu.txt --ratios 0.75 --compile --rounds 2
 log "train_step compiled with CUDA graphs (reduce-overhead)"
-timeout -k 5 120 python3 bench/train_step.py --preset gpu --ratios 0.75 --compile-mode reduce-overhead \
-  --rounds 2 2>&1 | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_gpu.txt"
+train_step 120 train_step_gpu.txt --ratios 0.75 --compile-mode reduce-overhead --rounds 2
 
 # 2. The loader on a server CPU: workers 0 and 8, heatmaps in the loader vs drawn on the GPU
 #    (synthetic frames there: ../shared does not travel).

@@ -3,9 +3,8 @@
 # (about 3.5 minutes): eager, compiled (default mode), compiled with CUDA graphs
 # (reduce-overhead), all with fused AdamW at mask 0.75. `bash bench/gpu.sh` is the full set.
 source "$(dirname "$0")/gpu_env.sh"
-run() { timeout -k 5 "$1" python3 bench/train_step.py --preset gpu --ratios 0.75 --rounds 2 "${@:2}" 2>&1 \
-  | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_compile.txt"; }
-log "reduce-overhead"; run 110 --compile-mode reduce-overhead
-log "eager"; run 35
-log "compiled, default mode"; run 90 --compile
+: > "$OUT/train_step_compile.txt"
+log "reduce-overhead"; train_step 110 train_step_compile.txt --ratios 0.75 --rounds 2 --compile-mode reduce-overhead
+log "eager"; train_step 35 train_step_compile.txt --ratios 0.75 --rounds 2
+log "compiled, default mode"; train_step 90 train_step_compile.txt --ratios 0.75 --rounds 2 --compile
 log "done"

@@ -12,3 +12,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1 WANDB_X_DISABLE_STATS=true
 log() { echo "== $* ($(date -u +%H:%M:%S))"; }
+# train_step SECONDS FILE ARGS...: bench/train_step.py at the original's scale, appended to $OUT/FILE
+# (torch's compile warnings filtered out).
+train_step() {
+  timeout -k 5 "$1" python3 bench/train_step.py --preset gpu "${@:3}" 2>&1 | grep -v "^W1\|^I1" \
+    | tee -a "$OUT/$2"
+}

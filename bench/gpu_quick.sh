@@ -6,11 +6,10 @@ source "$(dirname "$0")/gpu_env.sh"
 log "CUDA tests"
 timeout -k 5 60 python3 -m pytest -q -p no:cacheprovider tests/test_train_loop.py tests/test_objectives.py \
   tests/test_data_heatmaps.py 2>&1 | tail -n 15 | tee "$OUT/tests_cuda.txt"
+: > "$OUT/train_step_quick.txt"
 log "train_step fused, heatmaps as tensors vs drawn in the step"
-timeout -k 5 50 python3 bench/train_step.py --preset gpu --ratios 0.75 2>&1 | tee "$OUT/train_step_quick.txt"
-timeout -k 5 50 python3 bench/train_step.py --preset gpu --ratios 0.75 --heatmaps keypoints 2>&1 \
-  | tee -a "$OUT/train_step_quick.txt"
+train_step 50 train_step_quick.txt --ratios 0.75
+train_step 50 train_step_quick.txt --ratios 0.75 --heatmaps keypoints
 log "train_step compiled, fused"
-timeout -k 5 110 python3 bench/train_step.py --preset gpu --ratios 0.75 --compile --rounds 2 2>&1 \
-  | grep -v "^W1\|^I1" | tee -a "$OUT/train_step_quick.txt"
+train_step 110 train_step_quick.txt --ratios 0.75 --compile --rounds 2
 log "done"
