@@ -205,21 +205,21 @@ def collate_clips(items: Sequence[dict | None]) -> dict:
 
     When every clip of a batch was bad, the batch holds only 'num_skipped'.
     """
-    kept = [_pad_persons(item, items) for item in items if item is not None]
+    kept = _pad_persons([item for item in items if item is not None])
     batch = torch.utils.data.default_collate(kept) if kept else {}
     batch["num_skipped"] = len(items) - len(kept)
     return batch
 
 
-def _pad_persons(item: dict, items: Sequence[dict | None]) -> dict:
+def _pad_persons(items: list[dict]) -> list[dict]:
     """Keypoint tensors padded to the batch's largest person count (padded persons: score 0)."""
-    padded = dict(item)
-    for key, value in item.items():
-        if key.endswith(KEYPOINTS_SUFFIX):
-            most = max(other[key].shape[0] for other in items if other is not None)
-            if value.shape[0] < most:
-                padded[key] = torch.cat([value, value.new_zeros((most - value.shape[0],) + value.shape[1:])])
-    return padded
+    keys = [key for key in (items[0] if items else {}) if key.endswith(KEYPOINTS_SUFFIX)]
+    for key in keys:
+        most = max(item[key].shape[0] for item in items)
+        items = [item if item[key].shape[0] == most else {**item, key: torch.cat(
+                     [item[key], item[key].new_zeros((most - item[key].shape[0],) + item[key].shape[1:])])}
+                 for item in items]
+    return items
 
 
 class EpochTaggedSampler(DistributedSampler):
