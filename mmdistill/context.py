@@ -9,6 +9,9 @@ import torch
 
 from mmdistill.tracking import Logger, MemoryLogger
 
+# experiment.precision -> the autocast dtype a RunContext carries (None: fp32, no autocast).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclasses.dataclass
 class RunContext:

@@ -20,10 +20,10 @@ import torch
 
 from mmdistill import rundir
 from mmdistill.config import flatten_config
-from mmdistill.context import RunContext
+from mmdistill.context import PRECISIONS, RunContext
 from mmdistill.tracking import FanoutLogger, MetricsFile, NullLogger, WandbLogger
+from mmdistill.train.distributed import init_distributed
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclasses.dataclass
@@ -94,15 +94,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); initialises the process group only under torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, 0
-    from mmdistill.train.distributed import init_distributed
-
-    return init_distributed()
-
-
 def _shared_run_dir(rank: int, world_size: int, make: Callable[[], Path]) -> Path:
     """Rank 0 picks the run dir; the others receive the same path."""
     path = [str(make()) if rank == 0 else None]
@@ -143,7 +134,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
         torch.set_num_threads(threads)
     torch_device = resolve_device(device)
     amp_dtype = resolve_precision(precision, torch_device)
-    rank, world_size, local_rank = _distributed()
+    rank, world_size, local_rank = init_distributed()  # (0, 1, 0) outside torchrun
     if torch_device.type == "cuda" and world_size > 1:
         torch_device = torch.device("cuda", local_rank)  # one GPU per process, whatever the index
     seed_everything(seed + rank)
@@ -154,7 +145,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
         if rank == 0:  # steps after the checkpoint are redone: drop their old records
             from mmdistill.train.state import load_checkpoint, truncate_metrics
 
-            step_done = int(load_checkpoint(resume_from)["global_step"])
+            step_done = int(load_checkpoint(resume_from, mmap=True)["global_step"])
             truncate_metrics(run_dir / "metrics.jsonl", step_done)
     else:
         run_dir = _shared_run_dir(rank, world_size, lambda: rundir.new_run_dir(output_root, name))

@@ -130,9 +130,9 @@ def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
     objective, mask_ratio = build_distillation()
     modalities = sorted(set(objective.teachers) | {objective.student_input})
     loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio)
-    train(objective, loader, ctx, resume_from=resume_from,
-          epoch_end=validation_hook(ctx, objective.trainable.student))
-    return ctx.checkpoints_dir / "last.ckpt"
+    summary = train(objective, loader, ctx, resume_from=resume_from,
+                    epoch_end=validation_hook(ctx, objective.trainable.student))
+    return Path(summary["checkpoint"])
 
 
 @gin.configurable("validation")
@@ -213,15 +213,15 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     objective = MaskedAutoencoding(MaskedAutoencoder(encoder), modality=modality,
                                    normalize_target=normalize_target)
     loader = _train_loader(ctx, [modality], encoder.grid_size, mask_ratio)
-    train(objective, loader, ctx, resume_from=resume_from,
-          epoch_end=validation_hook(ctx, encoder) if modality == "rgb" else None)
+    summary = train(objective, loader, ctx, resume_from=resume_from,
+                    epoch_end=validation_hook(ctx, encoder) if modality == "rgb" else None)
     if ctx.is_main and visualize_clips:
         from mmdistill.viz import save_reconstructions
 
         path = save_reconstructions(objective, loader, ctx, visualize_clips)
         ctx.logger.image("pretrain/reconstructions", path)
         print(f"[pretrain] reconstructions: {path}", flush=True)
-    return ctx.checkpoints_dir / "last.ckpt"
+    return Path(summary["checkpoint"])
 
 
 # --- few-shot evaluation --------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mmdistill.train.loop import to_device
-from mmdistill.train.targets import patchify, unpatchify
+from mmdistill.train.targets import patch_stats, patchify, unpatchify
 
 
 def _to_image(frame: torch.Tensor) -> np.ndarray:
@@ -38,8 +38,7 @@ def reconstruct(objective, batch: dict) -> tuple[torch.Tensor, torch.Tensor, tor
     out = patches.clone()
     pred = pred.reshape(b, -1, p, c)
     if objective.normalize_target:
-        mean = patches.mean(dim=-2, keepdim=True)
-        std = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6
+        mean, std = patch_stats(patches)  # the statistics the normalised targets used
         pred = pred * std[mask].reshape(b, -1, 1, c) + mean[mask].reshape(b, -1, 1, c)
     out[mask] = pred.reshape(-1, p, c)
     masked = patches.clone()

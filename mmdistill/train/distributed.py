@@ -40,24 +40,6 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def current_rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def current_world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main() -> bool:
-    """True in the process that logs and writes checkpoints (rank 0, or the only process)."""
-    return current_rank() == 0
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mmdistill.context import RunContext
+from mmdistill.context import PRECISIONS, RunContext
 from mmdistill.progress import interactive
 from mmdistill.train import distributed as dist_utils
 from mmdistill.train import optim, state
@@ -459,7 +459,7 @@ def _set_epoch(loader, epoch: int) -> None:
 
 def _print_plan(ctx, batch, accum, total_batch, lr, peak_lr, scale_lr, steps_per_epoch, epochs,
                 start_epoch) -> None:
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[ctx.amp_dtype]
+    precision = {dtype: name for name, dtype in PRECISIONS.items()}[ctx.amp_dtype]
     lr_line = (f"base lr {lr:g} x {total_batch}/{optim.LR_REFERENCE_BATCH} = {peak_lr:g}"
                if scale_lr else f"lr {peak_lr:g} (train.scale_lr=False: not scaled by batch)")
     resumed = f", resuming at epoch {start_epoch}" if start_epoch else ""

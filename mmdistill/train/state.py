@@ -60,14 +60,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read one of our checkpoint files safely (no code is unpickled)."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read one of our checkpoint files safely (no code is unpickled). `mmap=True` maps the
+    tensors instead of reading them (for callers that only need the small fields)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass an existing .ckpt file "
                                 f"(a run's checkpoints/last.ckpt resumes that run).")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch's long advice to load with weights_only=False is not for us
         reason = (str(err).splitlines() or [""])[0][:200]
         raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {reason}. The file is "

@@ -19,11 +19,16 @@ def unpatchify(patches: torch.Tensor, shape: tuple[int, ...], tubelet: int, patc
     return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c, t, h, w)
 
 
+def patch_stats(patches: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each tubelet's per-channel mean and unbiased std + eps over P: (..., 1, C) each."""
+    mean = patches.mean(dim=-2, keepdim=True)
+    return mean, patches.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps
+
+
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Standardise each tubelet's pixels per channel: (..., P, C) over P, unbiased std + eps."""
-    mean = patches.mean(dim=-2, keepdim=True)
-    std = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-    return (patches - mean) / (std + eps)
+    mean, std = patch_stats(patches, eps)
+    return (patches - mean) / std
 
 
 def normalized_patch_targets(video: torch.Tensor, tubelet: int, patch: int, eps: float = 1e-6
