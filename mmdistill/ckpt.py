@@ -18,13 +18,10 @@ from typing import Any
 import torch
 
 from mmdistill.models import keymaps
-from mmdistill.models.checkpoint import (Checkpoint, CheckpointError, build_from_checkpoint,
-                                         model_groups, read_checkpoint, select_model)
+from mmdistill.models.checkpoint import (TRAINING_KEYS, Checkpoint, CheckpointError,
+                                         build_from_checkpoint, model_groups, read_checkpoint,
+                                         select_model)
 from mmdistill.models.vit import VideoViT
-
-TRAINING_KEYS = ("epoch", "global_step", "global_steps", "metrics", "version",
-                 "pytorch-lightning_version", "ds_version", "wandb_run_id")
-
 
 def describe(ckpt: Checkpoint) -> str:
     """The `inspect` text: container, training metadata, each model's architecture, other groups."""

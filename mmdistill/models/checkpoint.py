@@ -18,7 +18,7 @@ import math
 import pathlib
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ SAFE_GLOBALS: list[Any] = [argparse.Namespace, pathlib.PosixPath] + [
 DS_MODEL_STATES = "mp_rank_00_model_states.pt"
 DS_ZERO_SHARD = "zero_pp_rank_*_mp_rank_00_model_states.pt"
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Training metadata a container may carry beside the weights (kept, shown by `ckpt inspect`).
+TRAINING_KEYS = ("epoch", "global_step", "global_steps", "metrics", "version",
+                 "pytorch-lightning_version", "ds_version", "wandb_run_id")
 TRUST_HINT = ("If you trust whoever made this file, pass trust_checkpoint=True (gin: "
               "pretrained.trust_checkpoint = True; CLI: --trust-checkpoint).")
 
@@ -275,9 +278,7 @@ def _unwrap(obj: Any, file: Path) -> tuple[str, StateDict, dict[str, Any]]:
         return "module", obj.state_dict(), {}
     if not isinstance(obj, dict):
         raise CheckpointError(f"{file} holds a {type(obj).__name__}, not a checkpoint dictionary")
-    meta = {k: obj[k] for k in ("epoch", "global_step", "global_steps", "metrics", "version",
-                                "pytorch-lightning_version", "ds_version", "wandb_run_id")
-            if k in obj}
+    meta = {k: obj[k] for k in TRAINING_KEYS if k in obj}
     if obj.get("format") == "mmdistill":
         fmt, weights = "mmdistill", obj.get("model")
         meta["arch"] = obj.get("arch") or {}
@@ -560,7 +561,11 @@ def load_pretrained(model: VideoViT, path: str | Path | Checkpoint, prefix: str 
     skipped.
     """
     ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path, trust_checkpoint)
-    view = select_model(ckpt, prefix, source_grid)
+    return _load_view(model, ckpt, select_model(ckpt, prefix, source_grid), strict)
+
+
+def _load_view(model: VideoViT, ckpt: Checkpoint, view: ModelView, strict: bool) -> LoadReport:
+    """`load_pretrained` once the encoder is selected (build_from_checkpoint has it already)."""
     where = f"{ckpt.path}" + (f" (prefix {view.root!r})" if view.root else "")
     problems = arch_mismatches(view.arch, model)
     if problems:
@@ -579,12 +584,10 @@ def load_pretrained(model: VideoViT, path: str | Path | Checkpoint, prefix: str 
     _place_position_table(model, view, source, report, where)
     target = model.state_dict()
     if view.arch["use_mean_pooling"] is None and model.arch["use_mean_pooling"]:
-        for key in ("fc_norm.weight", "fc_norm.bias"):  # the source model had no pooling norm
-            report.kept_init.append(key)
-            source[key] = target[key]
+        report.kept_init += ["fc_norm.weight", "fc_norm.bias"]  # the source had no pooling norm
         report.notes.append("the source has no fc_norm (a VideoMAEModel with mean pooling); fc_norm "
                             "is kept at its identity init")
-    report.missing = [k for k in target if k not in source]
+    report.missing = [k for k in target if k not in source and k not in report.kept_init]
     report.unexpected = [k for k in source if k not in target]
     report.shape_mismatch = [f"{k}: checkpoint {tuple(source[k].shape)} vs model {tuple(target[k].shape)}"
                              for k in source if k in target and source[k].shape != target[k].shape]
@@ -606,7 +609,7 @@ def load_pretrained(model: VideoViT, path: str | Path | Checkpoint, prefix: str 
     # Key matching was checked above (an error when strict); here only the matching subset is
     # loaded, and the report printed below lists everything that was not.
     model.load_state_dict(usable, strict=False)
-    report.loaded = len(usable) - len(report.kept_init)
+    report.loaded = len(usable)
     if report.skipped:
         print(report, flush=True)
     return report
@@ -670,7 +673,8 @@ def build_from_checkpoint(path: str | Path | Checkpoint, prefix: str | None = No
         kwargs["img_size"] = (grid[1] * arch["patch_size"], grid[2] * arch["patch_size"])
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     model = VideoViT(**kwargs)
-    return model, load_pretrained(model, ckpt, view.root, source_grid=grid)
+    view = replace(view, source_grid=tuple(grid) if grid is not None else None)
+    return model, _load_view(model, ckpt, view, strict=True)
 
 
 @gin.configurable("pretrained")
