@@ -83,7 +83,11 @@ def read_tennis_events(path: str | Path, label_key: str | None = "label", frame_
     """
     _check_on_bad_entry(on_bad_entry)
     path = Path(path)
-    videos = _load_json(path)
+    return _tennis_clips(path, _load_json(path), label_key, frame_base, on_bad_entry)
+
+
+def _tennis_clips(path: Path, videos: Any, label_key: str | None, frame_base: int,
+                  on_bad_entry: str) -> list[Clip]:
     if not isinstance(videos, list):
         raise AnnotationError(f"{path}: expected a JSON list of videos ({{'video': ..., 'events': [...]}}), "
                               f"got {type(videos).__name__}")
@@ -127,13 +131,15 @@ def read_clip_list(path: str | Path, label_key: str | None = "label", frame_base
     """
     _check_on_bad_entry(on_bad_entry)
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        rows = _load_csv(path)
-    else:
-        rows = _load_json(path)
-        if not isinstance(rows, list):
-            raise AnnotationError(f"{path}: expected a JSON list of clips ({{'video': ..., 'start': ...}}), "
-                                  f"got {type(rows).__name__}")
+    rows = _load_csv(path) if path.suffix.lower() == ".csv" else _load_json(path)
+    return _list_clips(path, rows, label_key, frame_base, on_bad_entry)
+
+
+def _list_clips(path: Path, rows: Any, label_key: str | None, frame_base: int,
+                on_bad_entry: str) -> list[Clip]:
+    if not isinstance(rows, list):
+        raise AnnotationError(f"{path}: expected a JSON list of clips ({{'video': ..., 'start': ...}}), "
+                              f"got {type(rows).__name__}")
     clips, skipped = [], []
     for index, row in enumerate(rows):
         where = f"{path} entry #{index}"
@@ -175,7 +181,7 @@ def read_class_folders(root: str | Path, extensions: Iterable[str] = VIDEO_EXTEN
     clips = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted((p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in extensions),
-                       key=lambda p: _natural_key(p.name))
+                       key=lambda p: natural_key(p.name))
         if not files:
             log.warning("%s: class folder holds no videos with extensions %s", class_dir, extensions)
         for file in files:
@@ -201,8 +207,15 @@ def read_annotations(path: str | Path, layout: str = "auto", label_key: str | No
     path = Path(path)
     if not path.exists():
         raise AnnotationError(f"{path}: annotation file or folder does not exist")
+    if layout == "auto" and not path.is_dir() and path.suffix.lower() != ".csv":
+        # A JSON file: parsed once, for the layout and for the clips.
+        data = _load_json(path)
+        _check_on_bad_entry(on_bad_entry)
+        first = data[0] if isinstance(data, list) and data else None
+        reader = _tennis_clips if isinstance(first, dict) and "events" in first else _list_clips
+        return reader(path, data, label_key, frame_base, on_bad_entry)
     if layout == "auto":
-        layout = _detect_layout(path)
+        layout = "folders" if path.is_dir() else "flat"
     if layout == "folders":
         return read_class_folders(path)
     if layout == "tennis":
@@ -212,31 +225,12 @@ def read_annotations(path: str | Path, layout: str = "auto", label_key: str | No
     raise ValueError(f"clip_annotations.layout must be 'auto', 'tennis', 'flat' or 'folders', got {layout!r}")
 
 
-def _detect_layout(path: Path) -> str:
-    if path.is_dir():
-        return "folders"
-    if path.suffix.lower() == ".csv":
-        return "flat"
-    data = _load_json(path)
-    first = data[0] if isinstance(data, list) and data else None
-    return "tennis" if isinstance(first, dict) and "events" in first else "flat"
-
-
-_JSON_CACHE: dict[tuple[str, float], Any] = {}
-
-
 def _load_json(path: Path) -> Any:
-    # Auto-detection and reading both parse the file; keep the last parse to do it once.
-    key = (str(path.resolve()), path.stat().st_mtime)
-    if key not in _JSON_CACHE:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise AnnotationError(f"{path}: not valid JSON ({err})") from None
-        _JSON_CACHE.clear()
-        _JSON_CACHE[key] = data
-    return _JSON_CACHE[key]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path}: not valid JSON ({err})") from None
 
 
 def _load_csv(path: Path) -> list[dict]:
@@ -247,5 +241,6 @@ def _load_csv(path: Path) -> list[dict]:
         return list(reader)
 
 
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+def natural_key(text: str) -> list:
+    """Sort key that puts serve2 before serve10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

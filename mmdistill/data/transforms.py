@@ -215,11 +215,14 @@ class Normalize:
     def is_identity(self) -> bool:
         return self.scale == 1.0 and not self.mean.any() and (self.std == 1).all()
 
-    def __call__(self, array: np.ndarray) -> np.ndarray:
-        channels = array.shape[0]
+    def _check_channels(self, channels: int) -> None:
         if self.mean.size not in (1, channels):
             raise ValueError(f"normalisation has {self.mean.size} channel statistics for {channels} channels; "
                              f"give one value or one per channel")
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        channels = array.shape[0]
+        self._check_channels(channels)
         if self.is_identity():
             return array
         shape = (-1,) + (1,) * (array.ndim - 1)
@@ -231,9 +234,7 @@ class Normalize:
 
     def apply_to_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """The same on a (B, C, ...) tensor wherever it lives (for what is drawn on the device)."""
-        if self.mean.size not in (1, batch.shape[1]):
-            raise ValueError(f"normalisation has {self.mean.size} channel statistics for {batch.shape[1]} "
-                             f"channels; give one value or one per channel")
+        self._check_channels(batch.shape[1])
         if self.is_identity():
             return batch
         shape = (1, -1) + (1,) * (batch.dim() - 2)

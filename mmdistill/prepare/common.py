@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 import traceback
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
+
+from mmdistill.data.annotations import natural_key
 
 # The canonical layout the data readers in mmdistill/data/ take by default.
 FRAMES_DIR = "frames"
@@ -76,15 +77,6 @@ def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dic
     if not videos:
         raise PrepareError(f"no video files ({', '.join(sorted(wanted))}) found under {root}")
     return dict(sorted(videos.items(), key=lambda item: natural_key(item[0])))
-
-
-def natural_key(text: str) -> list:
-    """Sort key that puts serve2 before serve10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def frame_path(data_root: Path, video: str, frame: int) -> Path:
-    return Path(data_root) / FRAMES_DIR / video / FRAME_TEMPLATE.format(frame=frame)
 
 
 def find_frame_folders(data_root: Path) -> list[str]:
