@@ -26,7 +26,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import random
 import re
 from collections import Counter
@@ -35,7 +34,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .common import OutputExists, PrepareError, find_videos
+from .common import OutputExists, PrepareError, find_videos, write_bytes_atomic
 
 EXAMPLE = """example:
   python -m mmdistill.prepare annotations --videos ../shared/data/tennis_strokes --out data/tennis \\
@@ -235,9 +234,7 @@ def prepare_annotations(videos_root: Path, out_dir: Path, *, fmt: str = "tennis"
                            + "; pass --overwrite to replace them, or choose another --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, text in changed.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, text.encode())
         report.written.append(str(path))
     return report
 

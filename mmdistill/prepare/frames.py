@@ -56,13 +56,13 @@ def extract_frames(job: Job) -> dict:
         raise PrepareError(f"{source} has no frames; check the file plays")
     src_h, src_w = probe[0].shape[:2]
     fps = float(probe.get_avg_fps())
-    del probe
     height, width = output_size(src_h, src_w, settings["short_side"],
                                 tuple(settings["size"]) if settings["size"] else None)
     if (height, width) == (src_h, src_w):
-        reader = decord.VideoReader(str(source), num_threads=1)
+        reader = probe  # already open at the size we want
     else:
         reader = decord.VideoReader(str(source), width=width, height=height, num_threads=1)
+    del probe
     if len(reader) != num_frames:
         raise PrepareError(f"{source}: decord counts {num_frames} frames at full size but "
                            f"{len(reader)} when resizing; the file may be damaged")

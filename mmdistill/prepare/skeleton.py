@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import pickle
 from pathlib import Path
 from typing import Callable, Protocol
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 
 from .common import (FRAME_TEMPLATE, SKELETONS_DIR, Job, PrepareError, Report, add_run_arguments,
-                     finished_frame_folders, run_jobs)
+                     finished_frame_folders, run_jobs, write_bytes_atomic)
 
 EXAMPLE = """example:
   python -m mmdistill.prepare skeleton --data data/tennis --workers 2
@@ -147,12 +146,7 @@ def estimate_skeleton(job: Job) -> dict:
               "img_shape": (int(shape[0]), int(shape[1])),
               "original_shape": (int(shape[0]), int(shape[1])),
               "keypoint": keypoints, "keypoint_score": scores}
-    out = Path(job.inputs["out_path"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        pickle.dump(record, handle, protocol=4)
-    os.replace(tmp, out)
+    write_bytes_atomic(Path(job.inputs["out_path"]), pickle.dumps(record, protocol=4))
     found = int((scores.max(axis=(0, 2)) > 0).sum())
     return {"frames": int(num_frames), "frames_with_person": found,
             "height": int(shape[0]), "width": int(shape[1])}
