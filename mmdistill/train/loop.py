@@ -106,11 +106,12 @@ class TrainStep:
         if len(micro_batches) != self.accum_steps:
             raise ValueError(f"got {len(micro_batches)} micro-batches, expected accum_steps="
                              f"{self.accum_steps}")
+        clips = sum(_num_clips(b) for b in micro_batches)
+        bad_clips = sum(int(b.get("num_skipped", 0)) for b in micro_batches)
         if self._any_empty(micro_batches):
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult({}, torch.full((), math.nan, device=self.device), True,
-                              sum(_num_clips(b) for b in micro_batches),
-                              sum(int(b.get("num_skipped", 0)) for b in micro_batches), empty=True)
+            return StepResult({}, torch.full((), math.nan, device=self.device), True, clips,
+                              bad_clips, empty=True)
         losses: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro_batches):
             batch = to_device(batch, self.device)
@@ -134,8 +135,6 @@ class TrainStep:
         if self.scaler is None:
             grad_norm = self._grad_norm()
             bad = bad | ~torch.isfinite(grad_norm)
-        clips = sum(_num_clips(b) for b in micro_batches)
-        bad_clips = sum(int(b.get("num_skipped", 0)) for b in micro_batches)
         if dist_utils.any_rank(bad).item():
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(losses, torch.full((), math.nan, device=self.device), True, clips,
