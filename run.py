@@ -20,7 +20,7 @@ EXAMPLE = """examples:
 W&B sweep agents may also pass --<configurable>.<param>=<value>; each becomes a gin binding."""
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py", description=__doc__.split("\n")[0], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +32,30 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="one gin binding such as 'train.lr=1e-3'; repeatable, applied after "
                              "all files so it overrides them. Strings need quotes: "
                              "\"experiment.name='x'\".")
-    return parser.parse_known_args(argv)
+    return parser
+
+
+def import_configurables() -> None:
+    """Import every module that defines a gin configurable a gin file may bind, before parsing, so
+    a misspelled configurable fails at parse time (exit 2) instead of halfway through a run.
+    tests/test_imports.py checks that every module with a configurable is listed here."""
+    import mmdistill.data.annotations  # noqa: F401  clip_annotations
+    import mmdistill.data.dataset  # noqa: F401  clip_data, data_loader
+    import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
+    import mmdistill.data.masking  # noqa: F401  tube_mask
+    import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video, flow_frames, flow_array, ...
+    import mmdistill.data.synthetic  # noqa: F401  demo_data, demo_data_cache
+    import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
+    import mmdistill.eval.classifiers  # noqa: F401  fewshot_logistic
+    import mmdistill.eval.fewshot  # noqa: F401  fewshot
+    import mmdistill.experiment  # noqa: F401  experiment, wandb_run
+    import mmdistill.models.checkpoint  # noqa: F401  pretrained
+    import mmdistill.models.decoder  # noqa: F401  mae
+    import mmdistill.models.heads  # noqa: F401  cmt_head
+    import mmdistill.models.vit  # noqa: F401  video_vit
+    import mmdistill.pipeline  # noqa: F401  pipeline
+    import mmdistill.stages  # noqa: F401  distill, pretrain, evaluate, validation
+    import mmdistill.train.loop  # noqa: F401  train
 
 
 def _interrupt(signum, frame):
@@ -41,9 +64,15 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args, rest = parse_args(argv)
+    if not argv:  # a run needs at least a gin file or a binding; never start one named `run`
+        build_parser().print_help(sys.stderr)
+        print("\nrun.py: error: nothing to run: pass --gin_file (see the examples above)",
+              file=sys.stderr)
+        return 2
+    args, rest = build_parser().parse_known_args(argv)
     from mmdistill.config import ConfigError, parse_config, sweep_args_to_bindings
 
+    import_configurables()
     try:
         bindings = args.gin_param + sweep_args_to_bindings(rest)
         parse_config(args.gin_file, bindings)

@@ -1,6 +1,10 @@
 """gin plumbing: parse files and bindings with errors that say which one failed, flatten the
 operative config for W&B, and turn W&B sweep arguments into bindings.
 
+A leaf: it imports nothing of mmdistill. Whoever parses imports the modules whose configurables
+its gin files bind first (run.py's `import_configurables`, the data check's data modules), so a
+misspelled name fails here rather than halfway through a run.
+
 gin 0.5.0 has no dict API for a config, so `flatten_config` parses gin's own text with
 `gin.config_parser` (the parser gin itself uses) instead of scraping it with regexes.
 """
@@ -27,23 +31,36 @@ class ConfigError(Exception):
     """A gin file or binding that cannot be applied; run.py turns it into exit code 2."""
 
 
-def import_configurables() -> None:
-    """Import every module that registers gin configurables, so a misspelled name fails at parse
-    time instead of being skipped or failing halfway through a run."""
-    import mmdistill.registry  # noqa: F401  (imports for their registration side effect)
-
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _SEARCH_PATH_ADDED = False
 
 
+class _UnknownNames(set):
+    """gin's `skip_unknown` as a set that holds every name gin asks about, and records them: gin
+    asks only about configurables no imported module registered, so `asked` is what was skipped."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def __contains__(self, name) -> bool:
+        self.asked.add(name)
+        return True
+
+    def __bool__(self) -> bool:
+        return True
+
+
 def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] = (),
-                 finalize: bool = True) -> None:
+                 finalize: bool = True, skip_unknown: bool = False) -> list[str]:
     """Parse files in order, then bindings in order (bindings override files).
 
     Each file and each binding is parsed separately so an error names exactly the one at fault.
+    skip_unknown: ignore bindings of configurables nobody imported instead of refusing them, for a
+    tool that builds one part of an experiment from the experiment's gin file (the data check).
+    Returns the names it skipped (sorted), so the tool can show them: a typo is one of them.
     """
-    import_configurables()
+    skipped = _UnknownNames() if skip_unknown else False
     # `include 'gin/base/x.gin'` then works from any working directory, not only the repo root.
     global _SEARCH_PATH_ADDED
     if not _SEARCH_PATH_ADDED:
@@ -58,12 +75,12 @@ def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] =
             raise ConfigError(f"gin file not found: {path}. Pass an existing file to --gin_file "
                               f"(see the gin/ folder for the shipped experiments).")
         try:
-            gin.parse_config_file(str(path))
+            gin.parse_config_file(str(path), skip_unknown=skipped)
         except Exception as err:  # gin raises ValueError/KeyError/SyntaxError subclasses
             raise ConfigError(f"in gin file {path}: {type(err).__name__}: {err}") from err
     for binding in bindings:
         try:
-            gin.parse_config(binding)
+            gin.parse_config(binding, skip_unknown=skipped)
         except Exception as err:
             hint = ("Strings need quotes: --gin_param \"experiment.name='x'\"."
                     if isinstance(err, SyntaxError) else
@@ -73,6 +90,7 @@ def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] =
                               f"{hint}") from err
     if finalize:
         gin.finalize()
+    return sorted(skipped.asked) if skip_unknown else []
 
 
 class _KeepReferences(config_parser.ParserDelegate):

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from mmdistill.tracking import Logger, MemoryLogger
+from mmdistill.tracking import Logger
 
 # experiment.precision -> the autocast dtype a RunContext carries (None: fp32, no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,9 +43,3 @@ class RunContext:
     def checkpoints_dir(self) -> Path:
         return self.dir / "checkpoints"
 
-
-def test_context(tmp_dir: Path, **overrides) -> RunContext:
-    """A CPU context with an in-memory logger, for tests and notebooks."""
-    tmp_dir = Path(tmp_dir)
-    (tmp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return RunContext(dir=tmp_dir, logger=overrides.pop("logger", MemoryLogger()), **overrides)

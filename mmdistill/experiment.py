@@ -21,12 +21,12 @@ import torch
 from mmdistill import rundir
 from mmdistill.config import flatten_config
 from mmdistill.context import PRECISIONS, RunContext
+from mmdistill.stages import distill_stage, evaluate_stage, pretrain_stage
 from mmdistill.tracking import FanoutLogger, MetricsFile, NullLogger, WandbLogger
 from mmdistill.train.distributed import init_distributed
 
 
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Task:
     """What a task does when `experiment.train` / `experiment.test` are set.
 
@@ -38,18 +38,12 @@ class Task:
     test: Callable[[RunContext, Path | None], dict] | None
 
 
-TASKS: dict[str, Callable[[], Task]] = {}
-
-
-def register_task(name: str, factory: Callable[[], Task]) -> None:
-    """Tasks are registered lazily (a factory) so importing the runner stays cheap."""
-    TASKS[name] = factory
-
-
-def _builtin_tasks() -> None:
-    from mmdistill import stages
-
-    stages.register(register_task)
+# `experiment.task` -> its stages (mmdistill/stages.py).
+TASKS: dict[str, Task] = {
+    "distill": Task(train=distill_stage, test=evaluate_stage),
+    "pretrain": Task(train=pretrain_stage, test=evaluate_stage),
+    "evaluate": Task(train=None, test=evaluate_stage),
+}
 
 
 @gin.configurable("wandb_run")
@@ -107,8 +101,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
                task: str = "distill", train: bool = True, test: bool = False,
                ckpt_path: str | None = None, resume: bool | str = False, seed: int = 0,
                device: str = "auto", precision: str = "fp32", threads: int | None = None,
-               argv: list[str] | None = None, step: str | None = None,
-               extra_loggers: tuple = ()) -> dict:
+               argv: list[str] | None = None, step: str | None = None) -> dict:
     """Run one experiment and return its summary.
 
     task: which stage pair runs ('distill', 'pretrain', ...); train / test: the original's switches;
@@ -119,7 +112,6 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
     step: the pipeline step this run is (names the run `<config>_<step>` unless name is bound).
     """
     name = name or (f"{config_name}_{step}" if step else config_name)
-    _builtin_tasks()
     if task not in TASKS:
         raise ValueError(f"experiment.task={task!r} is not a known task; known: {sorted(TASKS)}")
     if not (train or test):
@@ -129,7 +121,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
                          "experiment.train=False; with training on, the test stage evaluates the "
                          "weights just trained. To continue a run use experiment.resume; to start "
                          "the student from other weights use distill.student_init.")
-    job = TASKS[task]()
+    job = TASKS[task]
     if threads is not None:
         torch.set_num_threads(threads)
     torch_device = resolve_device(device)
@@ -157,7 +149,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
             stack.enter_context(contextlib.redirect_stderr(rundir.Tee(sys.stderr, log_file)))
             rundir.write_provenance(run_dir, argv if argv is not None else sys.argv)
         print(f"run directory: {run_dir}")
-        logger, run_id = _make_logger(rank, run_dir, name, config_name, task, extra_loggers)
+        logger, run_id = make_logger(rank, run_dir, name, config_name, task)
 
         def save_operative_config() -> None:
             if rank != 0:
@@ -197,13 +189,16 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
     return summary
 
 
-def _make_logger(rank, run_dir, name, config_name, task, extra_loggers):
+def make_logger(rank: int, run_dir: Path, name: str, config_name: str,
+                task: str) -> tuple[FanoutLogger, str | None]:
+    """metrics.jsonl and (unless disabled) W&B on rank 0, nothing elsewhere; returns the W&B run
+    id too, which is kept in the run dir so a resumed run continues the same W&B run."""
     if rank != 0:
         return FanoutLogger(NullLogger()), None
     settings = wandb_settings()
     id_file = run_dir / "wandb_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
-    loggers = [MetricsFile(run_dir / "metrics.jsonl"), *extra_loggers]
+    loggers = [MetricsFile(run_dir / "metrics.jsonl")]
     if settings["mode"] != "disabled":
         wandb_logger = WandbLogger(run_dir, project=settings["project"], entity=settings["entity"],
                                    group=settings["group"] or config_name,

@@ -1,5 +1,5 @@
-"""The stages `experiment.task` can name: build models and data from gin, hand them to the loop
-or the few-shot evaluator.
+"""The stages `experiment.task` can name (the mapping is `experiment.TASKS`): build models and
+data from gin, hand them to the loop or the few-shot evaluator.
 
 gin scopes say which model or dataset a binding is for:
   student/video_vit.*, teacher_<modality>/video_vit.*, teacher_<modality>/pretrained.*  (models)
@@ -30,14 +30,6 @@ from mmdistill.train.loop import train
 from mmdistill.train.objectives import Distillation, MaskedAutoencoding
 
 DEFAULT_MODALITIES = ("rgb", "flow", "skeleton")
-
-
-def register(register_task) -> None:
-    from mmdistill.experiment import Task
-
-    register_task("distill", lambda: Task(train=distill_stage, test=evaluate_stage))
-    register_task("pretrain", lambda: Task(train=pretrain_stage, test=evaluate_stage))
-    register_task("evaluate", lambda: Task(train=None, test=evaluate_stage))
 
 
 # --- distillation -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmdistill import context
+from context_factories import cpu_context
 from mmdistill.models.decoder import MaskedAutoencoder
 from mmdistill.models.heads import StudentWithHeads, cmt_head
 from mmdistill.models.vit import video_vit
@@ -73,7 +73,7 @@ def test_distillation_lowers_loss_and_never_touches_teachers(tmp_path):
     objective = _distillation()
     before = {k: v.clone() for k, v in objective.teachers.state_dict().items()}
     loader = DataLoader(FixedClips(), batch_size=4)
-    ctx = context.test_context(tmp_path)
+    ctx = cpu_context(tmp_path)
     first = objective(next(iter(loader)))["loss"].item()
     train(objective, loader, ctx, epochs=6, lr=0.05, scale_lr=False, warmup_epochs=0, log_every=1)
     last = ctx.logger.series("train/loss")[-1][1]
@@ -110,7 +110,7 @@ def test_masked_autoencoding_lowers_reconstruction_loss(tmp_path):
     objective = MaskedAutoencoding(MaskedAutoencoder(encoder, decoder_dim=32, decoder_depth=1),
                                    modality="flow")
     loader = DataLoader(FixedClips(channels={"flow": 2}), batch_size=4)
-    ctx = context.test_context(tmp_path)
+    ctx = cpu_context(tmp_path)
     first = objective(next(iter(loader)))["loss"].item()
     train(objective, loader, ctx, epochs=8, lr=0.02, scale_lr=False, warmup_epochs=0, log_every=1,
           betas=(0.9, 0.95))
@@ -155,7 +155,7 @@ def test_a_batch_with_every_clip_bad_is_skipped_not_trained_on(tmp_path):
 
     objective = _distillation()
     loader = DataLoader(HalfBadClips(n=12), batch_size=4, collate_fn=collate_clips)
-    ctx = context.test_context(tmp_path)
+    ctx = cpu_context(tmp_path)
     summary = train(objective, loader, ctx, epochs=2, lr=0.01, scale_lr=False, warmup_epochs=0,
                     log_every=1)
     epochs = [m for _, m in ctx.logger.history if "train/epoch_skipped_clips" in m]

@@ -1,4 +1,5 @@
 """The runner spine: CLI flags, gin composition, run directories, tracking."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,10 +12,18 @@ import pytest
 
 from mmdistill import experiment as exp
 from mmdistill.config import ConfigError, flatten_config, parse_config, sweep_args_to_bindings
-from mmdistill.experiment import Task, experiment, register_task
-from mmdistill.tracking import MemoryLogger, TrackingError, WandbLogger
+from mmdistill.experiment import Task, experiment
+from mmdistill.tracking import FanoutLogger, MemoryLogger, TrackingError, WandbLogger
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def import_run_configurables():
+    """What run.py imports before it parses, so the shipped gin files parse here as they do there."""
+    spec = importlib.util.spec_from_file_location("run_cli_module", ROOT / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.import_configurables()
 
 
 def run_cli(*args, cwd=ROOT, timeout=120):
@@ -89,19 +98,30 @@ def toy_stage(ctx, steps=3, lr=0.5, note="hello"):
     return path
 
 
-def _register_toy():
-    register_task("toy", lambda: Task(train=lambda ctx, resume: toy_stage(ctx),
-                                      test=lambda ctx, ckpt: {"toy/acc": 0.75,
-                                                              "toy/ckpt": str(ckpt)}))
+TOY = Task(train=lambda ctx, resume: toy_stage(ctx),
+           test=lambda ctx, ckpt: {"toy/acc": 0.75, "toy/ckpt": str(ckpt)})
+
+
+def add_memory_logger(monkeypatch) -> MemoryLogger:
+    """Every logger experiment() makes also feeds the returned MemoryLogger."""
+    memory = MemoryLogger()
+    make_logger = exp.make_logger
+
+    def with_memory(*args):
+        logger, run_id = make_logger(*args)
+        return FanoutLogger(logger, memory), run_id
+
+    monkeypatch.setattr(exp, "make_logger", with_memory)
+    return memory
 
 
 def test_run_creates_the_run_dir_layout(tmp_path, monkeypatch):
-    monkeypatch.setattr(exp, "_builtin_tasks", _register_toy)
+    monkeypatch.setitem(exp.TASKS, "toy", TOY)
     parse_config([], ["toy_stage.steps = 4", "toy_stage.note = 'x y'",
                       f"experiment.output_root = '{tmp_path / 'out'}'", "experiment.task = 'toy'",
                       "experiment.test = True"], finalize=False)
-    memory = MemoryLogger()
-    summary = experiment(config_name="unit", extra_loggers=(memory,), argv=["run.py", "--x"])
+    memory = add_memory_logger(monkeypatch)
+    summary = experiment(config_name="unit", argv=["run.py", "--x"])
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent.parent == tmp_path / "out"
     assert run_dir.name.endswith("_unit")
@@ -125,13 +145,12 @@ def test_run_creates_the_run_dir_layout(tmp_path, monkeypatch):
     assert flat["toy_stage.steps"] == 4 and flat["toy_stage.note"] == "x y"
     assert flat["experiment.task"] == "toy"
     gin.clear_config()
-    _register_toy()
     gin.parse_config(text)
     assert flatten_config(gin.config_str()) == flat
 
 
 def test_a_second_run_never_reuses_a_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(exp, "_builtin_tasks", _register_toy)
+    monkeypatch.setitem(exp.TASKS, "toy", TOY)
     parse_config([], [f"experiment.output_root = '{tmp_path}'", "experiment.task = 'toy'",
                       "wandb_run.mode = 'disabled'"], finalize=False)
     a = experiment(config_name="same")["run_dir"]
@@ -143,13 +162,12 @@ def test_failed_stage_still_writes_summary_and_finishes(tmp_path, monkeypatch):
     def boom(ctx, resume):
         raise RuntimeError("stage exploded")
 
-    monkeypatch.setattr(exp, "_builtin_tasks",
-                        lambda: register_task("boom", lambda: Task(train=boom, test=None)))
+    monkeypatch.setitem(exp.TASKS, "boom", Task(train=boom, test=None))
     parse_config([], [f"experiment.output_root = '{tmp_path}'", "experiment.task = 'boom'"],
                  finalize=False)
-    memory = MemoryLogger()
+    memory = add_memory_logger(monkeypatch)
     with pytest.raises(RuntimeError, match="exploded"):
-        experiment(config_name="boom", extra_loggers=(memory,))
+        experiment(config_name="boom")
     (run_dir,) = tmp_path.glob("*/*_boom")
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["status"] == "failed" and "exploded" in saved["error"]
@@ -173,6 +191,7 @@ def test_online_wandb_without_key_fails_fast_with_offline_hint(tmp_path, monkeyp
 
 
 def test_every_shipped_gin_file_parses():
+    import_run_configurables()
     files = sorted((ROOT / "gin").rglob("*.gin"))
     assert len(files) >= 10
     for path in files:
@@ -183,6 +202,7 @@ def test_every_shipped_gin_file_parses():
 def test_sweep_files_name_real_bindings():
     import yaml
 
+    import_run_configurables()
     for path in (ROOT / "sweeps").glob("*.yaml"):
         sweep = yaml.safe_load(path.read_text())
         gin_file = sweep["command"][sweep["command"].index("--gin_file") + 1]
@@ -194,7 +214,7 @@ def test_sweep_files_name_real_bindings():
 
 
 def test_ckpt_path_with_training_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(exp, "_builtin_tasks", _register_toy)
+    monkeypatch.setitem(exp.TASKS, "toy", TOY)
     parse_config([], [f"experiment.output_root = '{tmp_path}'", "experiment.task = 'toy'",
                       "experiment.test = True", "experiment.ckpt_path = 'old.ckpt'"],
                  finalize=False)
@@ -227,3 +247,20 @@ def test_resume_finds_exactly_this_name_and_never_a_finished_run(tmp_path):
 def test_unquoted_string_binding_gets_the_quoting_hint():
     with pytest.raises(ConfigError, match="Strings need quotes"):
         parse_config([], ["experiment.name = foo bar"], finalize=False)
+
+
+def test_no_arguments_prints_usage_and_exits_2(tmp_path):
+    out = run_cli(cwd=tmp_path)
+    assert out.returncode == 2
+    assert "usage: run.py" in out.stderr and "--gin_file" in out.stderr
+    assert "nothing to run" in out.stderr
+    assert not (tmp_path / "output").exists(), "no run may start without a gin file or binding"
+
+
+def test_unknown_task_lists_the_known_ones(tmp_path):
+    parse_config([], [f"experiment.output_root = '{tmp_path}'", "experiment.task = 'distil'"],
+                 finalize=False)
+    with pytest.raises(ValueError, match=r"'distil' is not a known task; known: \['distill', "
+                                         r"'evaluate', 'pretrain'\]"):
+        experiment(config_name="x")
+    assert not any(tmp_path.iterdir())

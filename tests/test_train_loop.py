@@ -7,7 +7,7 @@ import pytest
 import torch
 from toy_objective import ToyDataset, ToyObjective, make_loader
 
-from mmdistill import context
+from context_factories import cpu_context
 from mmdistill.train import optim, state
 from mmdistill.train.loop import TrainStep, train
 
@@ -20,7 +20,7 @@ def params(module):
 
 def run(tmp_path, objective=None, batch_size=4, n=16, **settings):
     objective = objective or ToyObjective()
-    ctx = context.test_context(tmp_path)
+    ctx = cpu_context(tmp_path)
     summary = train(objective, make_loader(ToyDataset(n=n), batch_size), ctx, **{**FAST, **settings})
     return objective, ctx, summary
 
@@ -134,7 +134,7 @@ def test_checkpoints_follow_the_cadence_and_hold_the_run_state(tmp_path):
 
 def test_bf16_autocast_trains(tmp_path):
     objective = ToyObjective()
-    ctx = context.test_context(tmp_path, amp_dtype=torch.bfloat16)
+    ctx = cpu_context(tmp_path, amp_dtype=torch.bfloat16)
     summary = train(objective, make_loader(ToyDataset(), 4), ctx, **FAST)
     assert math.isfinite(summary["train/epoch_loss"]) and summary["train/nonfinite_steps"] == 0
     assert objective.student.proj.weight.dtype == torch.float32  # autocast, not a cast of weights
@@ -142,7 +142,7 @@ def test_bf16_autocast_trains(tmp_path):
 
 def test_resume_refuses_a_different_seed(tmp_path):
     run(tmp_path / "first")
-    ctx = context.test_context(tmp_path / "second", seed=5)
+    ctx = cpu_context(tmp_path / "second", seed=5)
     with pytest.raises(ValueError, match="seed 0.*experiment.seed=0"):
         train(ToyObjective(), make_loader(ToyDataset(n=16), 4), ctx, **FAST,
               resume_from=tmp_path / "first" / "checkpoints" / "last.ckpt")
@@ -151,7 +151,7 @@ def test_resume_refuses_a_different_seed(tmp_path):
 def test_fp16_uses_a_grad_scaler_that_survives_a_skipped_step(tmp_path):
     objective = ToyObjective()
     objective.nonfinite_calls = {2}
-    ctx = context.test_context(tmp_path, amp_dtype=torch.float16)  # CPU fp16 autocast, for the test
+    ctx = cpu_context(tmp_path, amp_dtype=torch.float16)  # CPU fp16 autocast, for the test
     summary = train(objective, make_loader(ToyDataset(), 4), ctx, **FAST)
     assert summary["train/nonfinite_steps"] == 1 and math.isfinite(summary["train/epoch_loss"])
     saved = state.load_checkpoint(ctx.checkpoints_dir / "last.ckpt")
@@ -171,7 +171,7 @@ def test_resuming_a_finished_run_does_nothing_more(tmp_path):
     first, ctx, done = run(tmp_path)
     before = params(first.trainable_modules())
     objective = ToyObjective()
-    again = train(objective, make_loader(ToyDataset(n=16), 4), context.test_context(tmp_path),
+    again = train(objective, make_loader(ToyDataset(n=16), 4), cpu_context(tmp_path),
                   **FAST, resume_from=ctx.checkpoints_dir / "last.ckpt")
     assert again["global_step"] == done["global_step"]
     assert again["train/epoch_loss"] == pytest.approx(done["train/epoch_loss"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -16,25 +17,35 @@ import cv2
 import gin
 import numpy as np
 from PIL import Image, ImageDraw
-from mmdistill.progress import progress as progress_bar
 
+# The modules whose configurables a dataset is built from, imported before parsing so gin checks
+# their parameter names; an experiment file's other configurables (models, training) are skipped.
+import mmdistill.data.annotations  # noqa: F401  clip_annotations
+import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
+import mmdistill.data.masking  # noqa: F401  tube_mask
+import mmdistill.data.sources  # noqa: F401  rgb_frames, flow_frames, skeleton_pickle, ...
+import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
+from mmdistill.config import ConfigError, parse_config
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
 from mmdistill.data.sources import BadClipError
-
+from mmdistill.progress import progress as progress_bar
 
 
 # ---------------------------------------------------------------------------------------------
 # Building the dataset a gin file describes
 
 def parse_gin(gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> None:
-    """Parse the files and bindings the way run.py does (strict; shipped files found from any
-    working directory), exiting with gin's message on a bad file or binding."""
-    from mmdistill.config import ConfigError, parse_config
-
+    """Parse the files and bindings as run.py does (shipped files found from any working
+    directory), exiting with gin's message on a bad file or binding. Only the data modules are
+    imported, so the bindings of other configurables are skipped; their names are printed, as a
+    misspelled data configurable would be among them."""
     try:
-        parse_config(gin_files, gin_params, finalize=False)
+        skipped = parse_config(gin_files, gin_params, finalize=False, skip_unknown=True)
     except ConfigError as err:
         raise SystemExit(str(err)) from None
+    if skipped:
+        print(f"skipped the bindings of configurables the data check does not use: "
+              f"{', '.join(skipped)}", file=sys.stderr)
 
 
 def dataset_in_scope(scope: str | None = None, **overrides) -> ClipDataset:
