@@ -9,9 +9,9 @@ import mmdistill.data.transforms  # noqa: F401
 import mmdistill.eval.classifiers  # noqa: F401
 import mmdistill.eval.fewshot  # noqa: F401
 import mmdistill.experiment  # noqa: F401
-import mmdistill.models.checkpoint  # noqa: F401
 import mmdistill.models.decoder  # noqa: F401
 import mmdistill.models.heads  # noqa: F401
+import mmdistill.models.loading  # noqa: F401
 import mmdistill.models.vit  # noqa: F401
 import mmdistill.pipeline  # noqa: F401
 import mmdistill.stages  # noqa: F401
