@@ -19,8 +19,9 @@ import torch
 
 from mmdistill.models import keymaps
 from mmdistill.models.checkpoint import (TRAINING_KEYS, Checkpoint, CheckpointError,
-                                         build_from_checkpoint, model_groups, read_checkpoint,
-                                         select_model)
+                                         read_checkpoint)
+from mmdistill.models.loading import build_from_checkpoint
+from mmdistill.models.selection import model_groups, select_model
 from mmdistill.models.vit import VideoViT
 
 def describe(ckpt: Checkpoint) -> str:

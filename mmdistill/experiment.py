@@ -135,10 +135,9 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
     if resume:
         run_dir, resume_from = rundir.resolve_resume(resume, output_root, name)
         if rank == 0:  # steps after the checkpoint are redone: drop their old records
-            from mmdistill.train.state import load_checkpoint, truncate_metrics
+            from mmdistill.train.training_checkpoint import step_done
 
-            step_done = int(load_checkpoint(resume_from, mmap=True)["global_step"])
-            truncate_metrics(run_dir / "metrics.jsonl", step_done)
+            MetricsFile(run_dir / "metrics.jsonl").truncate_after(step_done(resume_from))
     else:
         run_dir = _shared_run_dir(rank, world_size, lambda: rundir.new_run_dir(output_root, name))
 

@@ -20,14 +20,14 @@ from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
-from mmdistill.models.checkpoint import (build_from_checkpoint, initialise_from_checkpoint,
-                                         read_checkpoint)
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.heads import PooledHead, StudentWithHeads, cmt_head
+from mmdistill.models.heads import StudentWithHeads, cmt_head
+from mmdistill.models.loading import initialise_from_checkpoint
 from mmdistill.models.vit import VideoViT, video_vit
 from mmdistill.train.distributed import any_rank
 from mmdistill.train.loop import train
 from mmdistill.train.objectives import Distillation, MaskedAutoencoding
+from mmdistill.train.training_checkpoint import models_for_evaluation
 
 DEFAULT_MODALITIES = ("rgb", "flow", "skeleton")
 
@@ -220,24 +220,9 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
 
 def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
     """The encoder (and, for our distillation checkpoints, the CMT heads) stored in `path`."""
-    ckpt = read_checkpoint(path, trust_checkpoint=trust)
-    if prefix is None and ckpt.format == "mmdistill" and any(
-            k.startswith("student.") for k in ckpt.state_dict):
-        prefix = "student"
-    model, report = build_from_checkpoint(ckpt, prefix=prefix)
+    model, heads, report = models_for_evaluation(path, prefix, trust)
     print(f"[evaluate] {path}: {report.format} checkpoint, model {report.prefix or '(root)'}"
           f", {report.loaded} tensors loaded", flush=True)
-    heads = {}
-    for name, config in (ckpt.metadata.get("arch") or {}).items():
-        if name.startswith("heads."):
-            modality = name.split(".", 1)[1]
-            feature = config.get("feature", "tokens")
-            head = cmt_head(**{k: v for k, v in config.items() if k != "feature"})
-            state = {k[len(name) + 1:]: v for k, v in ckpt.state_dict.items()
-                     if k.startswith(name + ".")}
-            head.load_state_dict({k: v.float() for k, v in state.items()})
-            # A head trained on the pooled feature is applied to the pooled feature.
-            heads[modality] = head if feature == "tokens" else PooledHead(head, model.fc_norm)
     return model, heads
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +81,38 @@ class MetricsFile(NullLogger):
             record[key] = value if math.isfinite(value) else str(value)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> int:
+        """Drop the records logged after `step`; returns how many were dropped.
+
+        A resumed run repeats the steps after its checkpoint; without this they would appear twice.
+        A half-written last line (the process was killed mid-write) is dropped too. Records without
+        a 'step' key are kept. A missing file has nothing to drop.
+        """
+        if not self.path.is_file():
+            return 0
+        lines = self.path.read_text().splitlines()
+        kept, dropped = [], 0
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                if number == len(lines):
+                    dropped += 1
+                    continue
+                raise ValueError(f"{self.path} line {number} is not JSON ({err}); fix or remove "
+                                 f"that line before resuming.") from err
+            if isinstance(record, dict) and "step" in record and record["step"] > step:
+                dropped += 1
+                continue
+            kept.append(line)
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
+        return dropped
 
 
 class FanoutLogger:

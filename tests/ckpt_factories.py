@@ -209,7 +209,8 @@ def write_lightning_ckpt(path: Path, state_dict: dict[str, torch.Tensor], epoch:
 
 def write_mmdistill_ckpt(path: Path, models: dict[str, VideoViT],
                          extra: dict[str, torch.Tensor] | None = None, epoch: int = 4) -> Path:
-    """Our own format (mmdistill/train/state.py): flat `model` with prefixes plus `arch` per prefix."""
+    """Our own format as mmdistill/train/training_checkpoint.py writes it (format and version spelled
+    out, as on disk): flat `model` with prefixes plus `arch` per prefix."""
     state = {f"{prefix}{k}": v for prefix, m in models.items() for k, v in m.state_dict().items()}
     payload = {"format": "mmdistill", "version": 1, "model": state | (extra or {}),
                "arch": {prefix: dict(m.arch) for prefix, m in models.items()},

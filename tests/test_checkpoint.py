@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 import ckpt_factories as cf
 from mmdistill.models.checkpoint import (ArchitectureMismatchError, CheckpointError,
-                                         UntrustedCheckpointError, build_from_checkpoint,
-                                         initialise_from_checkpoint, load_pretrained,
-                                         read_checkpoint)
+                                         UntrustedCheckpointError, read_checkpoint)
+from mmdistill.models.loading import (build_from_checkpoint, initialise_from_checkpoint,
+                                      load_pretrained)
 from mmdistill.models.pos_embed import resample_pos_embed, sinusoid_table
 from mmdistill.models.vit import VideoViT
 

@@ -7,7 +7,8 @@ import torch
 
 import ckpt_factories as cf
 from mmdistill.ckpt import main
-from mmdistill.models.checkpoint import load_pretrained, read_checkpoint
+from mmdistill.models.checkpoint import read_checkpoint
+from mmdistill.models.loading import load_pretrained
 from mmdistill.models.vit import VideoViT
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmdistill.eval.features import weights_fingerprint
-from mmdistill.models.checkpoint import build_from_checkpoint
+from mmdistill.models.loading import build_from_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [

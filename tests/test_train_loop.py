@@ -8,7 +8,7 @@ import torch
 from toy_objective import ToyDataset, ToyObjective, make_loader
 
 from context_factories import cpu_context
-from mmdistill.train import optim, state
+from mmdistill.train import optim, training_checkpoint
 from mmdistill.train.loop import TrainStep, train
 
 FAST = dict(epochs=2, warmup_epochs=1, lr=0.5, scale_lr=False, log_every=1, save_ckpt_freq=1)
@@ -90,7 +90,7 @@ def test_consecutive_non_finite_steps_stop_the_run_and_keep_the_checkpoint(tmp_p
     objective.nonfinite_calls = set(range(4, 100))  # epoch 0 (4 steps) is fine, then only NaN
     with pytest.raises(RuntimeError, match="3 consecutive.*last good checkpoint is .*last.ckpt"):
         run(tmp_path, objective, epochs=3, max_nonfinite=3)
-    saved = state.load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    saved = training_checkpoint.load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert saved["epoch"] == 0 and saved["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
 
@@ -120,7 +120,7 @@ def test_checkpoints_follow_the_cadence_and_hold_the_run_state(tmp_path):
     _, ctx, _ = run(tmp_path, epochs=6, save_ckpt_freq=2)
     names = sorted(p.name for p in ctx.checkpoints_dir.iterdir())
     assert [n.split("-")[0] for n in names] == ["epoch=03", "epoch=05", "last.ckpt"]
-    saved = state.load_checkpoint(ctx.checkpoints_dir / "last.ckpt")
+    saved = training_checkpoint.load_checkpoint(ctx.checkpoints_dir / "last.ckpt")
     for key in ("format", "version", "model", "arch", "optimizer", "scaler", "scheduler", "epoch",
                 "global_step", "rng", "data_state", "gin_config", "wandb_run_id", "metrics"):
         assert key in saved, key
@@ -154,9 +154,9 @@ def test_fp16_uses_a_grad_scaler_that_survives_a_skipped_step(tmp_path):
     ctx = cpu_context(tmp_path, amp_dtype=torch.float16)  # CPU fp16 autocast, for the test
     summary = train(objective, make_loader(ToyDataset(), 4), ctx, **FAST)
     assert summary["train/nonfinite_steps"] == 1 and math.isfinite(summary["train/epoch_loss"])
-    saved = state.load_checkpoint(ctx.checkpoints_dir / "last.ckpt")
+    saved = training_checkpoint.load_checkpoint(ctx.checkpoints_dir / "last.ckpt")
     assert saved["scaler"]["scale"] > 0  # the scaler's state travels with the checkpoint
-    bf16_saved = state.load_checkpoint(run(tmp_path / "bf16")[1].checkpoints_dir / "last.ckpt")
+    bf16_saved = training_checkpoint.load_checkpoint(run(tmp_path / "bf16")[1].checkpoints_dir / "last.ckpt")
     assert bf16_saved["scaler"] == {}  # no scaler outside fp16
 
 

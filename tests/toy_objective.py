@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
 
     from mmdistill.context import RunContext
     from mmdistill.tracking import MetricsFile, NullLogger
-    from mmdistill.train import distributed, state
+    from mmdistill.train import distributed, training_checkpoint
     from mmdistill.train.loop import train
 
     parser = argparse.ArgumentParser()
@@ -125,10 +125,10 @@ def main(argv: list[str]) -> None:
                      gin_config=gin.operative_config_str)
     resume_from = None
     if args.resume:
-        resume_from = ctx.checkpoints_dir / state.LAST
+        resume_from = ctx.checkpoints_dir / training_checkpoint.LAST
         if rank == 0:
-            state.truncate_metrics(run_dir / "metrics.jsonl",
-                                   state.load_checkpoint(resume_from)["global_step"])
+            MetricsFile(run_dir / "metrics.jsonl").truncate_after(
+                training_checkpoint.step_done(resume_from))
     objective = ToyObjective(dropout=args.dropout)
     loader = make_loader(ToyDataset(n=args.clips), args.batch, world_size, rank)
     train(objective, loader, ctx, resume_from=resume_from)

@@ -1,40 +1,50 @@
 """Cross-modal translation (CMT) heads: map student features into each teacher's feature space."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import gin
-from timm.layers import Mlp
 from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class CMTHead(nn.Sequential):
+    """Linear-act-Linear like the original (`depth=1`); `depth` = hidden layers.
+
+    It keeps its own `config`, which distillation checkpoints record (`arch`, `heads.<modality>`)
+    so evaluation rebuilds the head with `CMTHead(**config)`. State-dict keys: `fc1.*`, `fc2.*`
+    at depth 1 (the names of timm's Mlp, which earlier checkpoints hold), `0.*, 2.*, ...` deeper.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: int = 1,
+                 act: str = "relu"):
+        if depth < 1:
+            raise ValueError(f"cmt_head.depth={depth}: needs at least one hidden layer")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"cmt_head.act={act!r}: choose one of {sorted(ACTIVATIONS)}")
+        hidden_dim = hidden_dim or in_dim
+        if depth == 1:
+            layers = OrderedDict(fc1=nn.Linear(in_dim, hidden_dim), act=ACTIVATIONS[act](),
+                                 fc2=nn.Linear(hidden_dim, out_dim))
+            super().__init__(layers)
+        else:
+            widths = [in_dim] + [hidden_dim] * depth
+            hidden = [layer for a, b in zip(widths, widths[1:])
+                      for layer in (nn.Linear(a, b), ACTIVATIONS[act]())]
+            super().__init__(*hidden, nn.Linear(hidden_dim, out_dim))
+        self.config = dict(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, depth=depth, act=act)
 
 
 @gin.configurable("cmt_head")
 def cmt_head(in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: int = 1,
-             act: str = "relu") -> nn.Module:
-    """Linear-act-Linear like the original (`depth=1`, a timm Mlp); `depth` = hidden layers.
+             act: str = "relu") -> CMTHead:
+    """gin entry for the CMT heads distillation builds, one per teacher.
 
     hidden_dim None = in_dim (the original's D -> D -> D). Output width is the teacher's width, so
     teachers of different sizes work.
     """
-    if depth < 1:
-        raise ValueError(f"cmt_head.depth={depth}: needs at least one hidden layer")
-    if act not in ("relu", "gelu"):
-        raise ValueError(f"cmt_head.act={act!r}: choose 'relu' or 'gelu'")
-    act_layer = {"relu": nn.ReLU, "gelu": nn.GELU}[act]
-    hidden_dim = hidden_dim or in_dim
-    config = dict(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, depth=depth, act=act)
-    if depth == 1:
-        head = Mlp(in_dim, hidden_dim, out_dim, act_layer=act_layer)
-        head.config = config  # saved in checkpoints so evaluation can rebuild the head
-        return head
-    # timm's Mlp has exactly one hidden layer; deeper heads chain Linear-act pairs by hand.
-    layers: list[nn.Module] = []
-    width = in_dim
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden_dim), act_layer()]
-        width = hidden_dim
-    layers.append(nn.Linear(width, out_dim))
-    head = nn.Sequential(*layers)
-    head.config = config
-    return head
+    return CMTHead(in_dim, out_dim, hidden_dim, depth, act)
 
 
 class StudentWithHeads(nn.Module):

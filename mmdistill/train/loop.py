@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from mmdistill.context import PRECISIONS, RunContext
 from mmdistill.progress import interactive
 from mmdistill.train import distributed as dist_utils
-from mmdistill.train import optim, state
+from mmdistill.train import optim, training_checkpoint
 
 PRINT_EVERY_S = 30.0  # console cadence when there is no progress bar (logs, CI)
 
@@ -352,8 +352,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
 
     start_epoch, global_step, last_metrics = 0, 0, {}
     if resume_from is not None:
-        start_epoch, global_step, last_metrics = _resume(resume_from, objective, step_fn, scheduler,
-                                                         data_state, ctx)
+        start_epoch, global_step, last_metrics = training_checkpoint.resume(
+            resume_from, step_fn, scheduler, data_state, ctx)
     if ctx.is_main:
         _print_plan(ctx, loader.batch_size, accum_steps, total_batch, lr, peak_lr, scale_lr,
                     steps_per_epoch, epochs, start_epoch)
@@ -397,8 +397,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
         last_metrics = epoch_window.epoch_metrics(epoch, ctx.device)
         ctx.logger.log(last_metrics, step=global_step)
         console.end_epoch(epoch, global_step, last_metrics)
-        _save_epoch(ctx, objective, step_fn, scheduler, epoch, global_step, data_state,
-                    last_metrics, save_ckpt_freq, keep_last_k)
+        training_checkpoint.save_epoch(ctx, objective, step_fn, scheduler, epoch, global_step,
+                                       data_state, last_metrics, save_ckpt_freq, keep_last_k)
         if epoch_end is not None:
             epoch_end(epoch, global_step)
         if debug_kill_after_epoch is not None and epoch == debug_kill_after_epoch:
@@ -408,7 +408,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     summary = {**last_metrics, "epochs": epochs, "global_step": global_step,
                "train/nonfinite_steps": total_bad, "train_seconds": seconds,
                "train/clips_per_s_overall": clips_seen * ctx.world_size / max(seconds, 1e-9),
-               "checkpoint": str(ctx.checkpoints_dir / state.LAST)}
+               "checkpoint": str(ctx.checkpoints_dir / training_checkpoint.LAST)}
     ctx.logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     return summary
 
@@ -475,78 +475,9 @@ def _one_line(epoch: int, step: int, metrics: dict[str, float]) -> str:
 
 
 def _nonfinite_message(count: int, step: int, epoch: int, ctx: RunContext) -> str:
-    last = ctx.checkpoints_dir / state.LAST
+    last = ctx.checkpoints_dir / training_checkpoint.LAST
     where = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
     return (f"{count} consecutive optimizer steps had a non-finite loss or gradient (up to step "
             f"{step}, epoch {epoch}); stopping. {where.capitalize()}. Lower train.lr, set "
             f"train.clip_grad, prefer bf16 over fp16, or check the data; raise "
             f"train.max_nonfinite to tolerate more.")
-
-
-def _save_epoch(ctx, objective, step_fn: TrainStep, scheduler, epoch, global_step, data_state,
-                metrics, save_ckpt_freq, keep_last_k) -> None:
-    rng = dist_utils.gather_objects(state.capture_rng())  # collective: every rank calls it
-    if not ctx.is_main:
-        return
-    payload = {
-        "format": state.FORMAT, "version": state.VERSION,
-        "model": step_fn.trainable.state_dict(),
-        "arch": objective.arch() if hasattr(objective, "arch") else {},
-        "optimizer": step_fn.optimizer.state_dict(),
-        "scaler": step_fn.scaler.state_dict() if step_fn.scaler is not None else {},
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch, "global_step": global_step,
-        "rng": {"world_size": len(rng), "per_rank": rng},
-        "data_state": {**data_state, "epoch": epoch},
-        "gin_config": ctx.gin_config(),
-        "wandb_run_id": ctx.wandb_run_id,
-        "metrics": {k: float(v) for k, v in metrics.items()},
-    }
-    folder = ctx.checkpoints_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    if (epoch + 1) % save_ckpt_freq == 0:
-        state.save_checkpoint(folder / state.checkpoint_name(epoch, metrics["train/epoch_loss"]),
-                              payload)
-        state.prune_checkpoints(folder, keep_last_k)
-    state.save_checkpoint(folder / state.LAST, payload)
-
-
-def _resume(path, objective, step_fn: TrainStep, scheduler, data_state, ctx) -> tuple[int, int, dict]:
-    """Restore weights, optimizer, scaler, schedule position and RNGs; returns where to go on."""
-    ckpt = state.load_checkpoint(path)
-    saved = ckpt["data_state"]
-    if saved["seed"] != data_state["seed"]:
-        raise ValueError(f"{path} was trained with seed {saved['seed']} but this run has seed "
-                         f"{data_state['seed']}: the data order would differ. Set "
-                         f"experiment.seed={saved['seed']} to resume.")
-    for key in ("steps_per_epoch", "total_batch"):
-        if saved.get(key) != data_state[key]:
-            print(f"[train] WARNING: resuming {path} with {key}={data_state[key]} (it was "
-                  f"{saved.get(key)}): the run continues with a different schedule or data split, "
-                  f"not as an exact continuation.", flush=True)
-    try:
-        step_fn.trainable.load_state_dict(ckpt["model"])
-        optim.load_optimizer_state(step_fn.optimizer, ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise ValueError(f"cannot resume from {path}: its model or optimizer does not match this "
-                         f"run's ({err}). Resume with the same model and optimizer settings "
-                         f"(the checkpoint's gin_config lists them).") from err
-    if step_fn.scaler is not None and ckpt["scaler"]:
-        step_fn.scaler.load_state_dict(ckpt["scaler"])
-    global_step = int(ckpt["global_step"])
-    scheduler.step_update(global_step)  # the schedule is a function of the step count
-    _restore_rng(ckpt["rng"], path, ctx)
-    if ctx.is_main:
-        print(f"[train] resumed from {path}: epoch {ckpt['epoch']} done, step {global_step}",
-              flush=True)
-    return int(ckpt["epoch"]) + 1, global_step, dict(ckpt.get("metrics", {}))
-
-
-def _restore_rng(rng: dict, path, ctx: RunContext) -> None:
-    if rng["world_size"] == ctx.world_size:
-        state.restore_rng(rng["per_rank"][ctx.rank])
-        return
-    print(f"[train] WARNING: {path} was written by {rng['world_size']} processes, this run has "
-          f"{ctx.world_size}; random streams restart from seed {ctx.seed} + rank (weights and "
-          f"optimizer are restored exactly).", flush=True)
-    torch.manual_seed(ctx.seed + ctx.rank)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.heads import StudentWithHeads
+from mmdistill.models.heads import CMTHead, StudentWithHeads
 from mmdistill.train.targets import normalize_patches, patchify
 
 
@@ -65,10 +65,11 @@ class Distillation(nn.Module):
         return self.trainable
 
     def arch(self) -> dict:
-        """Architecture per checkpoint prefix, saved so a checkpoint rebuilds its own models."""
+        """Architecture per checkpoint prefix, saved so a checkpoint rebuilds its own models.
+        Heads other than `CMTHead` record nothing, so evaluation does not rebuild them."""
         arch = {"student": dict(self.trainable.student.arch)}
         for name, head in self.trainable.heads.items():
-            if hasattr(head, "config"):
+            if isinstance(head, CMTHead):
                 arch[f"heads.{name}"] = dict(head.config, feature=self.trainable.feature)
         return arch
 

@@ -1,0 +1,200 @@
+"""Load one encoder out of any checkpoint into a VideoViT, or build one with the checkpoint's own
+architecture: the architecture check, the position-table resample, a strict key check and a
+`LoadReport` of everything done. `pretrained` is its gin entry (one per model scope).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gin
+
+from mmdistill.models.checkpoint import (ArchitectureMismatchError, Checkpoint, CheckpointError,
+                                         StateDict, read_checkpoint)
+from mmdistill.models.pos_embed import Grid, guess_grid, resample_pos_embed
+from mmdistill.models.selection import ModelView, arch_mismatches, select_model
+from mmdistill.models.vit import VideoViT
+
+
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did; `str(report)` is the human-readable account."""
+
+    path: str
+    format: str
+    prefix: str
+    layout: str
+    strict: bool
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
+    kept_init: list[str] = field(default_factory=list)
+    cast: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shape_mismatch)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.loaded} tensors from {self.path} ({self.format}, "
+                 f"{self.layout} layout, prefix {self.prefix!r}, strict={self.strict})"]
+        for title, keys in (("missing (left at init)", self.missing),
+                            ("unexpected (ignored)", self.unexpected),
+                            ("shape mismatch (ignored)", self.shape_mismatch),
+                            ("dropped (not encoder weights)", self.dropped),
+                            ("kept at init", self.kept_init), ("resampled", self.resampled)):
+            if keys:
+                lines.append(f"  {title}: {_short_list(keys)}")
+        if self.cast:
+            lines.append("  cast: " + ", ".join(f"{k} ({n} tensors)" for k, n in self.cast.items()))
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _short_list(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def load_pretrained(model: VideoViT, path: str | Path | Checkpoint, prefix: str | None = None,
+                    strict: bool = True, trust_checkpoint: bool = False,
+                    source_grid: Grid | None = None) -> LoadReport:
+    """Load one encoder from any supported checkpoint into `model`; see the module docstring.
+
+    `source_grid` (T', H', W') overrides the training grid of the checkpoint's position table when
+    its metadata does not record it. With `strict=False` the report is printed when keys were
+    skipped.
+    """
+    ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path, trust_checkpoint)
+    return _load_view(model, ckpt, select_model(ckpt, prefix, source_grid), strict)
+
+
+def _load_view(model: VideoViT, ckpt: Checkpoint, view: ModelView, strict: bool) -> LoadReport:
+    """`load_pretrained` once the encoder is selected (build_from_checkpoint has it already)."""
+    where = f"{ckpt.path}" + (f" (prefix {view.root!r})" if view.root else "")
+    problems = arch_mismatches(view.arch, model)
+    if problems:
+        raise ArchitectureMismatchError(
+            f"checkpoint {where} does not fit the model: " + "; ".join(problems)
+            + ". Set the video_vit gin parameters to match the checkpoint, or pick another "
+              "checkpoint/prefix (`python -m mmdistill.ckpt inspect PATH` shows its architecture).")
+    report = LoadReport(str(ckpt.path), ckpt.format, view.root, view.layout, strict,
+                        dropped=view.dropped)
+    if view.ignored:
+        report.notes.append(f"{view.ignored} tensors of other models in the checkpoint were not used")
+    if not view.arch["num_heads_known"]:
+        report.notes.append(f"the checkpoint does not record its head count; the model's "
+                            f"num_heads={model.arch['num_heads']} is assumed")
+    source = dict(view.state_dict)
+    _place_position_table(model, view, source, report, where)
+    target = model.state_dict()
+    if view.arch["use_mean_pooling"] is None and model.arch["use_mean_pooling"]:
+        report.kept_init += ["fc_norm.weight", "fc_norm.bias"]  # the source had no pooling norm
+        report.notes.append("the source has no fc_norm (a VideoMAEModel with mean pooling); fc_norm "
+                            "is kept at its identity init")
+    report.missing = [k for k in target if k not in source and k not in report.kept_init]
+    report.unexpected = [k for k in source if k not in target]
+    report.shape_mismatch = [f"{k}: checkpoint {tuple(source[k].shape)} vs model {tuple(target[k].shape)}"
+                             for k in source if k in target and source[k].shape != target[k].shape]
+    if strict and report.skipped:
+        raise CheckpointError(
+            f"checkpoint {where} does not match the model key for key:"
+            + (f"\n  missing: {_short_list(report.missing)}" if report.missing else "")
+            + (f"\n  unexpected: {_short_list(report.unexpected)}" if report.unexpected else "")
+            + (f"\n  shape mismatch: {_short_list(report.shape_mismatch)}" if report.shape_mismatch else "")
+            + "\nPick the right prefix/checkpoint, or set pretrained.strict = False to load the "
+              "matching keys (what is skipped is then printed).")
+    usable = {}
+    for key, value in source.items():
+        if key in target and value.shape == target[key].shape:
+            if value.dtype != target[key].dtype:
+                change = f"{value.dtype} -> {target[key].dtype}".replace("torch.", "")
+                report.cast[change] = report.cast.get(change, 0) + 1
+            usable[key] = value.to(target[key].dtype)
+    # Key matching was checked above (an error when strict); here only the matching subset is
+    # loaded, and the report printed below lists everything that was not.
+    model.load_state_dict(usable, strict=False)
+    report.loaded = len(usable)
+    if report.skipped:
+        print(report, flush=True)
+    return report
+
+
+def _place_position_table(model: VideoViT, view: ModelView, source: StateDict,
+                          report: LoadReport, where: str) -> None:
+    """Resample a learned table into `source`, or set the model's fixed table to the source grid."""
+    grid = view.source_grid
+    if model.arch["pos_embed"] == "learned":
+        table = source["pos_embed"]
+        if grid is None:
+            grid = guess_grid(table.shape[-2], model.grid_size)
+            if grid is not None and grid != model.grid_size:
+                report.notes.append(f"pos_embed grid {grid} inferred from its {table.shape[-2]} "
+                                    f"tokens (square frames assumed; override with source_grid)")
+        if grid is None:
+            raise CheckpointError(
+                f"checkpoint {where} has a learned pos_embed of {table.shape[-2]} tokens and does "
+                f"not record its input size; pass source_grid=(T', H', W') (gin: "
+                f"pretrained.source_grid) so it can be resampled to {model.grid_size}")
+        if tuple(grid) != model.grid_size:
+            source["pos_embed"] = resample_pos_embed(table, grid, model.grid_size)
+            report.resampled.append(f"pos_embed: {tuple(grid)} -> {model.grid_size}")
+        return
+    if grid is None:
+        report.notes.append(f"position table: the model's fixed sinusoid table for "
+                            f"{model.grid_size} (the checkpoint records no input size; pass "
+                            f"source_grid if it was trained at another size)")
+    elif tuple(grid) != model.grid_size:
+        model.use_sincos_table_of(grid)
+        report.resampled.append(f"fixed sinusoid table: {tuple(grid)} -> {model.grid_size}")
+    else:
+        model.use_sincos_table_of(None)
+        report.notes.append(f"position table: fixed sinusoid for {model.grid_size}, as trained")
+
+
+def build_from_checkpoint(path: str | Path | Checkpoint, prefix: str | None = None,
+                          trust_checkpoint: bool = False, source_grid: Grid | None = None,
+                          **overrides: Any) -> tuple[VideoViT, LoadReport]:
+    """Build a VideoViT with the checkpoint's own architecture and load it (overrides win)."""
+    ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path, trust_checkpoint)
+    view = select_model(ckpt, prefix, source_grid)
+    arch = view.arch
+    if arch["num_heads"] is None and "num_heads" not in overrides:
+        raise CheckpointError(f"cannot tell the head count of {ckpt.path} (embed_dim "
+                              f"{arch['embed_dim']}); pass num_heads")
+    kwargs: dict[str, Any] = {k: arch[k] for k in ("in_chans", "embed_dim", "depth", "num_heads",
+                                                   "tubelet_size", "patch_size", "pos_embed")}
+    kwargs["mlp_ratio"] = arch["mlp_ratio"] or 4.0
+    kwargs["init_values"] = 1e-5 if arch["layer_scale"] else 0.0  # values come from the weights
+    kwargs["use_mean_pooling"] = arch["use_mean_pooling"] is not False
+    grid = view.source_grid
+    if grid is None and arch["pos_embed"] == "learned":
+        default = (16 // arch["tubelet_size"], 224 // arch["patch_size"], 224 // arch["patch_size"])
+        grid = guess_grid(arch["num_tokens"], default)
+    if "num_frames" in arch and "img_size" in arch:  # recorded input size of the model itself
+        kwargs["num_frames"], kwargs["img_size"] = arch["num_frames"], tuple(arch["img_size"])
+    elif grid is not None:
+        kwargs["num_frames"] = grid[0] * arch["tubelet_size"]
+        kwargs["img_size"] = (grid[1] * arch["patch_size"], grid[2] * arch["patch_size"])
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    model = VideoViT(**kwargs)
+    view = replace(view, source_grid=tuple(grid) if grid is not None else None)
+    return model, _load_view(model, ckpt, view, strict=True)
+
+
+@gin.configurable("pretrained")
+def initialise_from_checkpoint(model: VideoViT, path: str | None = None, prefix: str | None = None,
+                               strict: bool = True, trust_checkpoint: bool = False,
+                               source_grid: Grid | None = None) -> LoadReport | None:
+    """gin entry: `teacher_flow/pretrained.path = '...'`; does nothing when path is None."""
+    if path is None:
+        return None
+    report = load_pretrained(model, path, prefix, strict, trust_checkpoint, source_grid)
+    if not report.skipped:
+        print(report, flush=True)
+    return report

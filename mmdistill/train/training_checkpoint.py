@@ -1,0 +1,270 @@
+"""The training checkpoint, owned here from end to end: what it holds (built from the trainer's
+parts), writing it atomically, reading and checking it, keeping the newest k, resuming a run from
+it exactly, the step it stopped at, and rebuilding a distilled checkpoint's models for evaluation.
+
+Files are written atomically (temporary file in the same folder, fsync, rename), so a crash or a
+full disk mid-write leaves the previous checkpoint untouched. Everything stored is tensors or
+plain Python values, so `torch.load(weights_only=True)` reads it without unpickling code. The
+layout is in docs/INTERFACES.md ("Checkpoints"); its format tag lives in `checkpoint_format`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmdistill.context import RunContext
+from mmdistill.models.checkpoint import read_checkpoint
+from mmdistill.models.heads import CMTHead, PooledHead
+from mmdistill.models.loading import LoadReport, build_from_checkpoint
+from mmdistill.models.vit import VideoViT
+from mmdistill.train import distributed, optim
+# FORMAT and VERSION are taken from here by everyone but the model-side reader.
+from mmdistill.train.checkpoint_format import FORMAT, VERSION, is_training_checkpoint
+
+LAST = "last.ckpt"
+_NAMED = re.compile(r"^epoch=(\d+)-train_loss=.*\.ckpt$")
+
+
+def checkpoint_name(epoch: int, train_loss: float) -> str:
+    """The original's naming (0-based epoch, as Lightning wrote it): `epoch=04-train_loss=0.1234.ckpt`."""
+    loss = f"{train_loss:.4f}" if math.isfinite(train_loss) else str(train_loss)
+    return f"epoch={epoch:02d}-train_loss={loss}.ckpt"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` to `path` so that `path` is always either the old or the new complete file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (network mounts) refuse fsync on directories; the data is synced
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read one of our checkpoint files safely (no code is unpickled). `mmap=True` maps the
+    tensors instead of reading them (for callers that only need the small fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass an existing .ckpt file "
+                                f"(a run's checkpoints/last.ckpt resumes that run).")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch's long advice to load with weights_only=False is not for us
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {reason}. The file is "
+                         f"damaged or not an mmdistill checkpoint; use checkpoints/last.ckpt or an "
+                         f"earlier epoch=*.ckpt of the same run.") from err
+    if not is_training_checkpoint(payload):
+        raise ValueError(f"{path} is not an mmdistill training checkpoint (no format='{FORMAT}'); "
+                         f"to start from other weights use a model loader, not resume.")
+    if payload.get("version") != VERSION:
+        raise ValueError(f"{path} has checkpoint version {payload.get('version')}, this code reads "
+                         f"version {VERSION}; use the mmdistill version that wrote it.")
+    return payload
+
+
+def prune_checkpoints(folder: str | Path, keep_last_k: int | None) -> list[Path]:
+    """Delete all but the newest `keep_last_k` named `epoch=*` checkpoints (never `last.ckpt`)."""
+    if keep_last_k is None:
+        return []
+    if keep_last_k < 1:
+        raise ValueError(f"train.keep_last_k={keep_last_k}: use None (keep all) or a count >= 1")
+    named = sorted((int(m.group(1)), p) for p in Path(folder).iterdir()
+                   if (m := _NAMED.match(p.name)))
+    removed = [p for _, p in named[:-keep_last_k]]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+# --- random number generators -------------------------------------------------------------------
+
+def capture_rng() -> dict[str, Any]:
+    """Every generator a training step may draw from, as tensors and plain values."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64),
+                   "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32),
+                         np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- the trainer's side: save every epoch, resume --------------------------------------------
+# `step_fn` is the loop's TrainStep: `trainable` (the optimised module), `optimizer`, `scaler`.
+
+def build_payload(ctx: RunContext, objective: nn.Module, step_fn, scheduler, epoch: int,
+                  global_step: int, data_state: dict, metrics: dict, rng: list[dict]) -> dict:
+    """Everything a resumed run needs, as tensors and plain values; `rng` holds every rank's."""
+    return {
+        "format": FORMAT, "version": VERSION,
+        "model": step_fn.trainable.state_dict(),
+        "arch": objective.arch() if hasattr(objective, "arch") else {},
+        "optimizer": step_fn.optimizer.state_dict(),
+        "scaler": step_fn.scaler.state_dict() if step_fn.scaler is not None else {},
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch, "global_step": global_step,
+        "rng": {"world_size": len(rng), "per_rank": rng},
+        "data_state": {**data_state, "epoch": epoch},
+        "gin_config": ctx.gin_config(),
+        "wandb_run_id": ctx.wandb_run_id,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+    }
+
+
+def save_epoch(ctx: RunContext, objective: nn.Module, step_fn, scheduler, epoch: int,
+               global_step: int, data_state: dict, metrics: dict, save_ckpt_freq: int,
+               keep_last_k: int | None) -> None:
+    """`last.ckpt` every epoch, a named copy every `save_ckpt_freq` epochs (newest `keep_last_k`
+    kept). Every rank must call it: the random states are gathered from all of them."""
+    rng = distributed.gather_objects(capture_rng())  # collective
+    if not ctx.is_main:
+        return
+    payload = build_payload(ctx, objective, step_fn, scheduler, epoch, global_step, data_state,
+                            metrics, rng)
+    folder = ctx.checkpoints_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    if (epoch + 1) % save_ckpt_freq == 0:
+        save_checkpoint(folder / checkpoint_name(epoch, metrics["train/epoch_loss"]), payload)
+        prune_checkpoints(folder, keep_last_k)
+    save_checkpoint(folder / LAST, payload)
+
+
+def resume(path: str | Path, step_fn, scheduler, data_state: dict,
+           ctx: RunContext) -> tuple[int, int, dict]:
+    """Restore weights, optimizer, scaler, schedule position and RNGs; returns (first epoch to
+    run, global step, the last epoch's metrics)."""
+    ckpt = load_checkpoint(path)
+    saved = ckpt["data_state"]
+    if saved["seed"] != data_state["seed"]:
+        raise ValueError(f"{path} was trained with seed {saved['seed']} but this run has seed "
+                         f"{data_state['seed']}: the data order would differ. Set "
+                         f"experiment.seed={saved['seed']} to resume.")
+    for key in ("steps_per_epoch", "total_batch"):
+        if saved.get(key) != data_state[key]:
+            print(f"[train] WARNING: resuming {path} with {key}={data_state[key]} (it was "
+                  f"{saved.get(key)}): the run continues with a different schedule or data split, "
+                  f"not as an exact continuation.", flush=True)
+    try:
+        step_fn.trainable.load_state_dict(ckpt["model"])
+        optim.load_optimizer_state(step_fn.optimizer, ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(f"cannot resume from {path}: its model or optimizer does not match this "
+                         f"run's ({err}). Resume with the same model and optimizer settings "
+                         f"(the checkpoint's gin_config lists them).") from err
+    if step_fn.scaler is not None and ckpt["scaler"]:
+        step_fn.scaler.load_state_dict(ckpt["scaler"])
+    global_step = int(ckpt["global_step"])
+    scheduler.step_update(global_step)  # the schedule is a function of the step count
+    _restore_rank_rng(ckpt["rng"], path, ctx)
+    if ctx.is_main:
+        print(f"[train] resumed from {path}: epoch {ckpt['epoch']} done, step {global_step}",
+              flush=True)
+    return int(ckpt["epoch"]) + 1, global_step, dict(ckpt.get("metrics", {}))
+
+
+def _restore_rank_rng(rng: dict, path, ctx: RunContext) -> None:
+    if rng["world_size"] == ctx.world_size:
+        restore_rng(rng["per_rank"][ctx.rank])
+        return
+    print(f"[train] WARNING: {path} was written by {rng['world_size']} processes, this run has "
+          f"{ctx.world_size}; random streams restart from seed {ctx.seed} + rank (weights and "
+          f"optimizer are restored exactly).", flush=True)
+    torch.manual_seed(ctx.seed + ctx.rank)
+
+
+def step_done(path: str | Path) -> int:
+    """The optimizer step the checkpoint was written at (reads only the small fields)."""
+    return int(load_checkpoint(path, mmap=True)["global_step"])
+
+
+# --- evaluation: the encoder and, for distillation checkpoints, its CMT heads ------------------
+
+def models_for_evaluation(path: str | Path, prefix: str | None = None,
+                          trust_checkpoint: bool = False
+                          ) -> tuple[VideoViT, dict[str, nn.Module], LoadReport]:
+    """The encoder stored in any supported checkpoint (a distillation checkpoint's student unless
+    `prefix` says otherwise), plus the CMT heads our distillation checkpoints record."""
+    ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
+    ours = ckpt.format == FORMAT
+    if prefix is None and ours and any(k.startswith("student.") for k in ckpt.state_dict):
+        prefix = "student"
+    model, report = build_from_checkpoint(ckpt, prefix=prefix)
+    if not ours:
+        return model, {}, report
+    return model, rebuild_heads(ckpt.state_dict, ckpt.metadata.get("arch") or {}, model, path), report
+
+
+def rebuild_heads(state_dict: dict[str, torch.Tensor], arch: dict[str, dict], encoder: VideoViT,
+                  path: str | Path) -> dict[str, nn.Module]:
+    """modality -> CMT head with its trained weights, from the `heads.<modality>` entries of a
+    checkpoint's `arch`; a head trained on the pooled feature is applied to the pooled feature."""
+    heads = {}
+    for name, config in arch.items():
+        if not name.startswith("heads."):
+            continue
+        config = dict(config)
+        feature = config.pop("feature", "tokens")
+        head = CMTHead(**config)
+        weights = {k[len(name) + 1:]: v.float() for k, v in state_dict.items()
+                   if k.startswith(name + ".")}
+        try:
+            head.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: the weights of {name} do not fit the head its arch records "
+                             f"({config}): {err}. The checkpoint is damaged or was edited.") from err
+        modality = name.split(".", 1)[1]
+        heads[modality] = head if feature == "tokens" else PooledHead(head, encoder.fc_norm)
+    unrecorded = sorted({k.split(".")[1] for k in state_dict if k.startswith("heads.")}
+                        - set(heads))
+    if unrecorded:
+        print(f"[evaluate] {path}: heads {unrecorded} have weights but no recorded config (not a "
+              f"CMTHead); they are not evaluated.", flush=True)
+    return heads
