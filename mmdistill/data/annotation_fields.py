@@ -24,8 +24,8 @@ from typing import Any, Iterable, Sequence
 JOIN = "/"
 # A JSON entry holding this key is a tennis-style video whose events are the clips.
 EVENTS_KEY = "events"
-# Keys of the F3Set tennis files (README "Data") that no clip field reads: the video's size and
-# rate, and the match state of each rally.
+# Keys of the F3Set tennis files (every video of the real val.json has them) that no clip field
+# reads: the video's size and rate, and the match state of each rally.
 TENNIS_VIDEO_KEYS = frozenset({
     "fps", "height", "width", "num_frames",
     "far_name", "far_hand", "far_set", "far_game", "far_point",
