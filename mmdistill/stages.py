@@ -153,7 +153,7 @@ def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
                 if loader is None:
                     with gin.config_scope("fewshot_val_data"):
                         dataset = build_clip_dataset(annotations, modalities=["rgb"],
-                                                     mode="eval", seed=ctx.seed)
+                                                     mode="eval", seed=ctx.seed, labeled=True)
                         loader = build_loader(dataset, shuffle=False, drop_last=False,
                                               seed=ctx.seed)
                     _check_disjoint_from_test(dataset.class_names)
@@ -246,7 +246,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     if not ctx.is_main:
         return {}
     with gin.config_scope("fewshot_data"):
-        dataset = build_clip_dataset(modalities=["rgb"], mode="eval", seed=ctx.seed)
+        dataset = build_clip_dataset(modalities=["rgb"], mode="eval", seed=ctx.seed, labeled=True)
         loader = build_loader(dataset, shuffle=False, drop_last=False, seed=ctx.seed)
     print(f"[evaluate] {len(dataset)} labelled clips in {dataset.num_classes} classes", flush=True)
     summary: dict[str, Any] = {}

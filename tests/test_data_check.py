@@ -1,10 +1,12 @@
 """The `check` and `stats` data tools."""
+from pathlib import Path
+
 import gin
 import numpy as np
 import pytest
 from PIL import Image
 
-from data_factories import make_dataset, write_flow_pairs
+from data_factories import make_dataset, write_flow_pairs, write_json
 from mmdistill.data.__main__ import main
 from mmdistill.data.check import flow_to_colour
 
@@ -77,3 +79,37 @@ def test_stats_prints_gin_lines_with_measured_values(tmp_path, capsys):
     assert mean["flow"] == pytest.approx([2.0, -2.0], abs=1e-3)
     assert len(mean["skeleton"]) == 17 and 0 < min(mean["skeleton"])
     assert "'flow': [1, 1e-06]" in lines[1]
+
+
+def test_check_reports_the_annotation_mapping_and_what_each_field_held(tmp_path, capsys):
+    make_dataset(tmp_path, videos=("0001", "0002"))
+    clips = [{"video_id": "0001", "action_id": 0, "action_name": "check_booklet", "start_frame": 1, "end_frame": 9,
+              "action_id_internal": 9},
+             {"video_id": "0001", "action_id": 15, "action_name": "take_screw", "start_frame": 5, "end_frame": 8,
+              "action_id_internal": 27},
+             {"video_id": "0002", "action_id": 0, "action_name": "check_booklet", "start_frame": 3, "end_frame": 6,
+              "action_id_internal": 9}]
+    annotations = write_json(tmp_path / "meccano_val.json", {"version": 1.0, "split": "val", "clips": clips})
+    mapping = Path(__file__).resolve().parents[1] / "gin" / "base" / "mmcdfsl_annotations_meccano.gin"
+    assert main(["check", "--gin_file", str(mapping), "--annotations", str(annotations)] + SMALL) == 0
+    out = capsys.readouterr().out
+    assert "meccano_val.json (flat list, the list under 'clips'): 3 entries -> 3 clips" in out
+    assert "  video  <- 'video_id': 3 clips, 2 videos\n" in out
+    assert "  start  <- 'start_frame': 3 of 3 clips, frames 0..4 (0-based: the file's number - frame_base 1)" in out
+    assert "  end    not read\n" in out
+    assert "  label  <- 'action_name': 3 of 3 clips, 2 classes\n" in out
+    assert "keys not read" not in out
+
+
+def test_check_shows_a_label_key_that_matched_nothing(tmp_path, capsys):
+    make_dataset(tmp_path)
+    annotations = write_json(tmp_path / "list.json", [{"video": "v0", "action": "a"}, {"video": "v1", "action": "b"}])
+    assert main(["check", "--annotations", str(annotations)] + SMALL) == 0
+    out = capsys.readouterr().out
+    assert "list.json (flat list): 2 entries -> 2 clips" in out
+    assert "  start  <- 'start': 0 of 2 clips (in no entry)" in out
+    assert "  label  <- 'label': 0 of 2 clips, 0 classes" in out
+    assert "  keys not read (entries holding them): action (2)" in out
+    events = make_dataset(tmp_path / "t", events_per_video=2)["annotations"]
+    assert main(["check", "--annotations", str(events)] + SMALL) == 0
+    assert "  start  <- events[].'frame': 4 of 4 clips, frames 0..1" in capsys.readouterr().out

@@ -2,10 +2,13 @@
 optionally with a picture of a few training clips so a user can see the modalities line up.
 
 The scan asks every source of every video for its frame count and reads one frame (or the
-skeleton file), so it is quick; `--decode` also builds every clip the way training would.
+skeleton file), so it is quick; `--decode` also builds every clip the way training would. The
+report starts with how the annotation file was read (layout, which key gave which field, and
+what each field held), so a wrong key mapping shows before any frame is opened.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import sys
@@ -26,10 +29,11 @@ import mmdistill.data.masking  # noqa: F401  tube_mask
 import mmdistill.data.sources  # noqa: F401  rgb_frames, flow_frames, skeleton_pickle, ...
 import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
 from mmdistill.config import ConfigError, parse_config
+from mmdistill.data.annotation_fields import describe_keys
+from mmdistill.data.annotations import AnnotationReading, Clip, read_annotation_file
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
 from mmdistill.data.sources import BadClipError
 from mmdistill.progress import progress as progress_bar
-
 
 # ---------------------------------------------------------------------------------------------
 # Building the dataset a gin file describes
@@ -60,6 +64,66 @@ def dataset_in_scope(scope: str | None = None, **overrides) -> ClipDataset:
             raise SystemExit(f"no annotation file bound: set clip_data.annotations (or {scope or 'SCOPE'}/"
                              f"clip_data.annotations with --scope), or pass --annotations") from None
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# How the annotation file was read
+
+LAYOUT_NAMES = {"tennis": "tennis-style events", "flat": "flat list", "folders": "class folders"}
+
+
+def annotation_reading_in_scope(scope: str | None, on_bad_clip: str = "error",
+                                annotations: str | None = None) -> AnnotationReading | None:
+    """The annotation file `clip_data` read, read again with the same bindings for the report
+    (None when the clips were given as a list)."""
+    with gin.config_scope(scope) if scope else contextlib.nullcontext():
+        data_options = gin.get_bindings("clip_data")
+        path = annotations or data_options.get("annotations")
+        if not isinstance(path, (str, Path)):
+            return None
+        options = {**gin.get_bindings("clip_annotations"), "require_labels": data_options.get("labeled") is True,
+                   "on_bad_entry": "skip" if on_bad_clip == "skip" else "error"}
+        return read_annotation_file(path, **options)
+
+
+def _field_summary(field: str, clips: list[Clip], frame_base: int) -> str:
+    count = len(clips)
+    if field == "video":
+        return f"{count} clips, {len({clip.video for clip in clips})} videos"
+    if field == "label":
+        labelled = [clip.label for clip in clips if clip.label is not None]
+        return f"{len(labelled)} of {count} clips, {len(set(labelled))} classes"
+    frames = [getattr(clip, field) for clip in clips if getattr(clip, field) is not None]
+    if not frames:
+        return f"0 of {count} clips (in no entry)"
+    return (f"{len(frames)} of {count} clips, frames {min(frames)}..{max(frames)} (0-based: the file's number "
+            f"- frame_base {frame_base})")
+
+
+def format_annotation_reading(reading: AnnotationReading) -> str:
+    """Layout, then per clip field: the entry key(s) it came from and what it held."""
+    fields = reading.fields
+    under = f", the list under '{reading.entries_key}'" if reading.entries_key else ""
+    lines = [f"annotations: {reading.path} ({LAYOUT_NAMES[reading.layout]}{under}): {reading.num_entries} "
+             f"entries -> {len(reading.clips)} clips"]
+    if reading.layout == "folders":
+        sources = {"video": "file path under the root", "start": None, "end": None, "label": "class folder"}
+    else:
+        label = describe_keys(fields.label) if fields.label else None
+        tennis = reading.layout == "tennis"
+        sources = {"video": describe_keys(fields.video),
+                   "start": "events[].'frame'" if tennis else fields.start and describe_keys(fields.start),
+                   "end": None if tennis else fields.end and describe_keys(fields.end),
+                   "label": label and (f"events[].{label}" if tennis else label)}
+    for field, source in sources.items():
+        lines.append(f"  {field:6s}" + (" not read" if source is None else
+                                        f" <- {source}: {_field_summary(field, reading.clips, reading.frame_base)}"))
+    if reading.unread_keys:
+        listed = ", ".join(f"{key} ({count})" for key, count in sorted(reading.unread_keys.items()))
+        lines.append(f"  keys not read (entries holding them): {listed}")
+    if reading.skipped:
+        lines.append(f"  skipped entries: {len(reading.skipped)}; first: {reading.skipped[0]}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +322,9 @@ def run_check(args) -> int:
     overrides = _overrides(args)
     parse_gin(args.gin_file, args.gin_param)
     dataset = dataset_in_scope(args.scope, **overrides)
+    reading = annotation_reading_in_scope(args.scope, dataset.on_bad_clip, args.annotations)
+    if reading is not None:
+        print(format_annotation_reading(reading))
     report = scan_dataset(dataset, decode=args.decode, progress=not args.quiet)
     print(format_report(report, args.max_listed))
     if args.visualize:

@@ -290,7 +290,7 @@ def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Pat
     if isinstance(annotations, (str, Path)):
         annotation_path = Path(annotations)
         on_bad_entry = "skip" if on_bad_clip == "skip" else "error"
-        clips = read_annotations(annotation_path, on_bad_entry=on_bad_entry)
+        clips = read_annotations(annotation_path, on_bad_entry=on_bad_entry, require_labels=labeled is True)
         if root is None:
             root = annotation_path if annotation_path.is_dir() else annotation_path.parent
         is_folder_layout = annotation_path.is_dir()
