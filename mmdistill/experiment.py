@@ -142,6 +142,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
         run_dir = _shared_run_dir(rank, world_size, lambda: rundir.new_run_dir(output_root, name))
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(rundir.hold_lock(run_dir, rank))  # taken when the dir was made/resolved
         if rank == 0:
             log_file = stack.enter_context((run_dir / "console.log").open("a", buffering=1))
             stack.enter_context(contextlib.redirect_stdout(rundir.Tee(sys.stdout, log_file)))

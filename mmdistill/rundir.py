@@ -1,15 +1,21 @@
 """Run directories: one folder per run, never shared, holding everything needed to audit it.
 
 Layout: <root>/YYYY-MM-DD/HH-MM-SS_<name>/{operative_config.gin, checkpoints/, metrics.jsonl,
-summary.json, console.log, command.txt, environment.json, wandb/, wandb_run_id}
+summary.json, console.log, command.txt, environment.json, wandb/, wandb_run_id, .lock}
+
+A run directory has one live owner: two processes in one would interleave metrics.jsonl, share a
+W&B run id and overwrite each other's last.ckpt. `.lock` is that ownership (see `lock_run_dir`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from importlib import metadata
@@ -35,6 +41,7 @@ def new_run_dir(root: str | Path, name: str, now: dt.datetime | None = None) -> 
             path.mkdir()
         except FileExistsError:
             continue
+        lock_run_dir(path)
         (path / "checkpoints").mkdir()
         return path
     raise RuntimeError(f"could not create a run directory under {day}: 1000 names taken")
@@ -58,14 +65,49 @@ def find_resumable(root: str | Path, name: str) -> Path:
 
 def resolve_resume(resume: bool | str, root: str | Path, name: str) -> tuple[Path, Path]:
     """(run_dir, checkpoint) for `experiment.resume` = True, a run dir, or a checkpoint file.
-    A run whose summary says it finished is not resumed (its results would be overwritten)."""
+
+    The run directory is locked for this process before anything in it is read or rewritten
+    (by rank 0 only: under torchrun the other ranks share rank 0's ownership). A run whose
+    summary says it finished is not resumed (its results would be overwritten)."""
     run_dir, ckpt = _resume_target(resume, root, name)
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock_run_dir(run_dir)
     summary = run_dir / "summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("status") == "finished":
-        raise ValueError(f"{run_dir} finished already (summary.json); resuming would rerun its "
-                         f"stages and replace its results. Start a new run, or raise train.epochs "
-                         f"and resume from a copy of the run directory.")
+        release_run_dir(run_dir)
+        raise ValueError(finished_run_advice(run_dir, ckpt))
     return run_dir, ckpt
+
+
+def finished_run_advice(run_dir: Path, ckpt: Path) -> str:
+    """Why a finished run is not resumed, and the commands that do what the user wants instead.
+
+    Continuing means a copy: its own summary, W&B run and results, the finished run untouched.
+    The copy drops the finished summary (which refuses resuming) and the W&B run id (one run
+    directory, one W&B run).
+    """
+    copy = run_dir.with_name(run_dir.name + "-continued")
+    q = shlex.quote
+    return (f"{run_dir} finished already (its summary.json says status 'finished'); "
+            f"experiment.resume only continues unfinished runs, because resuming this one would "
+            f"rerun its stages and overwrite its results.\n"
+            f"To train it for more epochs, continue a copy of it with train.epochs raised above its "
+            f"own (the learning-rate schedule is stretched to the new length from where it stopped):\n"
+            f"    cp -r {q(str(run_dir))} {q(str(copy))} && "
+            f"rm -f {q(str(copy / 'summary.json'))} {q(str(copy / 'wandb_run_id'))}\n"
+            f"    then its command (command.txt) plus --gin_param 'train.epochs=<more>' "
+            f"--gin_param {_binding('experiment.resume', copy)}\n"
+            f"To start a new run from its weights: --gin_param "
+            f"{_binding('distill.student_init', ckpt)} (distillation).\n"
+            f"To evaluate it again: --gin_param 'experiment.train=False' --gin_param "
+            f"'experiment.test=True' --gin_param {_binding('experiment.ckpt_path', ckpt)}")
+
+
+def _binding(name: str, path: Path) -> str:
+    """A string binding as one shell word, written the way the README writes them."""
+    if re.fullmatch(r"[\w./:@,+=-]+", str(path)):
+        return f"\"{name}='{path}'\""
+    return shlex.quote(f"{name}={str(path)!r}")
 
 
 def _resume_target(resume: bool | str, root: str | Path, name: str) -> tuple[Path, Path]:
@@ -86,6 +128,105 @@ def _resume_target(resume: bool | str, root: str | Path, name: str) -> tuple[Pat
                              f"(e.g. the student's init checkpoint) instead of experiment.resume.")
         return path.parent.parent, path
     raise FileNotFoundError(f"experiment.resume={resume!r}: no such file or directory")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ownership: one live process per run directory
+
+LOCK_FILE = ".lock"
+_HELD: dict[Path, int] = {}  # run dir -> descriptor of its flocked .lock, for this process
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process owns the run directory."""
+
+
+def lock_run_dir(run_dir: str | Path) -> None:
+    """Make this process the run directory's only user until `release_run_dir` or its death.
+
+    An flock on `<run_dir>/.lock`, which holds the owner's PID, host, start and command so a
+    refused process can say who to wait for. The kernel drops an flock when its process dies
+    (kill -9 included), so a lock never outlives its owner and a dead owner's file is simply
+    taken over. Taking it again in the owning process is a no-op.
+    """
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        return
+    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = _read_owner(fd)
+        os.close(fd)
+        raise RunDirBusy(_busy_message(key, owner)) from None
+    previous = _read_owner(fd)  # left behind only by an owner that died holding it
+    me = {"pid": os.getpid(), "host": platform.node(),
+          "since": dt.datetime.now().isoformat(timespec="seconds"),
+          "command": " ".join(_quote(a) for a in sys.argv)[:500]}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+    _HELD[key] = fd
+    if previous:
+        print(f"[run dir] {key}: took over {LOCK_FILE} from PID {previous.get('pid')} on "
+              f"{previous.get('host')} (since {previous.get('since')}), which ended without "
+              f"releasing it", file=sys.stderr, flush=True)
+
+
+def release_run_dir(run_dir: str | Path) -> None:
+    """End this process's ownership (a no-op when it holds none); the owner record is cleared,
+    so only a crashed owner ever leaves one behind."""
+    fd = _HELD.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_lock(run_dir: str | Path, rank: int = 0):
+    """Own the run directory for a block (rank 0; under torchrun the other ranks work in rank
+    0's directory under its ownership). Reuses the lock `new_run_dir`/`resolve_resume` took."""
+    if rank != 0:
+        yield
+        return
+    lock_run_dir(run_dir)
+    try:
+        yield
+    finally:
+        release_run_dir(run_dir)
+
+
+def _read_owner(fd: int) -> dict | None:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _busy_message(run_dir: Path, owner: dict | None) -> str:
+    if not owner:  # it has the lock but has not written its record yet
+        return (f"run directory {run_dir} is in use by another process (it holds "
+                f"{run_dir / LOCK_FILE}; its PID is not recorded yet). Two processes in one run "
+                f"directory would interleave metrics.jsonl, share one W&B run and overwrite "
+                f"checkpoints/last.ckpt. Wait for it to end, then run this command again.")
+    pid, host = owner.get("pid"), owner.get("host")
+    where = "" if host == platform.node() else f" on host {host}"
+    return (f"run directory {run_dir} is in use by another process: PID {pid} on {host}, since "
+            f"{owner.get('since')} ({owner.get('command')}). Two processes in one run directory "
+            f"would interleave metrics.jsonl, share one W&B run and overwrite "
+            f"checkpoints/last.ckpt. Wait for PID {pid} to end, or stop it (kill {pid}{where}), "
+            f"then run this command again.")
+
+
+def _forget_inherited_locks() -> None:
+    # A forked child (a data-loader worker) shares its parent's flock; closing its copies means
+    # the lock dies with the owner, not with the last of its children. No LOCK_UN: that would
+    # release the parent's lock too.
+    for fd in _HELD.values():
+        os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
 def write_provenance(run_dir: Path, argv: list[str]) -> None:

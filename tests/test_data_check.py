@@ -1,4 +1,6 @@
 """The `check` and `stats` data tools."""
+import shlex
+import shutil
 from pathlib import Path
 
 import gin
@@ -7,9 +9,11 @@ import pytest
 from PIL import Image
 
 from data_factories import make_dataset, write_flow_pairs, write_json
-from mmdistill.data.__main__ import main
+from mmdistill.config import parse_config
+from mmdistill.data.__main__ import build_parser, main
 from mmdistill.data.check import flow_to_colour
 
+ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--gin_param", "spatial_transform.short_side = 24", "--gin_param", "spatial_transform.crop_size = (24, 24)",
          "--gin_param", "temporal_sampling.num_frames = 4", "--quiet"]
 
@@ -43,6 +47,18 @@ def test_check_clean_dataset_passes(tmp_path, capsys):
     data = make_dataset(tmp_path)
     assert main(["check", "--annotations", str(data["annotations"]), "--decode"] + SMALL) == 0
     assert "no problems found" in capsys.readouterr().out
+
+
+def test_check_reports_flow_of_another_aspect_ratio(tmp_path, capsys):
+    data = make_dataset(tmp_path, videos=("v0", "v1"))  # frames 24x32
+    for path in (tmp_path / "flows" / "v1").glob("*.npy"):
+        path.unlink()
+    write_flow_pairs(tmp_path, "v1", np.zeros((11, 2, 24, 24), np.float32))
+    assert main(["check", "--annotations", str(data["annotations"])] + SMALL) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEMS: 1 (all: 1)" in out and "no problems found" not in out
+    assert "[all] video 'v1': its flow is 24x24 (height x width) but its rgb frames are 24x32" in out
+    assert "all        1/2; usable clips 1/2" in out
 
 
 def test_check_reads_gin_files_and_scopes(tmp_path, capsys):
@@ -113,3 +129,31 @@ def test_check_shows_a_label_key_that_matched_nothing(tmp_path, capsys):
     events = make_dataset(tmp_path / "t", events_per_video=2)["annotations"]
     assert main(["check", "--annotations", str(events)] + SMALL) == 0
     assert "  start  <- events[].'frame': 4 of 4 clips, frames 0..1" in capsys.readouterr().out
+
+
+def documented_examples() -> list[list[str]]:
+    """The data tool commands `--help`, the README and docs/data.md show, as argument lists."""
+    texts = [build_parser().format_help(), (ROOT / "README.md").read_text(), (ROOT / "docs/data.md").read_text()]
+    return [shlex.split(line, comments=True)[3:] for text in texts for line in text.splitlines()
+            if line.strip().startswith("python -m mmdistill.data ")]
+
+
+def test_documented_examples_use_scopes_their_gin_files_bind():
+    examples = documented_examples()
+    scoped = [build_parser().parse_args(args) for args in examples if "--scope" in args]
+    assert len(scoped) >= 5
+    for args in scoped:
+        gin.clear_config()
+        parse_config(args.gin_file, [], finalize=False, skip_unknown=True)  # data bindings only
+        assert gin.query_parameter(f"{args.scope}/clip_data.annotations"), (args.gin_file, args.scope)
+
+
+def test_help_example_for_the_demo_runs(tmp_path, monkeypatch, capsys):
+    """The help's first example, as printed, on a tiny dataset where the demo keeps its data."""
+    args = next(args for args in documented_examples() if "gin/demo/distill.gin" in args)
+    data = make_dataset(tmp_path / ".cache" / "demo_data")
+    shutil.copy(data["annotations"], tmp_path / ".cache" / "demo_data" / "unlabeled.json")
+    monkeypatch.chdir(tmp_path)
+    assert main(args + ["--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "clips: 2 from 2 videos; modalities: rgb, flow, skeleton" in out and "no problems found" in out

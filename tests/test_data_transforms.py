@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from data_factories import write_flow_pairs, write_frames, write_skeleton_pickle
-from mmdistill.data.annotations import Clip
+from data_factories import make_dataset, write_flow_pairs, write_frames, write_skeleton_pickle
+from mmdistill.data.annotations import Clip, read_annotations
 from mmdistill.data.dataset import ClipDataset
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.sources import BadClipError, FlowFrameSource, FrameFolderSource, Keypoints, SkeletonSource
 from mmdistill.data.transforms import (Normalize, SpatialPlan, SpatialTransform, TemporalSampler, apply_to_frames,
-                                       apply_to_keypoints)
+                                       apply_to_keypoints, same_aspect)
 
 RNG = np.random.default_rng(0)
 
@@ -192,3 +192,43 @@ def test_flip_swaps_configured_joint_pairs():
     moved = apply_to_keypoints(keypoints, plan, reference_size=(4, 10))
     np.testing.assert_allclose(moved.xy[0, 0, :, 0], [6.0, 7.0, 8.0])   # x -> 9 - x, joints 0 and 2 swapped
     np.testing.assert_allclose(moved.score[0, 0], [0.3, 0.2, 0.1])
+
+
+# ---- flow and skeletons of another size: rescaled when the shape matches, refused otherwise ----
+
+@pytest.mark.parametrize("size, other, same", [
+    ((224, 398), (112, 199), True),    # half size, exact
+    ((224, 398), (112, 200), True),    # half size, width rounded to even
+    ((720, 1280), (224, 398), True),   # the video's size vs frames with a short side of 224
+    ((24, 32), (48, 64), True),        # larger is fine too
+    ((224, 398), (224, 224), False),   # square flow for wide frames
+    ((224, 398), (112, 192), False),   # 3.5% narrower: more than rounding
+    ((480, 640), (224, 398), False),   # 4:3 skeleton img_shape for 16:9 frames
+])
+def test_same_aspect_allows_rounding_and_nothing_more(size, other, same):
+    assert same_aspect(size, other) is same and same_aspect(other, size) is same
+
+
+def three_modalities(root, **sizes):
+    data = make_dataset(root, videos=("v0",), size=(24, 32), **sizes)
+    sources = {"rgb": FrameFolderSource(root=root), "flow": FlowFrameSource(root=root),
+               "skeleton": SkeletonSource(root=root)}
+    return ClipDataset(read_annotations(data["annotations"]), sources, mode="eval",
+                       temporal=TemporalSampler(num_frames=4, sampling_rate=2),
+                       spatial=SpatialTransform(short_side=None, crop_size=(24, 32)))
+
+
+@pytest.mark.parametrize("sizes, named", [
+    (dict(flow_size=(24, 24)), r"its flow is 24x24 \(height x width\) but its rgb frames are 24x32.*"
+                               r"prepare flow"),
+    (dict(skeleton_shape=(36, 64)), r"its skeleton img_shape is 36x64 \(height x width\) but its rgb "
+                                    r"frames are 24x32.*img_shape must be the size of the frames"),
+])
+def test_flow_or_skeleton_of_another_aspect_ratio_is_refused(tmp_path, sizes, named):
+    with pytest.raises(BadClipError, match=r"video 'v0': " + named):
+        three_modalities(tmp_path, **sizes)[0]
+
+
+def test_same_shape_at_another_size_within_rounding_is_read(tmp_path):
+    item = three_modalities(tmp_path, flow_size=(12, 17), skeleton_shape=(48, 64))[0]
+    assert item["flow"].shape == (2, 4, 24, 32) and item["skeleton"].shape == (17, 4, 24, 32)

@@ -5,17 +5,20 @@ import argparse
 import logging
 import sys
 
-EXAMPLES = """examples:
-  python -m mmdistill.data check --gin_file gin/tennis.gin --scope distill
+EXAMPLES = """examples (the shipped gin files bind the training clips in scope unlabeled and the
+evaluation clips in scope fewshot_data):
+  python -m mmdistill.data check --gin_file gin/demo/distill.gin --scope unlabeled
+  python -m mmdistill.data check --gin_file gin/tennis.gin --scope fewshot_data --visualize 4
   python -m mmdistill.data check --annotations data/fewshot.json --modalities rgb --visualize 4
-  python -m mmdistill.data stats --gin_file gin/tennis.gin --scope distill --max_clips 300
+  python -m mmdistill.data stats --gin_file gin/tennis.gin --scope unlabeled --max_clips 300
 """
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gin_file", action="append", default=[], help="gin file describing the dataset (repeatable)")
     parser.add_argument("--gin_param", action="append", default=[], help="extra gin binding (repeatable)")
-    parser.add_argument("--scope", default=None, help="gin scope of the dataset, e.g. distill or fewshot")
+    parser.add_argument("--scope", default=None,
+                        help="gin scope of the dataset: unlabeled or fewshot_data in the shipped files")
     parser.add_argument("--annotations", default=None, help="annotation file or class folder (overrides gin)")
     parser.add_argument("--root", default=None, help="data root (overrides gin)")
     parser.add_argument("--modalities", nargs="+", default=None, help="modalities to read (overrides gin)")

@@ -149,8 +149,7 @@ class CheckReport:
         return not self.problems
 
 
-def _frame_size(source, video: str) -> str:
-    data = source.read(video, [0])
+def _frame_size(source, data) -> str:
     if source.kind == "keypoints":
         shape = data.img_shape or "RGB size"
         shape = f"{shape[1]}x{shape[0]}" if isinstance(shape, tuple) else shape
@@ -170,11 +169,12 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
     problems = []
     usable = set()
     for video, indices in progress_bar(clips_by_video.items(), desc="videos", disable=not progress):
-        counts = {}
+        counts, first_frames = {}, {}
         for name, source in dataset.sources.items():
             try:
                 counts[name] = source.num_frames(video)
-                frame_sizes[name][_frame_size(source, video)] += 1
+                first_frames[name] = source.read(video, [0])
+                frame_sizes[name][_frame_size(source, first_frames[name])] += 1
             except BadClipError as err:
                 problems.append((name, video, str(err)))
                 continue
@@ -184,6 +184,11 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
             continue
         if len(set(counts.values())) > 1 and dataset.frame_counts == "equal":
             problems.append(("all", video, f"modalities disagree on the number of frames {counts}"))
+            continue
+        try:  # frames of another aspect ratio than the RGB would be stretched onto it
+            dataset.plan_size(first_frames, video)
+        except BadClipError as err:
+            problems.append(("all", video, str(err)))
             continue
         length = min(counts.values())
         for index in indices:

@@ -25,7 +25,7 @@ from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.sources import (BadClipError, FlowFrameSource, FrameFolderSource, SkeletonSource,
                                     VideoFileSource)
 from mmdistill.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalize, SpatialTransform,
-                                       TemporalSampler, apply_to_frames, apply_to_keypoints)
+                                       TemporalSampler, apply_to_frames, apply_to_keypoints, same_aspect)
 
 log = logging.getLogger("mmdistill.data")
 
@@ -152,7 +152,7 @@ class ClipDataset(Dataset):
                                f"fix the data, or set frame_counts='min' to use the frames all of them have")
         start, indices = self.temporal(clip, min(counts.values()), time_rng, self.train)
         raw = {name: source.read(clip.video, indices) for name, source in self.sources.items()}
-        reference_size = self._reference_size(raw, clip)
+        reference_size = self.plan_size(raw, clip.video)
         plan = self.spatial.plan(reference_size, space_rng, self.train, clip.video)
         tensors = {}
         for name, data in raw.items():
@@ -186,18 +186,50 @@ class ClipDataset(Dataset):
         rest = {key: value for key, value in item.items() if key not in deferred}
         return {**rest, **{key: value[0] for key, value in self.finish_batch(deferred).items()}}
 
-    def _reference_size(self, raw: Mapping[str, Any], clip: Clip) -> tuple[int, int]:
-        """The frame size the spatial plan is made for: RGB if read, else any image, flow, or the
-        skeleton's image shape."""
+    def plan_size(self, raw: Mapping[str, Any], video: str) -> tuple[int, int]:
+        """The (H, W) the spatial plan is made for: RGB if read, else any image, flow, or the
+        skeleton's image shape. Every other modality is resized onto it, so each must have its
+        aspect ratio (`same_aspect`): a stretched flow or skeleton would sit off the RGB."""
         rank = {"image": 0, "flow": 1, "keypoints": 2}
+        sizes = {}
         for name in sorted(raw, key=lambda name: (name != "rgb", rank[self.sources[name].kind])):
-            if self.sources[name].kind == "image":
-                return tuple(raw[name].shape[1:3])
-            if self.sources[name].kind == "flow":
-                return tuple(raw[name].shape[2:4])
-            if raw[name].img_shape is not None:
-                return tuple(raw[name].img_shape)
-        raise BadClipError(f"video '{clip.video}': with skeletons only, the skeleton file must give img_shape")
+            kind = self.sources[name].kind
+            if kind == "image":
+                sizes[name] = tuple(raw[name].shape[1:3])
+            elif kind == "flow":
+                sizes[name] = tuple(raw[name].shape[2:4])
+            elif raw[name].img_shape is not None:
+                sizes[name] = tuple(raw[name].img_shape)
+        if not sizes:
+            raise BadClipError(f"video '{video}': with skeletons only, the skeleton file must give img_shape")
+        reference, *others = sizes
+        for name in others:
+            if not same_aspect(sizes[name], sizes[reference]):
+                raise BadClipError(_aspect_message(video, name, self.sources[name].kind, sizes[name],
+                                                   reference, sizes[reference]))
+        return sizes[reference]
+
+
+# What a modality's size is, and how to fix one of another aspect ratio than the reference frames.
+_SIZE_FIXES = {
+    "image": ("frames", "extract every image modality from the videos at one aspect ratio"),
+    "flow": ("flow", "compute the flow from these frames (python -m mmdistill.prepare flow --data ROOT), "
+                     "or at their aspect ratio: a flow of another size but the same shape is fine"),
+    "keypoints": ("skeleton img_shape", "img_shape must be the size of the frames the keypoints were "
+                                        "detected on: correct it in the skeleton file, or detect them on "
+                                        "these frames (python -m mmdistill.prepare skeleton --data ROOT)"),
+}
+
+
+def _aspect_message(video: str, name: str, kind: str, size: tuple[int, int], reference: str,
+                    reference_size: tuple[int, int]) -> str:
+    what, fix = _SIZE_FIXES[kind]
+    what = what if what.split()[0] == name else f"{name} {what}"
+    (height, width), (ref_height, ref_width) = size, reference_size
+    return (f"video '{video}': its {what} is {height}x{width} (height x width) but its {reference} "
+            f"frames are {ref_height}x{ref_width}: another aspect ratio (width/height {width / height:.3f} "
+            f"vs {ref_width / ref_height:.3f}), which resizing would stretch, misplacing it against the "
+            f"{reference}. Fix: {fix}.")
 
 
 def collate_clips(items: Sequence[dict | None]) -> dict:

@@ -132,9 +132,24 @@ class SpatialTransform:
         return SpatialPlan(resized, top, left, self.crop_size, flip)
 
 
+# Tools that write a downscaled copy round each side (some to an even number): a pixel of slack.
+SIZE_ROUNDING_PX = 1.0
+
+
+def same_aspect(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether one (H, W) size is the other rescaled: the smaller is the larger times one factor,
+    each side rounded to within `SIZE_ROUNDING_PX`. Only then does a resize onto the other keep
+    its content in place rather than stretching it."""
+    (small_h, small_w), (large_h, large_w) = sorted([tuple(size), tuple(other)], key=lambda hw: hw[0] * hw[1])
+    lowest = max((small_h - SIZE_ROUNDING_PX) / large_h, (small_w - SIZE_ROUNDING_PX) / large_w)
+    highest = min((small_h + SIZE_ROUNDING_PX) / large_h, (small_w + SIZE_ROUNDING_PX) / large_w)
+    return lowest <= highest
+
+
 def apply_to_frames(frames: np.ndarray, plan: SpatialPlan, is_flow: bool) -> np.ndarray:
     """Images (T, h, w, C) or flow (T, 2, h, w), each in its files' natural layout and at any
-    size -> contiguous float32 (C, T, crop_h, crop_w).
+    size of the plan's aspect ratio (`same_aspect`, checked by the dataset) -> contiguous float32
+    (C, T, crop_h, crop_w).
 
     Flow is resized like pixels and its values rescaled into the new pixel units; a flip also
     negates dx. Crop and flip are views, so the only full copy is the final channel-first one;
