@@ -17,9 +17,9 @@ from typing import Any, Iterable
 
 import gin
 
-log = logging.getLogger("mmdistill.data")
+from mmdistill.data.layout import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+log = logging.getLogger("mmdistill.data")
 
 
 class AnnotationError(ValueError):
