@@ -4,8 +4,8 @@ import mmdistill.data.dataset  # noqa: F401
 import mmdistill.data.heatmaps  # noqa: F401
 import mmdistill.data.masking  # noqa: F401
 import mmdistill.data.sources  # noqa: F401
-import mmdistill.data.synthetic  # noqa: F401
 import mmdistill.data.transforms  # noqa: F401
+import mmdistill.demo  # noqa: F401
 import mmdistill.eval.classifiers  # noqa: F401
 import mmdistill.eval.fewshot  # noqa: F401
 import mmdistill.experiment  # noqa: F401

@@ -1,0 +1,3 @@
+from mmdistill.demo.cli import main
+
+main()
