@@ -44,7 +44,8 @@ def import_configurables() -> None:
     import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
     import mmdistill.data.masking  # noqa: F401  tube_mask
     import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video, flow_frames, flow_array, ...
-    import mmdistill.data.synthetic  # noqa: F401  demo_data, demo_data_cache
+    import mmdistill.demo.cache  # noqa: F401  demo_data_cache
+    import mmdistill.demo.writer  # noqa: F401  demo_data
     import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
     import mmdistill.eval.classifiers  # noqa: F401  fewshot_logistic
     import mmdistill.eval.fewshot  # noqa: F401  fewshot

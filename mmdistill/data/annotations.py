@@ -24,10 +24,9 @@ import gin
 
 from mmdistill.data.annotation_fields import (EVENTS_KEY, TENNIS_EVENT_KEYS, TENNIS_VIDEO_KEYS, FieldMap,
                                               describe_keys, did_you_mean, joined, misspelt, unread_keys)
+from mmdistill.data.layout import VIDEO_EXTENSIONS
 
 log = logging.getLogger("mmdistill.data")
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 
 
 class AnnotationError(ValueError):

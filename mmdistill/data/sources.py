@@ -29,6 +29,9 @@ import gin
 import numpy as np
 from PIL import Image
 
+from mmdistill.data.layout import (FIRST_FRAME_NUMBER, FLOW_ARRAY_TEMPLATE, FLOW_JPEG_TEMPLATE, FLOW_TEMPLATE,
+                                    FRAME_TEMPLATE, SKELETON_TEMPLATE, VIDEO_TEMPLATE)
+
 # COCO-17 order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles (left, right).
 COCO17_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 
@@ -172,8 +175,8 @@ class FrameFolderSource(_NumberedFiles):
     kind = "image"
     gin_name = "rgb_frames"
 
-    def __init__(self, template: str = "frames/{video}/{frame:06d}.jpg", root: str | Path | None = None,
-                 first_frame: int = 1):
+    def __init__(self, template: str = FRAME_TEMPLATE, root: str | Path | None = None,
+                 first_frame: int = FIRST_FRAME_NUMBER):
         super().__init__(template, root, first_frame)
 
     def num_frames(self, video: str) -> int:
@@ -192,7 +195,7 @@ class VideoFileSource(_Templated):
     kind = "image"
     gin_name = "rgb_video"
 
-    def __init__(self, template: str = "{video}.mp4", root: str | Path | None = None, num_threads: int = 1):
+    def __init__(self, template: str = VIDEO_TEMPLATE, root: str | Path | None = None, num_threads: int = 1):
         super().__init__(template, root)
         self.num_threads = num_threads
         self._cache_reader: tuple[Path, Any] | None = None
@@ -254,8 +257,8 @@ class FlowFrameSource(_NumberedFiles):
     kind = "flow"
     gin_name = "flow_frames"
 
-    def __init__(self, template: str = "flows/{video}/pair_{frame:05d}.npy", root: str | Path | None = None,
-                 first_frame: int = 1):
+    def __init__(self, template: str = FLOW_TEMPLATE, root: str | Path | None = None,
+                 first_frame: int = FIRST_FRAME_NUMBER):
         super().__init__(template, root, first_frame)
 
     def num_frames(self, video: str) -> int:
@@ -326,7 +329,7 @@ class FlowArraySource(_Templated):
     kind = "flow"
     gin_name = "flow_array"
 
-    def __init__(self, template: str = "flows/{video}.npy", root: str | Path | None = None,
+    def __init__(self, template: str = FLOW_ARRAY_TEMPLATE, root: str | Path | None = None,
                  key: str | None = None, includes_last_frame: bool = False):
         super().__init__(template, root)
         self.key = key
@@ -370,7 +373,7 @@ class FlowJpegSource(_NumberedFiles):
     gin_name = "flow_jpeg"
     fields = ("video", "frame", "axis")
 
-    def __init__(self, template: str = "flows/{video}/{axis}_{frame:05d}.jpg", root: str | Path | None = None,
+    def __init__(self, template: str = FLOW_JPEG_TEMPLATE, root: str | Path | None = None,
                  first_frame: int = 1, axes: tuple[str, str] = ("x", "y"), bound: float = 20.0):
         self.count_fields = {"axis": axes[0]}
         super().__init__(template, root, first_frame)
@@ -456,7 +459,7 @@ class SkeletonSource(_Templated):
     kind = "keypoints"
     gin_name = "skeleton_pickle"
 
-    def __init__(self, template: str = "skeletons/{video}.pkl", root: str | Path | None = None,
+    def __init__(self, template: str = SKELETON_TEMPLATE, root: str | Path | None = None,
                  num_joints: int = 17, flip_pairs: Sequence[Sequence[int]] = COCO17_FLIP_PAIRS):
         super().__init__(template, root)
         self.num_joints = int(num_joints)

@@ -23,16 +23,9 @@ from typing import Any, Callable, Iterable
 from tqdm.auto import tqdm
 
 from mmdistill.data.annotations import natural_key
+from mmdistill.data.layout import FRAMES_DIR, FRAME_FILE, VIDEO_EXTENSIONS  # what the readers expect
 
-# The canonical layout the data readers in mmdistill/data/ take by default.
-FRAMES_DIR = "frames"
-FLOWS_DIR = "flows"
-SKELETONS_DIR = "skeletons"
-FRAME_TEMPLATE = "{frame:06d}.jpg"     # 1-based
-FLOW_TEMPLATE = "pair_{frame:05d}.npy"  # pair_k: flow from frame k to frame k+1
-MARKERS_DIR = ".prepare"
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+MARKERS_DIR = ".prepare"  # the steps' completion markers, beside the data folders
 
 
 class PrepareError(Exception):
@@ -85,7 +78,7 @@ def find_frame_folders(data_root: Path) -> list[str]:
     if not frames_root.is_dir():
         raise PrepareError(f"{frames_root} does not exist; run `python -m mmdistill.prepare frames "
                            f"--videos VIDEOS --out {data_root}` first")
-    first = FRAME_TEMPLATE.format(frame=1)
+    first = FRAME_FILE.format(frame=1)
     videos = sorted(p.parent.relative_to(frames_root).as_posix() for p in frames_root.rglob(first))
     if not videos:
         raise PrepareError(f"no frame folders (holding {first}) under {frames_root}")
@@ -106,9 +99,9 @@ def finished_frame_folders(data_root: Path) -> list[tuple[str, Path, int, tuple[
         if marker is not None and marker.get("status") != "done":
             raise PrepareError(f"frames of {video} in {frames_dir} are unfinished (the frames step "
                                f"stopped midway); rerun the frames step first")
-        first = cv2.imread(str(frames_dir / FRAME_TEMPLATE.format(frame=1)), cv2.IMREAD_GRAYSCALE)
+        first = cv2.imread(str(frames_dir / FRAME_FILE.format(frame=1)), cv2.IMREAD_GRAYSCALE)
         if first is None:
-            raise PrepareError(f"cannot read {frames_dir / FRAME_TEMPLATE.format(frame=1)}")
+            raise PrepareError(f"cannot read {frames_dir / FRAME_FILE.format(frame=1)}")
         folders.append((video, frames_dir, count_frames(frames_dir), tuple(first.shape)))
     return folders
 
@@ -117,10 +110,10 @@ def count_frames(folder: Path) -> int:
     """Number of consecutive frames 1..F in a frames folder; a gap is an error, not an end."""
     names = {p.name for p in folder.iterdir()}
     count = 0
-    while FRAME_TEMPLATE.format(frame=count + 1) in names:
+    while FRAME_FILE.format(frame=count + 1) in names:
         count += 1
-    expected = {FRAME_TEMPLATE.format(frame=i) for i in range(1, count + 1)}
-    strays = sorted(n for n in names - expected if n.endswith(Path(FRAME_TEMPLATE).suffix))
+    expected = {FRAME_FILE.format(frame=i) for i in range(1, count + 1)}
+    strays = sorted(n for n in names - expected if n.endswith(Path(FRAME_FILE).suffix))
     if strays:
         raise PrepareError(f"{folder}: frames 1..{count} are consecutive but {strays[0]} is also "
                            f"there (a gap in the numbering); re-extract this video's frames")

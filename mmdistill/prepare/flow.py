@@ -15,8 +15,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .common import (FLOWS_DIR, FLOW_TEMPLATE, FRAME_TEMPLATE, Job, PrepareError, Report,
-                     add_run_arguments, finished_frame_folders, run_jobs)
+from mmdistill.data.layout import FLOW_ARRAY_TEMPLATE, FLOW_PAIR_FILE, FLOWS_DIR, FRAME_FILE
+
+from .common import Job, PrepareError, Report, add_run_arguments, finished_frame_folders, run_jobs
 
 EXAMPLE = """example:
   python -m mmdistill.prepare flow --data data/tennis --method dis --bound 20 --workers 2
@@ -75,7 +76,7 @@ def compute_flow(job: Job) -> dict:
     if num_frames < 2:
         raise PrepareError(f"{frames_dir} holds {num_frames} frame(s); flow needs at least 2")
     flow_fn = make_flow_fn(settings["method"], settings["dis_preset"])
-    previous = read_gray(frames_dir / FRAME_TEMPLATE.format(frame=1))
+    previous = read_gray(frames_dir / FRAME_FILE.format(frame=1))
     height, width = previous.shape
     bound = float(settings["bound"])
     per_video_array = settings["per_video_array"]
@@ -89,15 +90,15 @@ def compute_flow(job: Job) -> dict:
         out_dir = Path(job.inputs["pairs_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
     for frame in range(2, num_frames + 1):
-        current = read_gray(frames_dir / FRAME_TEMPLATE.format(frame=frame))
+        current = read_gray(frames_dir / FRAME_FILE.format(frame=frame))
         if current.shape != previous.shape:
-            raise PrepareError(f"{frames_dir / FRAME_TEMPLATE.format(frame=frame)} is "
+            raise PrepareError(f"{frames_dir / FRAME_FILE.format(frame=frame)} is "
                                f"{current.shape}, frame 1 is {previous.shape}; frames must share a size")
         flow = to_stored(flow_fn(previous, current), bound)
         if per_video_array:
             array[frame - 2] = flow
         else:
-            np.save(out_dir / FLOW_TEMPLATE.format(frame=frame - 1), flow)
+            np.save(out_dir / FLOW_PAIR_FILE.format(frame=frame - 1), flow)
         previous = current
     if per_video_array:
         array.flush()
@@ -122,11 +123,11 @@ def prepare_flow(data_root: Path, *, method: str = "dis", dis_preset: str = "med
     for video, frames_dir, num_frames, first_size in finished_frame_folders(data_root):
         settings = {"method": method, "dis_preset": dis_preset if method == "dis" else None,
                     "bound": float(bound), "per_video_array": per_video_array,
-                    "dtype": "float16", "template": FLOW_TEMPLATE,
+                    "dtype": "float16", "template": FLOW_PAIR_FILE,
                     # made from these frames: new frames (another size or count) mean new flow
                     "source_frames": num_frames, "source_size": list(first_size)}
         pairs_dir = data_root / FLOWS_DIR / video
-        array_path = data_root / FLOWS_DIR / f"{video}.npy"
+        array_path = data_root / FLOW_ARRAY_TEMPLATE.format(video=video)
         jobs.append(Job(video, [pairs_dir, array_path], settings,
                         {"frames_dir": str(frames_dir), "num_frames": num_frames,
                          "pairs_dir": str(pairs_dir), "array_path": str(array_path)}))

@@ -12,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .common import (FRAMES_DIR, FRAME_TEMPLATE, Job, PrepareError, Report, add_run_arguments,
-                     find_videos, run_jobs)
+from mmdistill.data.layout import FRAME_FILE, FRAMES_DIR
+
+from .common import Job, PrepareError, Report, add_run_arguments, find_videos, run_jobs
 
 EXAMPLE = """example:
   python -m mmdistill.prepare frames --videos ../shared/data/tennis_strokes --out data/tennis \\
@@ -75,7 +76,7 @@ def extract_frames(job: Job) -> dict:
             raise PrepareError(f"{source}: decoded frames are {batch.shape[1:3]}, expected "
                                f"{(height, width)}")
         for index, rgb in zip(indices, batch):
-            path = out_dir / FRAME_TEMPLATE.format(frame=index + 1)
+            path = out_dir / FRAME_FILE.format(frame=index + 1)
             if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), params):
                 raise PrepareError(f"could not write {path}; check the disk and permissions")
     return {"frames": num_frames, "height": height, "width": width, "fps": fps,
@@ -90,7 +91,7 @@ def prepare_frames(videos_root: Path, data_root: Path, *, short_side: int | None
     if not 1 <= jpeg_quality <= 100:
         raise PrepareError(f"--jpeg-quality {jpeg_quality} must be between 1 and 100")
     settings = {"short_side": short_side, "size": list(size) if size else None,
-                "jpeg_quality": jpeg_quality, "template": FRAME_TEMPLATE}
+                "jpeg_quality": jpeg_quality, "template": FRAME_FILE}
     data_root = Path(data_root)
     jobs = []
     for video, source in find_videos(Path(videos_root)).items():

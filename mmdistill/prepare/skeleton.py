@@ -22,7 +22,9 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from .common import (FRAME_TEMPLATE, SKELETONS_DIR, Job, PrepareError, Report, add_run_arguments,
+from mmdistill.data.layout import FRAME_FILE, SKELETON_TEMPLATE
+
+from .common import (Job, PrepareError, Report, add_run_arguments,
                      finished_frame_folders, run_jobs, write_bytes_atomic)
 
 EXAMPLE = """example:
@@ -122,7 +124,7 @@ def estimate_skeleton(job: Job) -> dict:
         scores = np.zeros((people, num_frames, len(COCO17)), np.float32)
         shape = None
         for t in range(num_frames):
-            path = frames_dir / FRAME_TEMPLATE.format(frame=t + 1)
+            path = frames_dir / FRAME_FILE.format(frame=t + 1)
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise PrepareError(f"cannot read frame {path}; re-extract this video's frames")
@@ -173,7 +175,7 @@ def prepare_skeletons(data_root: Path, *, estimator: str = "mediapipe",
                     "min_tracking_confidence": min_tracking_confidence,
                     "static_image_mode": static_image_mode, "joints": "coco17",
                     "source_frames": num_frames, "source_size": list(first_size)}
-        out_path = data_root / SKELETONS_DIR / f"{video}.pkl"
+        out_path = data_root / SKELETON_TEMPLATE.format(video=video)
         jobs.append(Job(video, [out_path], settings,
                         {"frames_dir": str(frames_dir), "num_frames": num_frames,
                          "out_path": str(out_path), "factory": factory}))

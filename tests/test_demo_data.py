@@ -3,6 +3,8 @@ import hashlib
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import cv2
 import gin
@@ -10,10 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdistill.data import synthetic
-from mmdistill.data.synthetic import (ACTIONS, COCO17_JOINTS, demo_data_params, ensure_demo_dataset,
-                                      generate_demo_dataset, render_clip)
+from mmdistill.demo.actions import ACTIONS
+from mmdistill.demo.cache import ensure_demo_dataset
+from mmdistill.demo.clip import render_clip
+from mmdistill.demo.figure import COCO17_JOINTS
+from mmdistill.demo.writer import demo_data_params, generate_demo_dataset
+from mmdistill.demo.appearance import Layers
+from mmdistill.demo.cli import main as demo_main
+from mmdistill.demo.raster import render
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(num_classes=2, val_classes=1, clips_per_class=2, unlabeled_clips=3, num_frames=6,
             size=(40, 56), max_distractors=2)
 
@@ -149,11 +157,11 @@ def test_flow_of_a_rotating_bar_and_a_drifting_disc_is_exact():
     angles = np.arange(3) * step
     tip = pivot + length * np.stack([np.cos(angles), np.sin(angles)], -1)
     disc = np.array([[70.0, 20.0], [72.5, 18.0], [75.0, 16.0]])
-    layers = synthetic._Layers(
+    layers = Layers(
         start=np.stack([np.tile(pivot, (3, 1)), disc], 1), end=np.stack([tip, disc], 1),
         radius=np.array([7.0, 5.0]), colour=np.full((3, 2, 3), 200.0),
         depth=np.zeros((3, 2)))
-    frames, flow = synthetic._render(layers, np.zeros((96, 96, 3)))
+    frames, flow = render(layers, np.zeros((96, 96, 3)))
     ys, xs = np.mgrid[0:96, 0:96].astype(np.float64)
     rotation = np.array([[np.cos(step), -np.sin(step)], [np.sin(step), np.cos(step)]])
     for k in range(2):
@@ -305,8 +313,8 @@ def test_bad_parameters_are_named(tmp_path, bad, message):
 def test_command_line_writes_and_reuses(tmp_path, capsys):
     args = [str(tmp_path / 'cli'), '--num-classes', '1', '--clips-per-class', '1',
             '--unlabeled-clips', '0', '--num-frames', '3', '--size', '24', '32']
-    synthetic.main(args)
-    synthetic.main(args)
+    demo_main(args)
+    demo_main(args)
     out = capsys.readouterr().out
     assert out.count('Writing the synthetic demo dataset') == 1
     assert out.count('Demo dataset ready') == 2
@@ -353,3 +361,25 @@ def test_cache_root_is_a_gin_parameter(tmp_path):
     path = ensure_demo_dataset(progress=False, num_classes=1, clips_per_class=1,
                                unlabeled_clips=0, num_frames=2, size=(16, 16))
     assert path == tmp_path / 'from_gin' and (path / 'fewshot.json').is_file()
+
+
+def test_old_command_line_still_works_and_points_to_the_new_one(tmp_path):
+    root = tmp_path / 'old_cli'
+    out = subprocess.run([sys.executable, '-m', 'mmdistill.data.synthetic', str(root),
+                          '--num-classes', '1', '--clips-per-class', '1', '--unlabeled-clips', '0',
+                          '--num-frames', '2', '--size', '16', '16'],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'python -m mmdistill.demo' in out.stderr
+    assert json.loads((root / 'manifest.json').read_text())['complete']
+
+
+def test_caches_written_under_the_old_module_name_are_reused(tmp_path):
+    params = dict(num_classes=1, clips_per_class=1, unlabeled_clips=0, num_frames=2, size=(16, 16))
+    root = generate_demo_dataset(tmp_path / 'cache', progress=False, **params)
+    manifest = json.loads((root / 'manifest.json').read_text())
+    (root / 'manifest.json').write_text(json.dumps(dict(manifest,
+                                                        generator='mmdistill.data.synthetic')))
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob('*')}
+    assert ensure_demo_dataset(root, progress=False, **params) == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob('*')} == stamps
