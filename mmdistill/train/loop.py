@@ -11,8 +11,6 @@ str, and an optional int 'num_skipped' (bad clips the collate dropped).
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -95,7 +93,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           accum_steps: int = 1, log_every: int = 20, save_ckpt_freq: int = 5,
           keep_last_k: int | None = None, max_nonfinite: int = 10, compile: bool | str = False,
           compile_mode: str | None = None, fused_adamw: bool | None = None,
-          find_unused_parameters: bool = False, debug_kill_after_epoch: int | None = None) -> dict:
+          find_unused_parameters: bool = False) -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
 
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
@@ -104,7 +102,6 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     `epoch_end(epoch, global_step)` runs on every rank after each epoch's checkpoint (validation).
     `compile_mode` is torch.compile's mode ('reduce-overhead': CUDA graphs) for `compile=True`.
     `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
-    `debug_kill_after_epoch` is for tests only: SIGKILL this process after that epoch's checkpoint.
     """
     _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite)
     _check_loader(loader, ctx)
@@ -181,8 +178,6 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
                     last_metrics, save_ckpt_freq, keep_last_k)
         if epoch_end is not None:
             epoch_end(epoch, global_step)
-        if debug_kill_after_epoch is not None and epoch == debug_kill_after_epoch:
-            os.kill(os.getpid(), signal.SIGKILL)  # test-only: a crash right after a checkpoint
 
     seconds = time.perf_counter() - train_start
     summary = {**last_metrics, "epochs": epochs, "global_step": global_step,
