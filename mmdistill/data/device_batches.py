@@ -1,5 +1,6 @@
-"""The one way a loader's batch becomes what models and objectives take (in the spirit of timm's
-PrefetchLoader): on the device, heatmaps drawn, the tube mask as token indices.
+"""The one way a loader's batch becomes what models and objectives take: on the device, heatmaps
+drawn, the tube mask as token indices. A loader wrapper like timm's PrefetchLoader, minus its
+side CUDA stream: the copy, the drawing and the mask's host sync run on the current stream.
 
 A finished batch holds, besides the collate's other keys:
 - every modality as a float tensor `(B, C, T, H, W)` on the device; with
