@@ -1,5 +1,8 @@
-"""SIGKILL a training process from outside once a checkpoint of a given epoch is on disk: the
-crash the resume tests recover from, with nothing in the trainer that knows about tests."""
+"""SIGKILL a training process from outside while it holds still right after an epoch's end
+(checkpoint written, validation logged): the crash the resume tests recover from, with nothing
+in the trainer that knows about tests. The trainer is held by an `epoch_end` hook installed by
+the test's own entry point (tests/toy_objective.py --pause-after-epoch, tests/paused_run.py),
+which writes `<run dir>/paused` first."""
 from __future__ import annotations
 
 import subprocess
@@ -8,33 +11,43 @@ from pathlib import Path
 
 import torch
 
-
-def saved_epoch(root: Path, pattern: str) -> int | None:
-    """The epoch of the newest checkpoint matching `root.glob(pattern)`, None before the first."""
-    epochs = []
-    for path in root.glob(pattern):
-        try:  # mmap: read the small 'epoch' entry without loading the weights
-            epochs.append(int(torch.load(path, mmap=True, weights_only=True, map_location="cpu")["epoch"]))
-        except FileNotFoundError:  # replaced between glob and load: the next poll sees the new one
-            continue
-    return max(epochs, default=None)
+PAUSED = "paused"
 
 
-def kill_after_epoch(process: subprocess.Popen, root: Path, pattern: str, epoch: int,
-                     timeout: float = 240.0) -> int:
-    """Wait until a checkpoint under `root` holds `epoch` or later, then SIGKILL `process` and
-    reap it; returns the epoch that checkpoint held."""
+def saved_epoch(run_dir: Path) -> int:
+    """The epoch of the run's last.ckpt, read without loading the weights (mmap)."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return int(torch.load(path, mmap=True, weights_only=True, map_location="cpu")["epoch"])
+
+
+def kill_once_paused(process: subprocess.Popen, root: Path, run_dir_pattern: str,
+                     timeout: float = 240.0) -> Path:
+    """Wait for the run directory `root.glob(run_dir_pattern)` to hold `paused`, SIGKILL
+    `process` and reap it; returns that run directory."""
     deadline = time.monotonic() + timeout
     while True:
-        saved = saved_epoch(root, pattern)
-        if saved is not None and saved >= epoch:
+        paused = sorted(root.glob(f"{run_dir_pattern}/{PAUSED}"))
+        if paused:
             process.kill()
             process.wait(timeout=60)
-            return saved
+            return paused[0].parent
         if process.poll() is not None:
             raise AssertionError(f"the process ended (exit code {process.returncode}) before "
-                                 f"a checkpoint of epoch {epoch} appeared under {root}")
+                                 f"pausing under {root}/{run_dir_pattern}")
         if time.monotonic() > deadline:
             process.kill()
-            raise AssertionError(f"no checkpoint of epoch {epoch} under {root} after {timeout} s")
+            raise AssertionError(f"the process did not pause under {root}/{run_dir_pattern} "
+                                 f"within {timeout} s")
         time.sleep(0.05)
+
+
+def pause_after(epoch_to_pause: int, run_dir: Path, epoch_end=None):
+    """An `epoch_end` hook: the run's own hook first, then, after `epoch_to_pause`, write
+    `run_dir/paused` and sleep until killed."""
+    def hook(epoch: int, global_step: int) -> None:
+        if epoch_end is not None:
+            epoch_end(epoch, global_step)
+        if epoch == epoch_to_pause:
+            (Path(run_dir) / PAUSED).touch()
+            time.sleep(600)
+    return hook

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from process_kill import kill_after_epoch
+from process_kill import kill_once_paused, saved_epoch
 
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.models.checkpoint import build_from_checkpoint
@@ -115,10 +115,10 @@ def test_rerun_reuses_data_and_teachers(demo):
     assert len(list((cwd / "output").glob("*/*_demo_distill*"))) == 2
 
 
-def _distill_command(cwd, *bindings, name):
+def _distill_command(cwd, *bindings, name, runner=(str(ROOT / "run.py"),)):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # no parent W&B service
     env.update(CI="true", WANDB_MODE="offline", WANDB_X_DISABLE_STATS="true")
-    args = [sys.executable, str(ROOT / "run.py"), "--gin_file", "gin/demo/distill.gin"]
+    args = [sys.executable, *runner, "--gin_file", "gin/demo/distill.gin"]
     for binding in [*SMALL, "experiment.test = False", "train.epochs = 3",
                     f"experiment.name = '{name}'", *bindings]:
         args += ["--gin_param", binding]
@@ -131,15 +131,16 @@ def _distill(cwd, *bindings, name):
 
 
 def test_killed_distillation_resumes_bit_identical(demo):
-    """The real distillation through run.py: SIGKILL from outside once epoch 0's checkpoint is
-    on disk (the run is then validating or in epoch 1), resume, compare with a run that was never
-    interrupted."""
+    """The real distillation through run.py: SIGKILL from outside right after epoch 0 (its
+    checkpoint and validation done), resume, compare with a run that was never interrupted."""
     cwd, _ = demo
     with open(cwd / "interrupted.log", "w") as log:
-        killed = subprocess.Popen(**_distill_command(cwd, name="interrupted"), stdout=log,
-                                  stderr=subprocess.STDOUT)
-        kill_after_epoch(killed, cwd / "output", "*/*_interrupted/checkpoints/last.ckpt", epoch=0)
+        held = _distill_command(cwd, name="interrupted",
+                                runner=(str(ROOT / "tests/paused_run.py"), "0"))
+        killed = subprocess.Popen(**held, stdout=log, stderr=subprocess.STDOUT)
+        run_dir = kill_once_paused(killed, cwd / "output", "*/*_interrupted")
     assert killed.returncode == -9, (cwd / "interrupted.log").read_text()[-2000:]
+    assert saved_epoch(run_dir) == 0
     resumed = _distill(cwd, "experiment.resume = True", name="interrupted")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "[train] resumed from" in resumed.stdout, resumed.stdout[-2000:]

@@ -3,12 +3,11 @@
 Run as a script it trains in a fresh process (the kill-and-resume test needs a real process
 to kill):  PYTHONPATH=. python tests/toy_objective.py RUN_DIR [--resume] [gin bindings ...]
 `--pause-after-epoch E` holds the process still after epoch E's checkpoint (the toy's epochs
-take milliseconds), so the test's SIGKILL from outside lands right after that checkpoint.
+take milliseconds), so the test's SIGKILL from outside (tests/process_kill.py) lands there.
 """
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -135,11 +134,12 @@ def main(argv: list[str]) -> None:
                                    state.load_checkpoint(resume_from)["global_step"])
     objective = ToyObjective(dropout=args.dropout)
     loader = make_loader(ToyDataset(n=args.clips), args.batch, world_size, rank)
-    def pause(epoch: int, global_step: int) -> None:
-        if epoch == args.pause_after_epoch:
-            time.sleep(600)  # until the test kills this process
+    epoch_end = None
+    if args.pause_after_epoch is not None:
+        from process_kill import pause_after
 
-    train(objective, loader, ctx, resume_from=resume_from, epoch_end=pause)
+        epoch_end = pause_after(args.pause_after_epoch, run_dir)
+    train(objective, loader, ctx, resume_from=resume_from, epoch_end=epoch_end)
     if rank == 0:
         torch.save(objective.trainable_modules().state_dict(), run_dir / "final.pt")
     distributed.cleanup()
