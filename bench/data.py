@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmdistill.data.annotations import Clip  # noqa: E402
 from mmdistill.data.dataset import build_clip_dataset, build_loader, set_epoch  # noqa: E402
+from mmdistill.data.device_batches import finish_batch, heatmap_drawer  # noqa: E402
 from mmdistill.data.heatmaps import render_heatmaps, render_heatmaps_per_joint  # noqa: E402
 from mmdistill.data.masking import tube_mask  # noqa: E402
 
@@ -100,7 +101,8 @@ def batch_megabytes(batch: dict) -> float:
 
 
 def render_where(root: Path, clips: list[Clip], workers: int, batch_size: int, rounds: int = 3) -> None:
-    """Heatmaps drawn in the loader vs shipped as keypoints and drawn by `finish_batch`:
+    """Heatmaps drawn in the loader vs shipped as keypoints and drawn by the device stage
+    (`mmdistill.data.device_batches.finish_batch`):
     loader clips/s (interleaved rounds, medians), bytes a batch carries, and the drawing time."""
     import statistics
     datasets = {where: make_dataset(root, clips, render_on=where) for where in ("loader", "device")}
@@ -111,7 +113,8 @@ def render_where(root: Path, clips: list[Clip], workers: int, batch_size: int, r
     loader = build_loader(datasets["device"], batch_size=batch_size, shuffle=False, num_workers=0, seed=0,
                           pin_memory=False)
     shipped = next(iter(loader))
-    drawn = datasets["device"].finish_batch(dict(shipped))
+    draw = heatmap_drawer(datasets["device"])
+    drawn = finish_batch(shipped, "cpu", draw)
     print(f"  batch of {batch_size}: {batch_megabytes(drawn):7.1f} MB with heatmaps, "
           f"{batch_megabytes(shipped):7.1f} MB with keypoints")
     for where in datasets:
@@ -121,13 +124,12 @@ def render_where(root: Path, clips: list[Clip], workers: int, batch_size: int, r
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         keypoints = shipped["skeleton_keypoints"].to(device)
-        finish = datasets["device"].finish_batch
         times = []
         for _ in range(5):
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            finish({"skeleton_keypoints": keypoints})
+            finish_batch({"skeleton_keypoints": keypoints}, device, draw)
             if device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmdistill.data.masking import token_indices  # noqa: E402
 from mmdistill.eval.classifiers import get_classifier  # noqa: E402
 from mmdistill.eval.episodes import sample_episodes  # noqa: E402
 from mmdistill.eval.features import extract_features, tube_mask_fn  # noqa: E402
@@ -71,7 +72,7 @@ def per_episode(model, data, episodes, n_way, classify, device, amp_dtype, mask_
         x = data.rgb[clip_idx].to(device, non_blocking=True)  # one batch of N*(K+Q) clips
         with torch.no_grad(), torch.autocast(**autocast):
             if mask_views:
-                views = [model(x, mask=mask_fn(v, clip_idx).to(device))[1].float()
+                views = [model(x, token_indices(mask_fn(v, clip_idx).to(device))[0])[1].float()
                          for v in range(mask_views)]
             else:
                 views = [model(x)[1].float()]

@@ -4,7 +4,9 @@
     python bench/train_step.py --preset gpu    # the original's scale: ViT-B, 16x224x384, batch 4, bf16
 
 "Loop overhead" = time of one full TrainStep (forward, backward, grad-norm, optimizer step,
-non-finite check) minus the time of forward + backward alone, on the same batch.
+non-finite check) minus the time of forward + backward alone, on the same batch; both take it
+freshly finished by the device stage (mmdistill.data.device_batches: heatmaps, mask indices), as
+the training loop does for every batch.
 Model FLOPs come from torch's FlopCounterMode on one forward+backward; MFU divides the achieved
 FLOP rate by the accelerator's dense bf16 peak (given by --peak_tflops, default H100 SXM 989).
 """
@@ -20,12 +22,13 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mmdistill.data.device_batches import finish_batch, to_device
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.models.heads import StudentWithHeads, cmt_head
 from mmdistill.models.vit import video_vit
-from mmdistill.train.loop import TrainStep, to_device
 from mmdistill.train.objectives import Distillation
 from mmdistill.train.optim import build_optimizer
+from mmdistill.train.step import TrainStep
 
 PRESETS = {
     "cpu": dict(size="tiny", depth=2, frames=8, height=64, width=64, batch=4, precision="fp32",
@@ -47,11 +50,13 @@ def build(args, device):
 
 
 def make_batch(objective, args, ratio, device):
+    """A collated batch as the loader ships it (bool tube mask, maybe keypoints), already on the
+    device, so finishing it costs what the device stage costs after its copy."""
     grid = objective.trainable.student.grid_size
     spatial = grid[1] * grid[2]
     batch = {m: torch.randn(args.batch, c, args.frames, args.height, args.width)
              for m, c in CHANNELS.items()}
-    if args.heatmaps == "keypoints":  # two persons' joints, drawn by the step (render_on='device')
+    if args.heatmaps == "keypoints":  # two persons' joints, drawn on the device (render_on='device')
         del batch["skeleton"]
         keypoints = torch.rand(args.batch, 2, args.frames, CHANNELS["skeleton"], 3)
         batch["skeleton_keypoints"] = keypoints * torch.tensor([args.width - 1, args.height - 1, 1.0])
@@ -65,17 +70,14 @@ def make_batch(objective, args, ratio, device):
     return to_device(batch, device)
 
 
-def heatmap_prepare(args):
-    """What ClipDataset.finish_batch does for render_on='device' (the default normalisation)."""
+def heatmap_drawer(args):
+    """What ClipDataset.draw_heatmaps does for render_on='device' (the default normalisation)."""
     renderer = HeatmapRenderer(sigma=2.0)
 
-    def prepare(batch):
-        if "skeleton_keypoints" not in batch:
-            return batch
-        batch = dict(batch)
+    def draw(batch):
         batch["skeleton"] = renderer.render_batch(batch.pop("skeleton_keypoints"), (args.height, args.width))
         return batch
-    return prepare
+    return draw
 
 
 def sync(device):
@@ -97,37 +99,35 @@ def timed(fn, steps, warmup, device):
 def measure(args, ratio, device, amp_dtype):
     torch.manual_seed(0)
     objective = build(args, device)
-    batch = make_batch(objective, args, ratio, device)
+    shipped = make_batch(objective, args, ratio, device)
+    draw = heatmap_drawer(args)
+
+    def finished():
+        return finish_batch(shipped, device, draw)
     optimizer = build_optimizer(objective.trainable_modules(), lr=1e-4,
                                 fused={"auto": None, "fused": True, "foreach": False}[args.adamw])
     step = TrainStep(objective, optimizer, device=device, amp_dtype=amp_dtype, clip_grad=1.0,
-                     compile=args.compile or bool(args.compile_mode), compile_mode=args.compile_mode,
-                     prepare=heatmap_prepare(args))
-    # Forward+backward alone goes through the same preparation and (possibly compiled) forward.
+                     compile=args.compile or bool(args.compile_mode), compile_mode=args.compile_mode)
+    # Forward+backward alone goes through the same finishing and (possibly compiled) forward.
     forward = step.forward
 
-    def prepare(batch):
-        for function in step.prepare:
-            batch = function(batch)
-        return batch
-
     def forward_backward():
-        prepared = prepare(batch)
+        batch = finished()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = forward(prepared)["loss"]
+            loss = forward(batch)["loss"]
         loss.backward()
         objective.trainable.zero_grad(set_to_none=True)
 
     with FlopCounterMode(display=False) as counter:  # counted eagerly: same FLOPs, compiled or not
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = objective(prepare(batch))["loss"]
+            loss = objective(finished())["loss"]
         loss.backward()
         objective.trainable.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     compile_s = None
     if args.compile or args.compile_mode:  # the first calls compile; timed apart from the rounds
         start = time.perf_counter()
-        step([batch])
+        step([finished()])
         forward_backward()
         sync(device)
         compile_s = time.perf_counter() - start
@@ -137,7 +137,7 @@ def measure(args, ratio, device, amp_dtype):
     # shared machine hits both alike.
     step_times, fb_times = [], []
     for _ in range(args.rounds):
-        step_times.append(timed(lambda: step([batch]), args.steps, args.warmup, device))
+        step_times.append(timed(lambda: step([finished()]), args.steps, args.warmup, device))
         fb_times.append(timed(forward_backward, args.steps, args.warmup, device))
     step_s, fb_s = statistics.median(step_times), statistics.median(fb_times)
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -168,8 +168,8 @@ def main():
                         help="AdamW kernel: auto = the training loop's default (fused on CUDA); "
                              "foreach = torch's own default")
     parser.add_argument("--heatmaps", choices=["tensor", "keypoints"], default="tensor",
-                        help="skeleton input as ready heatmaps, or as keypoints the step draws "
-                             "(skeleton_heatmaps.render_on='device')")
+                        help="skeleton input as ready heatmaps, or as keypoints drawn on the "
+                             "device before each step (skeleton_heatmaps.render_on='device')")
     parser.add_argument("--peak_tflops", type=float, default=989.0)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()

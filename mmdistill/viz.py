@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmdistill.train.loop import to_device
+from mmdistill.data.device_batches import DeviceBatches
 from mmdistill.train.targets import patch_stats, patchify, unpatchify
 
 
@@ -23,26 +23,29 @@ def _to_image(frame: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def reconstruct(objective, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input, masked input, reconstruction), each (B, C, T, H, W) on the CPU.
+    """(input, masked input, reconstruction), each (B, C, T, H, W) on the CPU, of a finished
+    batch (`mmdistill.data.device_batches`).
 
     Predicted tubelets are in normalised-target units; they are mapped back with each tubelet's
     own mean and std (as VideoMAE's visualisation does), and visible tubelets keep the input.
     """
     model = objective.trainable
-    video, mask = batch[objective.modality].float(), batch["mask"]
+    video = batch[objective.modality].float()
+    visible_index, masked_index = batch["visible_index"], batch["masked_index"]
     with torch.autocast(video.device.type, enabled=False):
-        pred = model(video, mask).float()
+        pred = model(video, visible_index, masked_index).float()
     tubelet, patch = model.tubelet_size, model.patch_size
     patches = patchify(video, tubelet, patch)  # (B, N, P, C)
     b, n, p, c = patches.shape
-    out = patches.clone()
     pred = pred.reshape(b, -1, p, c)
+    masked_tubelets = masked_index[:, :, None, None]
     if objective.normalize_target:
         mean, std = patch_stats(patches)  # the statistics the normalised targets used
-        pred = pred * std[mask].reshape(b, -1, 1, c) + mean[mask].reshape(b, -1, 1, c)
-    out[mask] = pred.reshape(-1, p, c)
-    masked = patches.clone()
-    masked[mask] = 0
+        pred = (pred * torch.gather(std, 1, masked_tubelets.expand(-1, -1, 1, c))
+                + torch.gather(mean, 1, masked_tubelets.expand(-1, -1, 1, c)))
+    where = masked_tubelets.expand(-1, -1, p, c)
+    out = patches.scatter(1, where, pred)
+    masked = patches.scatter(1, where, torch.zeros_like(pred))
     shape = video.shape
     return (video.cpu(), unpatchify(masked, shape, tubelet, patch).cpu(),
             unpatchify(out, shape, tubelet, patch).cpu())
@@ -50,9 +53,7 @@ def reconstruct(objective, batch: dict) -> tuple[torch.Tensor, torch.Tensor, tor
 
 def save_reconstructions(objective, loader, ctx, num_clips: int = 4, frames: int = 4) -> Path:
     """Rows: clips x (input, masked, reconstruction); columns: `frames` evenly spaced frames."""
-    batch = to_device(next(iter(loader)), ctx.device)
-    if hasattr(loader.dataset, "finish_batch"):  # heatmaps drawn on the device, if so configured
-        batch = loader.dataset.finish_batch(batch)
+    batch = next(iter(DeviceBatches(loader, ctx.device)))
     objective.eval()
     video, masked, recon = reconstruct(objective, batch)
     objective.train()

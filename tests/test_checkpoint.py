@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import ckpt_factories as cf
+from mmdistill.data.masking import token_indices
 from mmdistill.models.checkpoint import (ArchitectureMismatchError, CheckpointError,
                                          UntrustedCheckpointError, read_checkpoint)
 from mmdistill.models.loading import (build_from_checkpoint, initialise_from_checkpoint,
@@ -16,8 +17,9 @@ from mmdistill.models.vit import VideoViT
 
 
 def tokens(model, x, mask=None):
+    """Our model's tokens for a bool tube mask, given as the index it takes."""
     with torch.no_grad():
-        return model(x, mask)[0]
+        return model(x, None if mask is None else token_indices(mask)[0])[0]
 
 
 def half_mask(batch=2, n=12):

@@ -8,6 +8,7 @@ from torch.utils.data.distributed import DistributedSampler
 from data_factories import make_dataset, random_skeleton, write_json, write_skeleton_pickle, write_video
 from mmdistill.data.annotations import AnnotationError, Clip
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset, build_loader, collate_clips, set_epoch
+from mmdistill.data.device_batches import finish_batch, finish_item, heatmap_drawer
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.sources import BadClipError, FrameFolderSource, SkeletonSource
 from mmdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SpatialTransform, TemporalSampler
@@ -186,7 +187,7 @@ def test_any_modality_subset(data, modalities, channels):
 
 def test_heatmaps_drawn_on_the_device_equal_the_loaders(data, tmp_path):
     """render_on='device': the loader ships keypoints (padded to the batch's person count) and
-    finish_batch draws and normalises them; the result is the loader-drawn batch."""
+    the device stage draws and normalises them; the result is the loader-drawn batch."""
     xy, score = random_skeleton(np.random.default_rng(5), 2, 12, (48, 64))  # v1 has two persons
     write_skeleton_pickle(data["annotations"].parent / "skeletons" / "v1.pkl", xy, score, (48, 64))
     normalised = dict(mean={"skeleton": [0.1]}, std={"skeleton": [0.5]}, mask=TubeMaskGenerator((2, 2, 2), 0.5))
@@ -198,12 +199,14 @@ def test_heatmaps_drawn_on_the_device_equal_the_loaders(data, tmp_path):
     shipped = next(iter(build_loader(on_device, batch_size=4, shuffle=False, num_workers=0, drop_last=False)))
     assert "skeleton" not in shipped and shipped["skeleton_keypoints"].shape == (4, 2, 4, 17, 3)
     assert shipped["skeleton_keypoints"][0, 1, ..., 2].abs().sum() == 0  # v0's padded person
-    finished = on_device.finish_batch(shipped)
+    assert torch.equal(shipped["mask"], reference["mask"])
+    finished = finish_batch(shipped, "cpu", heatmap_drawer(on_device))
+    reference = finish_batch(reference, "cpu", heatmap_drawer(on_loader))
     assert "skeleton_keypoints" not in finished
     torch.testing.assert_close(finished["skeleton"], reference["skeleton"], rtol=0, atol=1e-5)
-    for key in ("rgb", "flow", "mask", "index"):
+    for key in ("rgb", "flow", "visible_index", "masked_index", "index"):
         assert torch.equal(finished[key], reference[key])
-    item = on_device.finish_item(on_device[2])
+    item = finish_item(on_device[2], on_device)
     torch.testing.assert_close(item["skeleton"], on_loader[2]["skeleton"], rtol=0, atol=1e-5)
 
 

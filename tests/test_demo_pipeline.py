@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from process_kill import kill_once_paused, saved_epoch
 
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.models.loading import build_from_checkpoint
@@ -114,24 +115,35 @@ def test_rerun_reuses_data_and_teachers(demo):
     assert len(list((cwd / "output").glob("*/*_demo_distill*"))) == 2
 
 
-def _distill(cwd, *bindings, name):
+def _distill_command(cwd, *bindings, name, runner=(str(ROOT / "run.py"),)):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # no parent W&B service
     env.update(CI="true", WANDB_MODE="offline", WANDB_X_DISABLE_STATS="true")
-    args = [sys.executable, str(ROOT / "run.py"), "--gin_file", "gin/demo/distill.gin"]
+    args = [sys.executable, *runner, "--gin_file", "gin/demo/distill.gin"]
     for binding in [*SMALL, "experiment.test = False", "train.epochs = 3",
                     f"experiment.name = '{name}'", *bindings]:
         args += ["--gin_param", binding]
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return dict(args=args, cwd=cwd, env=env)
+
+
+def _distill(cwd, *bindings, name):
+    return subprocess.run(**_distill_command(cwd, *bindings, name=name), capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_killed_distillation_resumes_bit_identical(demo):
-    """The real distillation through run.py: SIGKILL after epoch 0, resume, compare with a run
-    that was never interrupted."""
+    """The real distillation through run.py: SIGKILL from outside right after epoch 0 (its
+    checkpoint and validation done), resume, compare with a run that was never interrupted."""
     cwd, _ = demo
-    killed = _distill(cwd, "train.debug_kill_after_epoch = 0", name="interrupted")
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    with open(cwd / "interrupted.log", "w") as log:
+        held = _distill_command(cwd, name="interrupted",
+                                runner=(str(ROOT / "tests/paused_run.py"), "0"))
+        killed = subprocess.Popen(**held, stdout=log, stderr=subprocess.STDOUT)
+        run_dir = kill_once_paused(killed, cwd / "output", "*/*_interrupted")
+    assert killed.returncode == -9, (cwd / "interrupted.log").read_text()[-2000:]
+    assert saved_epoch(run_dir) == 0
     resumed = _distill(cwd, "experiment.resume = True", name="interrupted")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "[train] resumed from" in resumed.stdout, resumed.stdout[-2000:]
     straight = _distill(cwd, name="straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
     (interrupted_dir,) = (cwd / "output").glob("*/*_interrupted")

@@ -11,7 +11,7 @@ from mmdistill.eval.features import (MASKED, POOLED, FeatureBank, dataset_finger
 
 
 class TinyVideoModel(nn.Module):
-    """Stand-in with the VideoViT contract: (B, C, T, H, W), mask (B, N) -> (tokens, pooled)."""
+    """Stand-in with the VideoViT contract: (B, C, T, H, W), visible_index (B, n) -> (tokens, pooled)."""
 
     def __init__(self, dim=8, frames=4, size=16, tubelet=2, patch=8):
         super().__init__()
@@ -20,11 +20,11 @@ class TinyVideoModel(nn.Module):
         self.grid_size = (frames // tubelet, size // patch, size // patch)
         self.forwards = 0  # clips seen, to prove features are computed once
 
-    def forward(self, x, mask=None):
+    def forward(self, x, visible_index=None):
         self.forwards += x.shape[0]
         tokens = self.proj(x).flatten(2).transpose(1, 2)
-        if mask is not None:
-            tokens = tokens[~mask].reshape(x.shape[0], -1, tokens.shape[-1])
+        if visible_index is not None:
+            tokens = torch.gather(tokens, 1, visible_index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         return tokens, self.fc_norm(tokens.mean(1))
 
 
@@ -83,6 +83,31 @@ def test_masked_views_are_fixed_per_clip_and_view_whatever_the_batching():
     masked = a.views[MASKED]
     assert not torch.allclose(masked[0], masked[1])  # views differ from each other
     assert not torch.allclose(masked[0], a.views[POOLED])  # and from the unmasked clip
+
+
+def test_a_masked_view_is_the_model_on_the_tokens_its_tube_mask_leaves_visible():
+    from mmdistill.eval.features import tube_mask_fn
+
+    model, data = TinyVideoModel(), TinyClips()
+    bank = extract_features(model, DataLoader(data, batch_size=4), mask_views=2, mask_ratio=0.5,
+                            seed=3, progress=False)
+    mask = tube_mask_fn(model.grid_size, 0.5, 3)(1, torch.arange(9))  # view 1 of every clip
+    with torch.no_grad():
+        tokens = model.proj(data.rgb).flatten(2).transpose(1, 2)
+        expected = model.fc_norm(tokens[~mask].reshape(9, -1, 8).mean(1))
+    torch.testing.assert_close(bank.views[MASKED][1], expected, rtol=0, atol=1e-6)
+
+
+def test_a_batch_whose_clips_were_all_bad_is_counted_and_skipped():
+    from mmdistill.data.dataset import collate_clips
+
+    class SomeBad(TinyClips):
+        def __getitem__(self, i):
+            return None if i < 4 else super().__getitem__(i)
+
+    bank = extract_features(TinyVideoModel(), DataLoader(SomeBad(), batch_size=4,
+                                                          collate_fn=collate_clips), progress=False)
+    assert bank.num_skipped == 4 and bank.indices.tolist() == [4, 5, 6, 7, 8]
 
 
 def test_head_views_average_the_head_over_tokens():

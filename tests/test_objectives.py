@@ -6,6 +6,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from context_factories import cpu_context
+from mmdistill.data.device_batches import finish_batch
+from mmdistill.data.masking import token_indices
+
 from mmdistill.models.decoder import MaskedAutoencoder
 from mmdistill.models.heads import StudentWithHeads, cmt_head
 from mmdistill.models.vit import video_vit
@@ -74,7 +77,7 @@ def test_distillation_lowers_loss_and_never_touches_teachers(tmp_path):
     before = {k: v.clone() for k, v in objective.teachers.state_dict().items()}
     loader = DataLoader(FixedClips(), batch_size=4)
     ctx = cpu_context(tmp_path)
-    first = objective(next(iter(loader)))["loss"].item()
+    first = objective(finish_batch(next(iter(loader)), "cpu"))["loss"].item()
     train(objective, loader, ctx, epochs=6, lr=0.05, scale_lr=False, warmup_epochs=0, log_every=1)
     last = ctx.logger.series("train/loss")[-1][1]
     assert last < 0.7 * first, (first, last)
@@ -90,7 +93,7 @@ def test_distillation_lowers_loss_and_never_touches_teachers(tmp_path):
 
 def test_distillation_on_pooled_features_and_other_losses():
     objective = _distillation(feature="pooled")
-    batch = next(iter(DataLoader(FixedClips(), batch_size=2)))
+    batch = finish_batch(next(iter(DataLoader(FixedClips(), batch_size=2))), "cpu")
     out = objective(batch)
     assert set(out) == {"loss", "loss_rgb", "loss_flow", "loss_skeleton"}
     a, b = torch.randn(3, 5), torch.randn(3, 5)
@@ -111,7 +114,7 @@ def test_masked_autoencoding_lowers_reconstruction_loss(tmp_path):
                                    modality="flow")
     loader = DataLoader(FixedClips(channels={"flow": 2}), batch_size=4)
     ctx = cpu_context(tmp_path)
-    first = objective(next(iter(loader)))["loss"].item()
+    first = objective(finish_batch(next(iter(loader)), "cpu"))["loss"].item()
     train(objective, loader, ctx, epochs=8, lr=0.02, scale_lr=False, warmup_epochs=0, log_every=1,
           betas=(0.9, 0.95))
     last = ctx.logger.series("train/loss")[-1][1]
@@ -173,15 +176,16 @@ def test_masked_autoencoder_selects_tokens_as_the_bool_mask_does():
     clips = FixedClips(channels={"flow": 2})
     x = torch.stack([clips[0]["flow"], clips[1]["flow"]])
     mask = torch.stack([clips[0]["mask"], clips[1]["mask"].roll(1)])  # two different masks
+    visible_index, masked_index = token_indices(mask)
     with torch.no_grad():
-        visible, _ = model.encoder(x, mask)
+        visible, _ = model.encoder(x, visible_index)
         visible = model.encoder_to_decoder(visible)
         pos = model.decoder.pos_embed.expand(2, -1, -1)
         dim = visible.shape[-1]
         tokens = torch.cat([visible + pos[~mask].reshape(2, -1, dim),
                             model.mask_token + pos[mask].reshape(2, -1, dim)], dim=1)
         expected = model.decoder(tokens, int(mask[0].sum()))
-        torch.testing.assert_close(model(x, mask), expected, rtol=0, atol=0)
+        torch.testing.assert_close(model(x, visible_index, masked_index), expected, rtol=0, atol=0)
 
 
 def test_a_teacher_on_another_token_grid_is_refused_under_a_shared_mask():
@@ -190,26 +194,67 @@ def test_a_teacher_on_another_token_grid_is_refused_under_a_shared_mask():
     student = video_vit(in_chans=3, **TINY)
     teachers = {"skeleton": video_vit(in_chans=5, **{**TINY, "patch_size": 8})}  # 4x the tokens
     objective = Distillation(StudentWithHeads(student, {"skeleton": cmt_head(32, 32)}), teachers)
-    batch = next(iter(DataLoader(FixedClips(channels={"rgb": 3, "skeleton": 5}), batch_size=2)))
+    batch = finish_batch(next(iter(DataLoader(FixedClips(channels={"rgb": 3, "skeleton": 5}), batch_size=2))), "cpu")
     with pytest.raises(ValueError, match="skeleton teacher has 32 tokens a clip, the student 8"):
         objective(batch)
     with pytest.raises(ValueError, match=r"n <= N = 8"):
         student(batch["rgb"], torch.zeros(2, 9, dtype=torch.long))
 
 
-def test_the_step_can_take_the_mask_index_before_a_compiled_forward():
-    """prepare_batch turns the tube mask into the visible-token index (the forward's one host
-    sync) and the forward gives the same losses from either form."""
+def test_the_device_stage_turns_the_mask_into_the_indices_the_objectives_take():
+    """finish_batch turns the tube mask into the visible-token index (the forward's one host
+    sync), and the forward on it gives the losses of selecting every model's tokens by the bool
+    mask."""
     objective = _distillation().eval()
     batch = next(iter(DataLoader(FixedClips(), batch_size=2)))
-    prepared = objective.prepare_batch(batch)
-    assert prepared["mask"].dtype == torch.long and prepared["mask"].shape == (2, GRID_TOKENS // 2)
+    prepared = finish_batch(batch, "cpu")
+    assert prepared["visible_index"].dtype == torch.long
+    assert prepared["visible_index"].shape == (2, GRID_TOKENS // 2)
+    assert "mask" not in prepared and prepared["masked_index"].shape == (2, GRID_TOKENS // 2)
     assert batch["mask"].dtype == torch.bool  # the caller's batch is left alone
-    assert objective.prepare_batch(prepared) is prepared
+    again = finish_batch(prepared, "cpu")  # a finished batch has nothing left to finish
+    assert again.keys() == prepared.keys() and all(again[k] is prepared[k] for k in again)
     with torch.no_grad():
-        direct, via_index = objective(batch), objective(prepared)
+        direct, via_index = _losses_by_bool_mask(objective, batch), objective(prepared)
     for key, value in direct.items():
         torch.testing.assert_close(via_index[key], value, rtol=0, atol=0)
+
+
+def _losses_by_bool_mask(objective, batch):
+    """The distillation losses with every model's tokens selected by the bool mask itself."""
+    mask = batch["mask"]
+
+    def encode(model, x):
+        tokens = model.patch_embed(x) + model.pos_embed
+        tokens = tokens[~mask].reshape(x.shape[0], -1, tokens.shape[-1])
+        for block in model.blocks:
+            tokens = block(tokens)
+        return model.norm(tokens)
+
+    student_tokens = encode(objective.trainable.student, batch["rgb"])
+    result, total = {}, 0.0
+    for name, teacher in objective.teachers.items():
+        pred = objective.trainable.heads[name](student_tokens)
+        part = feature_loss("mse", pred, encode(teacher, batch[name]))
+        result[f"loss_{name}"] = part
+        total = total + part
+    result["loss"] = total
+    return result
+
+
+def test_objectives_refuse_a_batch_that_skipped_the_device_stage():
+    """A bool 'mask' left in the batch would otherwise mean an unmasked forward, silently."""
+    batch = next(iter(DataLoader(FixedClips(), batch_size=2)))
+    for objective in (_distillation(), _mae()):
+        with pytest.raises(ValueError, match="still holds the bool tube mask.*DeviceBatches"):
+            objective(batch)
+    unmasked = finish_batch({k: v for k, v in batch.items() if k != "mask"}, "cpu")
+    with pytest.raises(KeyError, match="needs a tube mask.*pretrain.mask_ratio"):
+        _mae()(unmasked)
+    assert set(_distillation()(unmasked)) == {"loss", "loss_rgb", "loss_flow", "loss_skeleton"}
+    other_grid = finish_batch({**batch, "mask": torch.zeros(2, 12, dtype=torch.bool)}, "cpu")
+    with pytest.raises(ValueError, match="tube mask covers 12 tokens a clip, the model has 8"):
+        _distillation()(other_grid)
 
 
 def _mae():
@@ -219,17 +264,19 @@ def _mae():
 
 
 def test_prepared_batches_compile_into_one_graph_without_host_syncs():
-    """What TrainStep passes a compiled forward (after prepare_batch) holds no graph break, so
-    train.compile_mode='reduce-overhead' can capture it as CUDA graphs; the raw batch would
-    break it at the mask's host sync."""
+    """What TrainStep passes a compiled forward (a batch finished by the device stage) holds no
+    graph break, so train.compile_mode='reduce-overhead' can capture it as CUDA graphs; finishing
+    the raw batch inside the compiled function would break it at the mask's host sync."""
     distill, mae = _distillation(), _mae()
     batch = next(iter(DataLoader(FixedClips(), batch_size=2)))
     for objective in (distill, mae):
-        explained = torch._dynamo.explain(objective)(objective.prepare_batch(batch))
+        explained = torch._dynamo.explain(objective)(finish_batch(batch, "cpu"))
         assert explained.graph_break_count == 0, explained.break_reasons
-    assert torch._dynamo.explain(distill)(batch).graph_break_count > 0
-    with torch.no_grad():
-        torch.testing.assert_close(mae(mae.prepare_batch(batch))["loss"], mae(batch)["loss"], rtol=0, atol=0)
+    assert torch._dynamo.explain(lambda raw: distill(finish_batch(raw, "cpu")))(batch).graph_break_count > 0
     video, mask = batch["flow"], batch["mask"]
     by_bool = normalized_patch_targets(video, tubelet=2, patch=16)[mask].reshape(2, -1, 2 * 16 * 16 * 2)
-    torch.testing.assert_close(mae.targets(video, mae.trainable.split(mask)[1]), by_bool)
+    with torch.no_grad():
+        by_index = mae.trainable(video, *token_indices(mask)).float()
+        torch.testing.assert_close(mae(finish_batch(batch, "cpu"))["loss"],
+                                   torch.nn.functional.mse_loss(by_index, by_bool), rtol=0, atol=0)
+    torch.testing.assert_close(mae.targets(video, token_indices(mask)[1]), by_bool)

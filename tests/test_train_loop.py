@@ -9,7 +9,8 @@ from toy_objective import ToyDataset, ToyObjective, make_loader
 
 from context_factories import cpu_context
 from mmdistill.train import optim, training_checkpoint
-from mmdistill.train.loop import TrainStep, train
+from mmdistill.train.loop import train
+from mmdistill.train.step import TrainStep
 
 FAST = dict(epochs=2, warmup_epochs=1, lr=0.5, scale_lr=False, log_every=1, save_ckpt_freq=1)
 

@@ -1,4 +1,5 @@
-"""Kill a training process after an epoch, resume it, and get the uninterrupted run exactly."""
+"""Kill a training process after an epoch (SIGKILL from outside), resume it, and get the
+uninterrupted run exactly."""
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from process_kill import kill_once_paused, saved_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "toy_objective.py"
@@ -32,7 +34,9 @@ def steps(run_dir: Path, key: str) -> list[int]:
 
 def test_killed_run_resumes_bit_identical(tmp_path):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    runs = [start(whole), start(broken, "train.debug_kill_after_epoch = 1")]  # in parallel
+    runs = [start(whole), start(broken, "--pause-after-epoch", "1")]  # in parallel
+    kill_once_paused(runs[1], broken.parent, broken.name)
+    assert saved_epoch(broken) == 1
     (whole_rc, whole_out), (broken_rc, broken_out) = [finish(p) for p in runs]
     assert whole_rc == 0, whole_out
     assert broken_rc == -signal.SIGKILL, broken_out

@@ -5,7 +5,8 @@ import torch
 
 from ckpt_factories import TINY, clip, tiny_vit
 from mmdistill.models.pos_embed import resample_pos_embed, sinusoid_table
-from mmdistill.models.vit import SIZES, VideoViT, split_index, video_vit, visible_index
+from mmdistill.data.masking import token_indices
+from mmdistill.models.vit import SIZES, VideoViT, video_vit
 
 
 @pytest.mark.parametrize("in_chans", [3, 2, 17])
@@ -89,24 +90,24 @@ def test_mask_drops_tokens_before_the_blocks():
     mask[1, :6] = True
     with torch.no_grad():
         full, _ = model(x)
-        visible, pooled = model(x, mask)
+        visible, pooled = model(x, token_indices(mask)[0])
     assert visible.shape == (2, 6, 64)
     torch.testing.assert_close(visible, full[~mask].reshape(2, 6, 64))
     torch.testing.assert_close(pooled, visible.mean(1))  # norm is applied per token, fc_norm is Identity
 
 
 def test_visible_index_is_the_bool_mask_selection():
-    """The shared index the objective computes once selects exactly what the bool mask does."""
+    """The shared index the device stage computes once selects exactly what the bool mask does."""
     model = tiny_vit(depth=0)  # no attention: each token's output depends on itself only
     x = clip(model)
     mask = torch.zeros(2, 12, dtype=torch.bool)
     mask[0, [1, 2, 4, 9]] = True
     mask[1, [0, 5, 10, 11]] = True
-    index = visible_index(mask)
+    index = token_indices(mask)[0]
     assert index.dtype == torch.long and index.shape == (2, 8)
     assert torch.equal(index[0], (~mask[0]).nonzero().flatten())
     assert torch.equal(index[1], (~mask[1]).nonzero().flatten())
-    visible_part, masked_part = split_index(mask)
+    visible_part, masked_part = token_indices(mask)
     assert torch.equal(visible_part, index) and torch.equal(masked_part[1], mask[1].nonzero().flatten())
     with torch.no_grad():
         full, _ = model(x)
@@ -121,11 +122,13 @@ def test_mask_errors_are_clear():
     uneven[0, :3] = True
     uneven[1, :5] = True
     with pytest.raises(ValueError, match="same number of tokens"):
-        model(x, uneven)
+        token_indices(uneven)
     with pytest.raises(ValueError, match="mask must be a bool"):
-        model(x, torch.zeros(2, 12))
+        token_indices(torch.zeros(2, 12))
     with pytest.raises(ValueError, match=r"mask must be bool \(B, N\) = \(2, 12\)"):
-        model(x, torch.zeros(2, 10, dtype=torch.bool))
+        token_indices(torch.zeros(2, 10, dtype=torch.bool), model.num_patches)
+    with pytest.raises(ValueError, match=r"visible_index must be a long.*token_indices"):
+        model(x, torch.zeros(2, 12, dtype=torch.bool))  # the mask itself is not an index
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\) = \(B, 3, 4, 32, 48\)"):
         model(torch.zeros(2, 3, 4, 32, 32))
 

@@ -2,6 +2,8 @@
 
 Run as a script it trains in a fresh process (the kill-and-resume test needs a real process
 to kill):  PYTHONPATH=. python tests/toy_objective.py RUN_DIR [--resume] [gin bindings ...]
+`--pause-after-epoch E` holds the process still after epoch E's checkpoint (the toy's epochs
+take milliseconds), so the test's SIGKILL from outside (tests/process_kill.py) lands there.
 """
 from __future__ import annotations
 
@@ -113,6 +115,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--pause-after-epoch", type=int, default=None)
     args = parser.parse_intermixed_args(argv)
     gin.parse_config(args.bindings)
     torch.set_num_threads(1)
@@ -131,7 +134,12 @@ def main(argv: list[str]) -> None:
                 training_checkpoint.step_done(resume_from))
     objective = ToyObjective(dropout=args.dropout)
     loader = make_loader(ToyDataset(n=args.clips), args.batch, world_size, rank)
-    train(objective, loader, ctx, resume_from=resume_from)
+    epoch_end = None
+    if args.pause_after_epoch is not None:
+        from process_kill import pause_after
+
+        epoch_end = pause_after(args.pause_after_epoch, run_dir)
+    train(objective, loader, ctx, resume_from=resume_from, epoch_end=epoch_end)
     if rank == 0:
         torch.save(objective.trainable_modules().state_dict(), run_dir / "final.pt")
     distributed.cleanup()

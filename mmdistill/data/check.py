@@ -32,6 +32,7 @@ from mmdistill.config import ConfigError, parse_config
 from mmdistill.data.annotation_fields import describe_keys
 from mmdistill.data.annotations import AnnotationReading, Clip, read_annotation_file
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
+from mmdistill.data.device_batches import finish_item
 from mmdistill.data.sources import BadClipError
 from mmdistill.progress import progress as progress_bar
 
@@ -308,7 +309,7 @@ def write_montage(dataset: ClipDataset, path: str | Path, num_clips: int, seed: 
         item = dataset[(0, index)]
         if item is None:  # a bad clip (already reported by the scan): show another one
             continue
-        rows, caption = clip_pictures(dataset, dataset.finish_item(item), frames_shown)
+        rows, caption = clip_pictures(dataset, finish_item(item, dataset), frames_shown)
         strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
         header = Image.new("RGB", (strip.shape[1], 14), "black")
         ImageDraw.Draw(header).text((2, 1), caption[: strip.shape[1] // 6], fill="white")

@@ -48,7 +48,7 @@ class ClipDataset(Dataset):
     `sources` maps modality names to readers; a reader's `kind` ('image', 'flow', 'keypoints')
     decides its processing. Keypoints become heatmaps (V channels) drawn after the crop; with
     `skeleton_heatmaps.render_on='device'` the item holds `<name>_keypoints` (M, T, V, 3) instead
-    and `finish_batch` draws them where the batch goes.
+    and `mmdistill.data.device_batches` draws them where the batch goes (`draw_heatmaps`).
     `frame_counts='equal'` requires all modalities of a video to have the same number of frames;
     `'min'` samples within the frames all of them have.
     """
@@ -159,7 +159,7 @@ class ClipDataset(Dataset):
             kind = self.sources[name].kind
             if kind == "keypoints":
                 moved = apply_to_keypoints(data, plan, reference_size)
-                if self.heatmaps.render_on == "device":  # drawn by finish_batch
+                if self.heatmaps.render_on == "device":  # drawn by draw_heatmaps
                     tensors[name + KEYPOINTS_SUFFIX] = torch.from_numpy(np.concatenate(
                         [moved.xy, moved.score[..., None]], axis=-1).astype(np.float32))
                     continue
@@ -169,22 +169,16 @@ class ClipDataset(Dataset):
             tensors[name] = torch.from_numpy(self.normalize[name](array))
         return start, tensors
 
-    def finish_batch(self, batch: dict) -> dict:
+    def draw_heatmaps(self, batch: dict) -> dict:
         """Draw, on the batch's device, the heatmaps the loader left as keypoints
-        (`skeleton_heatmaps.render_on='device'`); any other batch passes through. Whoever moves
-        a batch to its device calls this next (the training step, reconstructions, statistics)."""
+        (`skeleton_heatmaps.render_on='device'`); only `mmdistill.data.device_batches` calls it,
+        as one step of finishing a batch."""
         for name, source in self.sources.items():
             keypoints = batch.pop(name + KEYPOINTS_SUFFIX, None) if source.kind == "keypoints" else None
             if keypoints is not None:
                 heatmaps = self.heatmaps.render_batch(keypoints, self.spatial.crop_size)
                 batch[name] = self.normalize[name].apply_to_batch(heatmaps)
         return batch
-
-    def finish_item(self, item: dict) -> dict:
-        """`finish_batch` for one item (pictures, checks): its heatmaps drawn on the CPU."""
-        deferred = {key: value.unsqueeze(0) for key, value in item.items() if key.endswith(KEYPOINTS_SUFFIX)}
-        rest = {key: value for key, value in item.items() if key not in deferred}
-        return {**rest, **{key: value[0] for key, value in self.finish_batch(deferred).items()}}
 
     def plan_size(self, raw: Mapping[str, Any], video: str) -> tuple[int, int]:
         """The (H, W) the spatial plan is made for: RGB if read, else any image, flow, or the

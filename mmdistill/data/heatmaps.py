@@ -110,7 +110,7 @@ class HeatmapRenderer:
 
     `render_on='loader'` draws each clip's heatmaps in the loader (the batch holds them);
     `'device'` leaves the batch with the moved keypoints and draws them where the batch goes
-    (`ClipDataset.finish_batch`), which on a GPU spares the loader most of its work and memory.
+    (`mmdistill/data/device_batches.py`), which on a GPU spares the loader most of its work and memory.
     """
 
     def __init__(self, sigma: float = 2.0, render_on: str = "loader"):

@@ -2,7 +2,8 @@
 cannot be recovered from the same place in a neighbouring frame (VideoMAE's tube masking).
 
 The same mask goes to every modality of a clip, so teachers and student see the same tokens.
-Tokens are ordered t * Hp * Wp + h * Wp + w; True means hidden.
+Tokens are ordered t * Hp * Wp + h * Wp + w; True means hidden. Models never see the bool mask:
+`token_indices` turns a batch's masks into the token indices they take.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Sequence
 
 import gin
 import numpy as np
+import torch
 
 
 class TubeMaskGenerator:
@@ -51,3 +53,29 @@ def tube_mask(num_frames: int = 16, input_size: Sequence[int] = (224, 384), patc
         raise ValueError(f"tube_mask: input {num_frames}x{height}x{width} is not divisible by the tubelet "
                          f"{tubelet_size} and patch {patch_size}")
     return TubeMaskGenerator((num_frames // tubelet_size, height // patch_size, width // patch_size), ratio)
+
+
+def token_indices(mask: torch.Tensor, num_tokens: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(visible_index (B, n_visible), masked_index (B, n_masked)) of a bool (B, N) tube mask
+    (True = masked), each ascending, from one sort.
+
+    Selecting tokens with a bool mask makes the host wait for the device in every model that does
+    it (the output size is data-dependent); this pays that wait once per batch (reading the
+    visible count), and the student and every teacher then share the indices.
+    `num_tokens`: the models' N, when the caller knows it, to refuse a mask of another grid.
+    """
+    if mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError(f"mask must be a bool (B, N) tensor with True = masked, got {mask.dtype} "
+                         f"{tuple(mask.shape)}")
+    if num_tokens is not None and mask.shape[1] != num_tokens:
+        raise ValueError(f"mask must be bool (B, N) = ({mask.shape[0]}, {num_tokens}) with True = "
+                         f"masked, got {tuple(mask.shape)}: it was made for another token grid")
+    visible = (~mask).sum(dim=1)
+    low, high = torch.stack([visible.min(), visible.max()]).tolist()  # the one host sync
+    if low != high:
+        raise ValueError(f"every clip in a batch must hide the same number of tokens; visible "
+                         f"counts per clip: {visible.tolist()}")
+    # A stable sort puts the visible (False) tokens first, each part in its original order.
+    order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
+    return order[:, :low], order[:, low:]

@@ -6,9 +6,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from mmdistill.progress import progress as progress_bar
 
 from mmdistill.data.dataset import ClipDataset, collate_clips
+from mmdistill.data.device_batches import DeviceBatches
+from mmdistill.progress import progress as progress_bar
 
 
 def channel_stats(dataset: ClipDataset, modalities: Sequence[str], max_clips: int = 200, num_workers: int = 0,
@@ -28,8 +29,7 @@ def channel_stats(dataset: ClipDataset, modalities: Sequence[str], max_clips: in
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, sampler=chosen.tolist(), num_workers=num_workers,
                                          collate_fn=collate_clips)
     sums, squares, counts = {}, {}, {}
-    for batch in progress_bar(loader, desc="clips", disable=not progress):
-        batch = dataset.finish_batch(batch)  # heatmaps left to the device are drawn here, on CPU
+    for batch in progress_bar(DeviceBatches(loader, "cpu"), desc="clips", disable=not progress):
         for name in modalities:
             if name not in batch:
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -23,6 +24,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from mmdistill.data.device_batches import DeviceBatches
+from mmdistill.data.masking import TubeMaskGenerator, token_indices
 from mmdistill.progress import progress as progress_bar
 
 POOLED = "pooled"
@@ -31,7 +35,7 @@ HEAD_PREFIX = "cmt_"
 CACHE_FORMAT = "mmdistill-features"
 CACHE_VERSION = 1
 
-MaskFn = Callable[[int, torch.Tensor], torch.Tensor]
+MaskFn = Callable[[int, torch.Tensor], torch.Tensor]  # (view, clip indices) -> bool (B, N)
 
 
 @dataclasses.dataclass
@@ -115,8 +119,6 @@ class FeatureBank:
 
 def tube_mask_fn(grid: Sequence[int], ratio: float, seed: int) -> MaskFn:
     """`mask_fn(view, clip_indices) -> (B, N) bool`: one fixed tube mask per (seed, view, clip)."""
-    from mmdistill.data.masking import TubeMaskGenerator  # noqa: PLC0415 (data layer owns masks)
-
     generator = TubeMaskGenerator(tuple(int(g) for g in grid), ratio)
 
     def mask_fn(view: int, clip_indices: torch.Tensor) -> torch.Tensor:
@@ -142,7 +144,8 @@ def extract_features(model: nn.Module, loader, device: torch.device | str = "cpu
                      extra_heads: Mapping[str, nn.Module] | None = None, seed: int = 0,
                      class_names: Sequence[str] | None = None, input_key: str = "rgb",
                      progress: bool = True) -> FeatureBank:
-    """Run `model(x, mask) -> (tokens, pooled)` once per clip and view; see the module docstring.
+    """Run `model(x, visible_index) -> (tokens, pooled)` once per clip and view; see the module
+    docstring. Batches come through `mmdistill.data.device_batches`, like training's.
 
     `extra_heads` maps a name (e.g. a teacher modality) to a token-wise head; its view is the mean
     over tokens of `head(tokens)`. Models are put in eval mode and restored afterwards.
@@ -171,18 +174,16 @@ def extract_features(model: nn.Module, loader, device: torch.device | str = "cpu
     labels, indices, pooled, heads = [], [], [], {name: [] for name in extra_heads}
     masked: list[list[torch.Tensor]] = [[] for _ in range(mask_views)]
     num_skipped = 0
-    # A ClipDataset that left its skeleton heatmaps to the device draws them here (on the CPU).
-    finish = getattr(getattr(loader, "dataset", None), "finish_batch", None)
+    num_tokens = math.prod(grid) if mask_views else None
     try:
-        for batch in progress_bar(loader, desc="few-shot features", disable=not progress):
-            if finish is not None:
-                batch = finish(dict(batch))
+        batches = DeviceBatches(loader, device)
+        for batch in progress_bar(batches, desc="few-shot features", disable=not progress):
             num_skipped += int(batch.get("num_skipped", 0))
-            x = _batch_field(batch, input_key).to(device, non_blocking=True)
-            batch_labels = _batch_field(batch, "label").long().reshape(-1)
-            batch_indices = _batch_field(batch, "index").long().reshape(-1)
-            if batch_indices.numel() == 0:  # every clip of this batch was skipped as bad
+            if set(batch) <= {"num_skipped"}:  # every clip of this batch was skipped as bad
                 continue
+            x = _batch_field(batch, input_key)
+            batch_labels = _batch_field(batch, "label").long().reshape(-1).cpu()
+            batch_indices = _batch_field(batch, "index").long().reshape(-1).cpu()
             if (batch_labels < 0).any():
                 videos = batch.get("video", batch_indices.tolist())
                 raise ValueError(f"unlabelled clips (label -1) in the few-shot set, e.g. {videos}; "
@@ -193,7 +194,8 @@ def extract_features(model: nn.Module, loader, device: torch.device | str = "cpu
                     heads[name].append(head(tokens).float().mean(1).cpu())
                 for v in range(mask_views):
                     mask = mask_fn(v, batch_indices).to(device, non_blocking=True)
-                    masked[v].append(model(x, mask=mask)[1].float().cpu())
+                    visible_index, _ = token_indices(mask, num_tokens)
+                    masked[v].append(model(x, visible_index=visible_index)[1].float().cpu())
             pooled.append(features.float().cpu())
             labels.append(batch_labels)
             indices.append(batch_indices)

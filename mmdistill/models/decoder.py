@@ -13,7 +13,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mmdistill.models.pos_embed import sinusoid_table
-from mmdistill.models.vit import LayerNorm, QVBiasAttention, VideoViT, split_index
+from mmdistill.models.vit import LayerNorm, QVBiasAttention, VideoViT
 
 
 class MAEDecoder(nn.Module):
@@ -61,21 +61,17 @@ class MaskedAutoencoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"encoder.pos_embed", "mask_token"}
 
-    def split(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(visible, masked) token indices of a bool (B, N) tube mask: one host sync, so a
-        training step takes it before a compiled forward (MaskedAutoencoding.prepare_batch)."""
-        if tuple(mask.shape[1:]) != (self.encoder.num_patches,) or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool (B, N) with N = {self.encoder.num_patches} and "
-                             f"True = masked, got {mask.dtype} {tuple(mask.shape)}")
-        return split_index(mask)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                index: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """(B, C, T, H, W), mask (B, N) True = masked -> predictions (B, N_masked, out_dim).
-        `index` is `split(mask)` when the caller already has it."""
-        if mask.shape[0] != x.shape[0]:
-            raise ValueError(f"mask has {mask.shape[0]} rows for {x.shape[0]} clips")
-        visible_index, masked_index = index if index is not None else self.split(mask.to(x.device))
+    def forward(self, x: torch.Tensor, visible_index: torch.Tensor,
+                masked_index: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) and a tube mask's token indices (`mmdistill.data.masking.token_indices`)
+        -> predictions (B, n_masked, out_dim) for the masked tokens, in `masked_index` order."""
+        num_tokens = self.encoder.num_patches
+        if (visible_index.shape[0] != x.shape[0] or masked_index.shape[0] != x.shape[0]
+                or visible_index.shape[1] + masked_index.shape[1] != num_tokens):
+            raise ValueError(f"visible_index {tuple(visible_index.shape)} and masked_index "
+                             f"{tuple(masked_index.shape)} must split the N = {num_tokens} tokens "
+                             f"of each of the {x.shape[0]} clips: was the tube mask made for this "
+                             f"encoder's token grid {self.encoder.grid_size}?")
         visible, _ = self.encoder(x, visible_index)
         visible = self.encoder_to_decoder(visible)
         batch, dim = visible.shape[0], visible.shape[-1]

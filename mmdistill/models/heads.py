@@ -62,8 +62,8 @@ class StudentWithHeads(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.feature = feature
 
-    def forward(self, x, mask=None):
-        tokens, pooled = self.student(x, mask)
+    def forward(self, x, visible_index=None):
+        tokens, pooled = self.student(x, visible_index)
         feats = tokens if self.feature == "tokens" else pooled
         return {name: head(feats) for name, head in self.heads.items()}
 

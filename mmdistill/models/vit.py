@@ -90,8 +90,8 @@ class TubeletEmbed(nn.Module):
 class VideoViT(nn.Module):
     """Video ViT encoder: tubelet embedding, position table, timm blocks, final norm, mean pooling.
 
-    `forward(x, mask)` returns `(tokens, pooled)`: the visible tokens after `norm` and their mean
-    after `fc_norm` (see the module docstring for which of the two is a LayerNorm).
+    `forward(x, visible_index)` returns `(tokens, pooled)`: the visible tokens after `norm` and
+    their mean after `fc_norm` (see the module docstring for which of the two is a LayerNorm).
     `sincos_grid`: the grid a fixed sinusoid table was built for when it differs from this model's
     (a checkpoint trained at another size); the table is then resampled, never regenerated.
     """
@@ -172,17 +172,16 @@ class VideoViT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, T, H, W) -> (tokens (B, n, D), pooled (B, D)). `mask` is a bool (B, N) tube mask
-        (True = masked) or, equivalently, the `visible_index` of one (the cheaper form when
-        several models share a mask)."""
+        """(B, C, T, H, W) -> (tokens (B, n, D), pooled (B, D)) over the tokens `visible_index`
+        (B, n) names (`mmdistill.data.masking.token_indices` of a tube mask), or all N tokens."""
         self._check_input(x)
         x = self.patch_embed(x)
         x = x + self.pos_embed.to(dtype=x.dtype)
-        if mask is not None:
-            index = self.visible_index_of(mask.to(x.device), x.shape[0])
-            x = torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        if visible_index is not None:
+            self._check_index(visible_index, x.shape[0])
+            x = torch.gather(x, 1, visible_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
@@ -200,44 +199,13 @@ class VideoViT(nn.Module):
                              f"got {tuple(x.shape)}; check the modality's channels, clip length "
                              f"and crop size against video_vit.in_chans/num_frames/img_size")
 
-    def visible_index_of(self, mask: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """The checked `visible_index` of a bool (B, N) tube mask for this model's N tokens; a
-        long (B, n) index passes through (shape-checked)."""
-        batch_size = mask.shape[0] if batch_size is None else batch_size
-        if mask.dtype == torch.bool:
-            if tuple(mask.shape) != (batch_size, self.num_patches):
-                raise ValueError(f"mask must be bool (B, N) = ({batch_size}, {self.num_patches}) "
-                                 f"with True = masked, got {tuple(mask.shape)}")
-            return visible_index(mask)
-        if (mask.dtype != torch.long or mask.dim() != 2 or mask.shape[0] != batch_size
-                or mask.shape[1] > self.num_patches):
-            raise ValueError(f"mask must be a bool (B, N) tube mask or its visible_index, a long "
-                             f"(B, n) tensor with B = {batch_size}, n <= N = {self.num_patches}; "
-                             f"got {mask.dtype} {tuple(mask.shape)}")
-        return mask
-
-
-def visible_index(mask: torch.Tensor) -> torch.Tensor:
-    """The indices (B, n) of the visible tokens of a bool tube mask (True = masked), ascending.
-
-    Selecting tokens with a bool mask makes the host wait for the GPU in every model that does it
-    (the output size is data-dependent); a batch's student and teachers share one mask, so the
-    objective computes this once and pays one wait instead of one per model.
-    """
-    return split_index(mask)[0]
-
-
-def split_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(visible, masked) token indices (B, n_visible) and (B, n_masked) of a bool tube mask, each
-    ascending, from one sort and one host sync."""
-    visible = (~mask).sum(dim=1)
-    low, high = torch.stack([visible.min(), visible.max()]).tolist()  # the one host sync
-    if low != high:
-        raise ValueError(f"every clip in a batch must hide the same number of tokens; visible "
-                         f"counts per clip: {visible.tolist()}")
-    # A stable sort puts the visible (False) tokens first, each part in its original order.
-    order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
-    return order[:, :low], order[:, low:]
+    def _check_index(self, index: torch.Tensor, batch_size: int) -> None:
+        """Shapes only: checking the values would make the host wait for the device."""
+        if (index.dtype != torch.long or index.dim() != 2 or index.shape[0] != batch_size
+                or index.shape[1] > self.num_patches):
+            raise ValueError(f"visible_index must be a long (B, n) tensor with B = {batch_size}, "
+                             f"n <= N = {self.num_patches} (mmdistill.data.masking.token_indices "
+                             f"of a bool tube mask); got {index.dtype} {tuple(index.shape)}")
 
 
 @gin.configurable("video_vit")

@@ -1,220 +1,29 @@
-"""The hand-written training loop: mixed precision, accumulation, clipping, schedule, logging,
-checkpoints and exact resume. It knows nothing about models; an objective supplies the loss.
+"""The hand-written training loop: epochs, schedule, logging, checkpoints and exact resume; one
+optimizer step (mixed precision, accumulation, clipping) is `mmdistill.train.step.TrainStep`.
+It knows nothing about models; an objective supplies the loss.
 
 Objective contract (see docs/INTERFACES.md): `objective(batch) -> {'loss': scalar, 'loss_<part>':
 scalar, ...}` and `objective.trainable_modules() -> nn.Module` (the only part optimised and
-wrapped in DDP; everything else must have requires_grad False). Batches are dicts of tensors,
-lists of str, and an optional int 'num_skipped' (bad clips the collate dropped).
+wrapped in DDP; everything else must have requires_grad False). Batches are finished on the
+device by `mmdistill.data.device_batches` before the step sees them: dicts of tensors, lists of
+str, and an optional int 'num_skipped' (bad clips the collate dropped).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
-import os
-import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import gin
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from mmdistill.context import PRECISIONS, RunContext
-from mmdistill.progress import interactive
+from mmdistill.context import RunContext
+from mmdistill.data.device_batches import DeviceBatches
 from mmdistill.train import distributed as dist_utils
 from mmdistill.train import optim, training_checkpoint
-
-PRINT_EVERY_S = 30.0  # console cadence when there is no progress bar (logs, CI)
-
-
-@dataclasses.dataclass
-class StepResult:
-    losses: dict[str, torch.Tensor]  # 'loss' and 'loss_<part>', mean over micro-batches, on device
-    grad_norm: torch.Tensor  # before clipping; nan when skipped
-    skipped: bool  # non-finite loss or gradient: weights, optimizer and scaler untouched
-    clips: int  # clips in this step on this process
-    bad_clips: int  # sum of the batches' 'num_skipped'
-    empty: bool = False  # a micro-batch held no clip at all (every clip bad): skipped, not non-finite
-
-
-class _ObjectiveForward(nn.Module):
-    """Routes the objective's forward through a module that registers only the trainable parts,
-    so DDP synchronises exactly those while frozen teachers stay outside it."""
-
-    def __init__(self, objective: nn.Module):
-        super().__init__()
-        self.trainable = objective.trainable_modules()
-        self._objective = [objective]  # in a list so nn.Module does not register it
-
-    def forward(self, batch):
-        return self._objective[0](batch)
-
-
-class TrainStep:
-    """One optimizer step over `accum_steps` micro-batches; usable alone (benchmarks time it).
-
-    Gradients are synchronised across processes only on the last micro-batch (DDP `no_sync`).
-    A step whose loss or gradient is non-finite on any process is skipped on all of them. The
-    host waits for the device at that skip decision (fp16's GradScaler makes one anyway) and in
-    an objective's `prepare_batch` (the tube mask's token count, once per micro-batch), both
-    outside the compiled forward.
-    """
-
-    def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, *,
-                 device: torch.device, amp_dtype: torch.dtype | None = None,
-                 clip_grad: float | None = None, accum_steps: int = 1,
-                 find_unused_parameters: bool = False, compile: bool | str = False,
-                 compile_mode: str | None = None, prepare: Callable[[dict], dict] | None = None):
-        self.objective_name = type(objective).__name__
-        self.optimizer = optimizer
-        self.device, self.amp_dtype = device, amp_dtype
-        self.clip_grad, self.accum_steps = clip_grad, accum_steps
-        # Run on the device before the (possibly compiled) forward: the data's own finishing
-        # (e.g. drawing skeleton heatmaps), then the objective's (e.g. the shared mask's token
-        # index), so the compiled graph holds no host sync.
-        self.prepare = [f for f in (prepare, getattr(objective, "prepare_batch", None)) if f]
-        self.trainable = objective.trainable_modules()
-        self.params = [p for p in self.trainable.parameters() if p.requires_grad]
-        self.model = dist_utils.wrap_ddp(_ObjectiveForward(objective), device, find_unused_parameters)
-        self.forward = _maybe_compile(self.model, compile, compile_mode, accum_steps)
-        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-        self.check_unused = dist_utils.is_distributed() and not find_unused_parameters
-
-    def _accumulation_context(self, last: bool):
-        if last or not hasattr(self.model, "no_sync"):
-            return contextlib.nullcontext()
-        return self.model.no_sync()
-
-    def _grad_norm(self) -> torch.Tensor:
-        if self.clip_grad:
-            return nn.utils.clip_grad_norm_(self.params, self.clip_grad)
-        grads = [p.grad for p in self.params if p.grad is not None]
-        return nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-
-    def _any_empty(self, micro_batches: list[dict]) -> bool:
-        """Whether any process got a micro-batch with no clip (on_bad_clip='skip' dropped them
-        all); then every process skips the step, so DDP's collectives stay in step."""
-        empty = any(_num_clips(b) == 0 for b in micro_batches)
-        if dist_utils.is_distributed():  # one scalar all-reduce; none for a single process
-            empty = bool(dist_utils.any_rank(torch.tensor(empty, device=self.device)).item())
-        return empty
-
-    def __call__(self, micro_batches: list[dict]) -> StepResult:
-        if len(micro_batches) != self.accum_steps:
-            raise ValueError(f"got {len(micro_batches)} micro-batches, expected accum_steps="
-                             f"{self.accum_steps}")
-        clips = sum(_num_clips(b) for b in micro_batches)
-        bad_clips = sum(int(b.get("num_skipped", 0)) for b in micro_batches)
-        if self._any_empty(micro_batches):
-            self.optimizer.zero_grad(set_to_none=True)
-            return StepResult({}, torch.full((), math.nan, device=self.device), True, clips,
-                              bad_clips, empty=True)
-        losses: dict[str, torch.Tensor] = {}
-        for i, batch in enumerate(micro_batches):
-            batch = to_device(batch, self.device)
-            for prepare in self.prepare:
-                batch = prepare(batch)
-            with self._accumulation_context(last=i == len(micro_batches) - 1):
-                with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                    enabled=self.amp_dtype is not None):
-                    out = self.forward(batch)
-                loss = _check_output(out, self.objective_name) / self.accum_steps
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-            for key, value in out.items():
-                if key == "loss" or key.startswith("loss_"):
-                    part = torch.as_tensor(value).detach().float() / self.accum_steps
-                    losses[key] = losses[key] + part if key in losses else part
-        if self.check_unused:  # once: DDP would otherwise fail later with a vaguer message
-            self.check_unused = False
-            _refuse_unused_parameters(self.trainable)
-        bad = ~torch.isfinite(losses["loss"])
-        grad_norm = None
-        if self.scaler is None:
-            grad_norm = self._grad_norm()
-            bad = bad | ~torch.isfinite(grad_norm)
-        if dist_utils.any_rank(bad).item():
-            self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(losses, torch.full((), math.nan, device=self.device), True, clips,
-                              bad_clips)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = self._grad_norm()
-            self.scaler.step(self.optimizer)  # itself skips steps with fp16-overflowed gradients
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(losses, grad_norm.detach(), False, clips, bad_clips)
-
-
-def _refuse_unused_parameters(trainable: nn.Module) -> None:
-    unused = [name for name, p in trainable.named_parameters() if p.requires_grad and p.grad is None]
-    if unused:
-        raise RuntimeError(f"trainable parameters got no gradient in the first step: "
-                           f"{unused[:5]}{' ...' if len(unused) > 5 else ''}. DDP needs "
-                           f"train.find_unused_parameters=True for that, or freeze them "
-                           f"(requires_grad_(False)) if the loss never uses them.")
-
-
-# torch.compile modes that replay CUDA graphs (inductor's 'max-autotune' does too).
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def _maybe_compile(module: nn.Module, compile: bool | str, mode: str | None = None,
-                   accum_steps: int = 1) -> nn.Module:
-    """torch.compile the whole objective forward (student, heads and teachers) when asked;
-    a string names the backend (e.g. 'inductor', 'aot_eager'); `mode` is inductor's
-    ('reduce-overhead' replays CUDA graphs; 'max-autotune' also tunes kernels, with CUDA graphs)."""
-    if not compile:
-        if mode is not None:
-            raise ValueError(f"train.compile_mode={mode!r} needs train.compile=True")
-        return module
-    if mode is not None and compile not in (True, "inductor"):
-        raise ValueError(f"train.compile_mode={mode!r} is a mode of the inductor backend; "
-                         f"train.compile={compile!r} would ignore it. Use train.compile=True.")
-    if mode in CUDA_GRAPH_MODES and accum_steps > 1:
-        # The second micro-batch's replay overwrites the gradients the first one left in graph
-        # memory, and torch stops with an error (pytorch/pytorch#169545).
-        raise ValueError(f"train.compile_mode={mode!r} (CUDA graphs) cannot accumulate gradients "
-                         f"over micro-batches (train.accum_steps={accum_steps}): raise "
-                         f"data_loader.batch_size instead, or use the default compile mode.")
-    options = {} if compile is True else {"backend": compile}
-    return torch.compile(module, mode=mode, **options)
-
-
-def _check_output(out: Any, objective_name: str) -> torch.Tensor:
-    if not isinstance(out, dict) or "loss" not in out:
-        raise TypeError(f"{objective_name}.forward must return a dict with a scalar 'loss' (and "
-                        f"optional 'loss_<part>' entries); got {type(out).__name__}"
-                        f"{' with keys ' + str(sorted(out)) if isinstance(out, dict) else ''}")
-    loss = out["loss"]
-    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
-        raise TypeError(f"{objective_name} returned 'loss' that is not a scalar tensor with a "
-                        f"gradient (shape {getattr(loss, 'shape', None)}, requires_grad="
-                        f"{getattr(loss, 'requires_grad', None)}); reduce it to a scalar and do not "
-                        f"compute it under no_grad.")
-    return loss
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Tensors (also inside dicts and lists) to `device`; everything else as is."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(value, device) for value in batch)
-    return batch
-
-
-def _num_clips(batch: dict) -> int:
-    for value in batch.values():
-        if isinstance(value, torch.Tensor) and value.ndim > 0:
-            return int(value.shape[0])
-    return 0
+from mmdistill.train.console import Console, print_plan
+from mmdistill.train.step import StepResult, TrainStep
 
 
 class _Averages:
@@ -275,38 +84,6 @@ class _Window:
         return metrics
 
 
-class _Console:
-    """A tqdm bar in a terminal; elsewhere (logs, CI=true) a line at most every 30 s. Rank 0 only."""
-
-    def __init__(self, is_main: bool):
-        self.is_main, self.bar, self.last_print = is_main, None, 0.0
-        self.use_bar = is_main and interactive()
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.use_bar:
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs - 1}", dynamic_ncols=True,
-                            leave=False)
-
-    def step(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def log(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{metrics.get('train/loss', math.nan):.4f}",
-                                 lr=f"{metrics['train/lr']:.2e}")
-        elif self.is_main and time.monotonic() - self.last_print >= PRINT_EVERY_S:
-            self.last_print = time.monotonic()
-            print(_one_line(epoch, step, metrics), flush=True)
-
-    def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.is_main:
-            print(_one_line(epoch, step, metrics), flush=True)
-
-
 @gin.configurable("train", denylist=["objective", "loader", "ctx", "resume_from", "epoch_end"])
 def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | Path | None = None,
           epoch_end=None,
@@ -315,8 +92,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           betas: tuple[float, float] = (0.9, 0.999), clip_grad: float | None = None,
           accum_steps: int = 1, log_every: int = 20, save_ckpt_freq: int = 5,
           keep_last_k: int | None = None, max_nonfinite: int = 10, compile: bool | str = False,
-          compile_mode: str | None = None, fused_adamw: bool | None = None, find_unused_parameters: bool = False,
-          debug_kill_after_epoch: int | None = None) -> dict:
+          compile_mode: str | None = None, fused_adamw: bool | None = None,
+          find_unused_parameters: bool = False) -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
 
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
@@ -325,7 +102,6 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     `epoch_end(epoch, global_step)` runs on every rank after each epoch's checkpoint (validation).
     `compile_mode` is torch.compile's mode ('reduce-overhead': CUDA graphs) for `compile=True`.
     `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
-    `debug_kill_after_epoch` is for tests only: SIGKILL this process after that epoch's checkpoint.
     """
     _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite)
     _check_loader(loader, ctx)
@@ -347,7 +123,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     step_fn = TrainStep(objective, optimizer, device=ctx.device, amp_dtype=ctx.amp_dtype,
                         clip_grad=clip_grad, accum_steps=accum_steps,
                         find_unused_parameters=find_unused_parameters, compile=compile,
-                        compile_mode=compile_mode, prepare=getattr(loader.dataset, "finish_batch", None))
+                        compile_mode=compile_mode)
     data_state = {"seed": ctx.seed, "steps_per_epoch": steps_per_epoch, "total_batch": total_batch}
 
     start_epoch, global_step, last_metrics = 0, 0, {}
@@ -355,11 +131,12 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
         start_epoch, global_step, last_metrics = training_checkpoint.resume(
             resume_from, step_fn, scheduler, data_state, ctx)
     if ctx.is_main:
-        _print_plan(ctx, loader.batch_size, accum_steps, total_batch, lr, peak_lr, scale_lr,
-                    steps_per_epoch, epochs, start_epoch)
+        print_plan(ctx, loader.batch_size, accum_steps, total_batch, lr, peak_lr, scale_lr,
+                   steps_per_epoch, epochs, start_epoch)
     ctx.save_operative_config()
 
-    console = _Console(ctx.is_main)
+    console = Console(ctx.is_main)
+    device_batches = DeviceBatches(loader, ctx.device)
     consecutive_bad = total_bad = clips_seen = 0
     train_start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
@@ -367,11 +144,11 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
         trainable.train()
         epoch_window, window = _Window(), _Window()
         console.start_epoch(epoch, epochs, steps_per_epoch)
-        batches = iter(loader)
+        batches = iter(device_batches)
         for _ in range(steps_per_epoch):
-            wait_start = time.perf_counter()
+            waited = device_batches.loader_wait
             micro_batches = [next(batches) for _ in range(accum_steps)]
-            wait = time.perf_counter() - wait_start
+            wait = device_batches.loader_wait - waited
             step_lr = optimizer.param_groups[0]["lr"]
             result = step_fn(micro_batches)
             global_step += 1
@@ -401,8 +178,6 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
                                        data_state, last_metrics, save_ckpt_freq, keep_last_k)
         if epoch_end is not None:
             epoch_end(epoch, global_step)
-        if debug_kill_after_epoch is not None and epoch == debug_kill_after_epoch:
-            os.kill(os.getpid(), signal.SIGKILL)  # test-only: a crash right after a checkpoint
 
     seconds = time.perf_counter() - train_start
     summary = {**last_metrics, "epochs": epochs, "global_step": global_step,
@@ -454,24 +229,6 @@ def _set_epoch(loader, epoch: int) -> None:
     for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
         if hasattr(part, "set_epoch"):
             part.set_epoch(epoch)
-
-
-def _print_plan(ctx, batch, accum, total_batch, lr, peak_lr, scale_lr, steps_per_epoch, epochs,
-                start_epoch) -> None:
-    precision = {dtype: name for name, dtype in PRECISIONS.items()}[ctx.amp_dtype]
-    lr_line = (f"base lr {lr:g} x {total_batch}/{optim.LR_REFERENCE_BATCH} = {peak_lr:g}"
-               if scale_lr else f"lr {peak_lr:g} (train.scale_lr=False: not scaled by batch)")
-    resumed = f", resuming at epoch {start_epoch}" if start_epoch else ""
-    print(f"[train] world size {ctx.world_size} x per-device batch {batch} x accumulation {accum} "
-          f"= effective batch {total_batch}; {lr_line}\n"
-          f"[train] {steps_per_epoch} steps/epoch x {epochs} epochs = {steps_per_epoch * epochs} "
-          f"optimizer steps; {precision} on {ctx.device}{resumed}", flush=True)
-
-
-def _one_line(epoch: int, step: int, metrics: dict[str, float]) -> str:
-    shown = ", ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in metrics.items()
-                      if k != "epoch" and isinstance(v, (int, float)))
-    return f"[train] epoch {epoch} step {step}: {shown}"
 
 
 def _nonfinite_message(count: int, step: int, epoch: int, ctx: RunContext) -> str:

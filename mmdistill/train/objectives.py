@@ -74,34 +74,30 @@ class Distillation(nn.Module):
         return arch
 
     @torch.no_grad()
-    def targets(self, batch: dict, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def targets(self, batch: dict, visible_index: torch.Tensor | None) -> dict[str, torch.Tensor]:
         out = {}
         for name, teacher in self.teachers.items():
             if name not in batch:
                 raise KeyError(f"the batch has no '{name}' input for the {name} teacher; add a "
                                f"'{name}' source to the dataset's modalities")
-            if mask is not None and teacher.num_patches != self.trainable.student.num_patches:
+            if visible_index is not None and teacher.num_patches != self.trainable.student.num_patches:
                 raise ValueError(f"the {name} teacher has {teacher.num_patches} tokens a clip, the "
                                  f"student {self.trainable.student.num_patches}: a shared tube mask "
                                  f"needs the same token grid (patch and tubelet size, frames, crop)")
-            tokens, pooled = teacher(batch[name], mask)
+            tokens, pooled = teacher(batch[name], visible_index)
             target = tokens if self.trainable.feature == "tokens" else pooled
             if self.target_norm:
                 target = F.layer_norm(target.float(), target.shape[-1:])
             out[name] = target
         return out
 
-    def prepare_batch(self, batch: dict) -> dict:
-        """The tube mask as the visible-token index, once for the student and all teachers: the
-        one host sync of a forward, taken by the training step before a compiled forward."""
-        if batch.get("mask") is None or batch["mask"].dtype != torch.bool:
-            return batch
-        return {**batch, "mask": self.trainable.student.visible_index_of(batch["mask"])}
-
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        mask = self.prepare_batch(batch).get("mask")  # a no-op when the step already did it
-        targets = self.targets(batch, mask)
-        preds = self.trainable(batch[self.student_input], mask)
+        """`batch` from `mmdistill.data.device_batches`: its tube mask, if any, as the shared
+        `visible_index` / `masked_index`; none means every token is seen."""
+        indices = mask_indices(batch, self.trainable.student.num_patches)
+        visible_index = indices[0] if indices is not None else None
+        targets = self.targets(batch, visible_index)
+        preds = self.trainable(batch[self.student_input], visible_index)
         result = {}
         total = 0.0
         for name, target in targets.items():
@@ -137,20 +133,32 @@ class MaskedAutoencoding(nn.Module):
             patches = normalize_patches(patches)
         return patches.flatten(2)
 
-    def prepare_batch(self, batch: dict) -> dict:
-        """Adds the mask's (visible, masked) token indices, the forward's one host sync, so the
-        training step takes it before a compiled forward."""
-        if "mask" not in batch:
-            raise KeyError("masked autoencoding needs a tube mask in the batch; give the dataset a "
-                           "mask generator (pretrain.mask_ratio)")
-        if "mask_index" in batch:
-            return batch
-        mask = batch["mask"].to(batch[self.modality].device)
-        return {**batch, "mask_index": self.trainable.split(mask)}
-
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        batch = self.prepare_batch(batch)  # a no-op when the step already did it
-        video, index = batch[self.modality], batch["mask_index"]
-        pred = self.trainable(video, batch["mask"], index)
-        loss = F.mse_loss(pred.float(), self.targets(video, index[1]))
+        indices = mask_indices(batch, self.trainable.encoder.num_patches)
+        if indices is None:
+            raise KeyError("masked autoencoding needs a tube mask: the batch has no "
+                           "'visible_index' / 'masked_index'. Give the dataset a mask generator "
+                           "(pretrain.mask_ratio > 0) and finish batches through "
+                           "mmdistill.data.device_batches.")
+        video = batch[self.modality]
+        pred = self.trainable(video, *indices)
+        loss = F.mse_loss(pred.float(), self.targets(video, indices[1]))
         return {"loss": loss}
+
+
+def mask_indices(batch: dict, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The batch's (visible_index, masked_index), None without a tube mask. A batch that still
+    holds the bool 'mask' did not come through the device stage and is refused: without the
+    indices it would silently train unmasked."""
+    if "mask" in batch:
+        raise ValueError("the batch still holds the bool tube mask 'mask'; objectives take its "
+                         "token indices: iterate mmdistill.data.device_batches.DeviceBatches(loader, "
+                         "device) or call its finish_batch(batch, device)")
+    if "visible_index" not in batch:
+        return None
+    visible, masked = batch["visible_index"], batch["masked_index"]
+    if visible.shape[1] + masked.shape[1] != num_tokens:
+        raise ValueError(f"the tube mask covers {visible.shape[1] + masked.shape[1]} tokens a "
+                         f"clip, the model has {num_tokens}: make the mask for the model's "
+                         f"token grid (tube_mask / the dataset's mask generator)")
+    return visible, masked
