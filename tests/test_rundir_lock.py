@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from mmdistill import rundir
+from process_kill import PAUSED
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "toy_experiment.py"
@@ -51,8 +52,17 @@ def finish(process: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
 
 def interrupted_run(out_root: Path, launcher=()) -> Path:
     """A run killed with SIGKILL right after its first epoch's checkpoint."""
-    rc, out = finish(toy(out_root, "train.debug_kill_after_epoch = 0", launcher=launcher))
-    assert rc != 0, out
+    log = out_root / "interrupted.log"  # a file, not a pipe nobody reads while it runs
+    process = toy(out_root, "toy_task.pause_after_epoch = 0", log=log, launcher=launcher)
+    deadline = time.monotonic() + 180
+    while not list(out_root.glob(f"*/*_toy/{PAUSED}")):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    # SIGKILL the process that owns the run (rank 0's worker under torchrun, which then ends
+    # the other ranks), as a crash would: its PID is in the run directory's lock record.
+    (paused,) = out_root.glob(f"*/*_toy/{PAUSED}")
+    os.kill(json.loads((paused.parent / ".lock").read_text())["pid"], signal.SIGKILL)
+    assert process.wait(timeout=120) != 0, log.read_text()
     (run_dir,) = out_root.glob("*/*_toy")
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "summary.json").exists()
     return run_dir

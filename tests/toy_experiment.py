@@ -3,6 +3,8 @@
 
     PYTHONPATH=. python tests/toy_experiment.py [gin bindings ...]
 
+`toy_task.pause_after_epoch` holds the run still after that epoch's checkpoint (writing
+`<run dir>/paused`), so a test can SIGKILL it there (tests/process_kill.py).
 `toy_task.wait_for` names a file the training stage waits for (at most 60 s) before it trains,
 so a test can keep a run in progress, owning its run directory, while it starts another process.
 """
@@ -19,8 +21,10 @@ from toy_objective import ToyDataset, ToyObjective, make_loader  # noqa: E402
 
 
 @gin.configurable("toy_task")
-def toy_train(ctx, resume_from, wait_for: str | None = None, clips: int = 16, batch: int = 4):
+def toy_train(ctx, resume_from, wait_for: str | None = None, clips: int = 16, batch: int = 4,
+              pause_after_epoch: int | None = None):
     from mmdistill.train.loop import train
+    from process_kill import pause_after
 
     if wait_for:
         deadline = time.monotonic() + 60
@@ -28,7 +32,10 @@ def toy_train(ctx, resume_from, wait_for: str | None = None, clips: int = 16, ba
             time.sleep(0.05)
     objective = ToyObjective()
     loader = make_loader(ToyDataset(n=clips), batch, ctx.world_size, ctx.rank, seed=ctx.seed)
-    train(objective, loader, ctx, resume_from=resume_from)
+    epoch_end = None
+    if pause_after_epoch is not None and ctx.is_main:  # held still there for the test to SIGKILL
+        epoch_end = pause_after(pause_after_epoch, ctx.dir)
+    train(objective, loader, ctx, resume_from=resume_from, epoch_end=epoch_end)
     return ctx.checkpoints_dir / "last.ckpt"
 
 
