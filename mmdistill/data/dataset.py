@@ -19,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from mmdistill.checks import check_int
 from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, read_annotations
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.masking import TubeMaskGenerator
@@ -281,6 +280,8 @@ def build_loader(dataset: Dataset, batch_size: int = 4, shuffle: bool = True, nu
                  prefetch_factor: int | None = None) -> DataLoader:
     """DataLoader over a `DistributedSampler` (also for one process, so `set_epoch` is the same
     everywhere); decoding happens in the workers; `pin_memory=None` pins when CUDA is present."""
+    from mmdistill.checks import check_int  # here: the data tools import data modules only
+
     check_int("data_loader.batch_size", batch_size, example=4)
     check_int("data_loader.num_workers", num_workers, minimum=0, example=2)
     sampler = EpochTaggedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
