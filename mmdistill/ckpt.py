@@ -2,9 +2,11 @@
 
   python -m mmdistill.ckpt inspect PATH [--trust-checkpoint]
   python -m mmdistill.ckpt export PATH --to hf|official OUT [--prefix student.] [--num-heads N]
+                                  [--overwrite]
 
 `export --to hf` writes a directory `transformers.VideoMAEModel.from_pretrained` loads;
 `--to official` writes a `.pth` in the official VideoMAE layout (`{'model': state_dict, 'args'}`).
+An existing export (a file, or a directory that is not empty) is replaced only with --overwrite.
 """
 from __future__ import annotations
 
@@ -82,7 +84,25 @@ def _describe_arch(arch: dict[str, Any], layout: str) -> str:
 
 # ----------------------------------------------------------------------------- export
 
-def write_hf(model: VideoViT, out: str | Path) -> Path:
+def check_export_target(out: str | Path, to: str, overwrite: bool = False) -> Path:
+    """Refuse a target of the wrong kind, and an existing export unless `overwrite`: an export is
+    often the only copy of a result someone already shared."""
+    out = Path(out)
+    if to == "hf" and out.exists() and not out.is_dir():
+        raise CheckpointError(f"--to hf writes a directory, but {out} is a file; give a new or "
+                              f"empty directory")
+    if to == "official" and out.is_dir():
+        raise CheckpointError(f"--to official writes one .pth file, but {out} is a directory; "
+                              f"give a file name such as {out / 'student.pth'}")
+    exists = out.is_file() or (out.is_dir() and any(out.iterdir()))
+    if exists and not overwrite:
+        what = "the file" if out.is_file() else "the directory (not empty)"
+        raise CheckpointError(f"{what} {out} exists already; nothing was written. Pass "
+                              f"--overwrite to replace it, or give another path.")
+    return out
+
+
+def write_hf(model: VideoViT, out: str | Path, overwrite: bool = False) -> Path:
     """Write `model` as a Hugging Face VideoMAE directory (config.json + model.safetensors).
 
     A mean-pooling model is written as VideoMAEForVideoClassification without classifier
@@ -90,10 +110,7 @@ def write_hf(model: VideoViT, out: str | Path) -> Path:
     """
     from safetensors.torch import save_file
 
-    arch, out = model.arch, Path(out)
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"--to hf writes a directory, but {out} is a file; give a new or "
-                              f"empty directory")
+    arch, out = model.arch, check_export_target(out, "hf", overwrite)
     if arch["pos_embed"] == "learned" or arch["init_values"] or arch.get("sincos_grid"):
         what = ("a learned pos_embed" if arch["pos_embed"] == "learned" else
                 "layer scale" if arch["init_values"] else
@@ -129,16 +146,13 @@ def write_hf(model: VideoViT, out: str | Path) -> Path:
     return out
 
 
-def write_official(model: VideoViT, out: str | Path) -> Path:
+def write_official(model: VideoViT, out: str | Path, overwrite: bool = False) -> Path:
     """Write `model` as an official VideoMAE fine-tune-layout `.pth` (`{'model', 'args'}`).
 
     A sinusoid table resampled from another grid is written as a learned `pos_embed` (build the
     official model with use_learnable_pos_emb=True), so nobody regenerates it by mistake.
     """
-    out, arch = Path(out), model.arch
-    if out.is_dir():
-        raise CheckpointError(f"--to official writes one .pth file, but {out} is a directory; "
-                              f"give a file name such as {out / 'student.pth'}")
+    out, arch = check_export_target(out, "official", overwrite), model.arch
     state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
     if arch.get("sincos_grid"):
         state["pos_embed"] = model.pos_embed.detach().float().clone()
@@ -175,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="input size of the exported model (default: as recorded, else 224 224)")
     export.add_argument("--source-grid", type=int, nargs=3, default=None, metavar=("T", "H", "W"),
                         help="token grid the checkpoint was trained on, when not recorded")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export at OUT (refused without it)")
     for sub_parser in (inspect, export):
         sub_parser.add_argument("--trust-checkpoint", action="store_true",
                                 help="allow arbitrary unpickling (only for files you trust)")
@@ -183,16 +199,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inspect":
             print(describe(read_checkpoint(args.path, args.trust_checkpoint)))
             return 0
+        check_export_target(args.out, args.to, args.overwrite)  # before any work
         overrides = {"num_heads": args.num_heads, "num_frames": args.num_frames,
                      "img_size": tuple(args.img_size) if args.img_size else None}
         model, report = build_from_checkpoint(args.path, args.prefix, args.trust_checkpoint,
                                               args.source_grid, **overrides)
         if not report.skipped:
             print(report)
-        written = (write_hf if args.to == "hf" else write_official)(model, args.out)
+        written = (write_hf if args.to == "hf" else write_official)(model, args.out, args.overwrite)
         print(f"wrote {written} ({args.to} layout)")
         return 0
-    except (CheckpointError, FileNotFoundError) as err:
+    except (CheckpointError, OSError) as err:  # missing, unreadable or unwritable files
         print(f"error: {err}", file=sys.stderr)
         return 2
 

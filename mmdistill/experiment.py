@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
 import random
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from mmdistill import rundir
+from mmdistill.checks import SettingError, check_int, check_str
 from mmdistill.config import flatten_config
 from mmdistill.context import PRECISIONS, RunContext
 from mmdistill.stages import distill_stage, evaluate_stage, pretrain_stage
@@ -60,16 +62,31 @@ def wandb_settings(project: str = "mmdistill", entity: str | None = None, group:
 
 
 def resolve_device(device: str) -> torch.device:
+    """experiment.device as a torch device, refused here (not at the first tensor moved) when
+    torch does not know it or this machine does not have it."""
+    check_str("experiment.device", device, example="auto")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        close = difflib.get_close_matches(device.split(":")[0], ["auto", "cpu", "cuda"], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SettingError(f"experiment.device={device!r} is not a device torch knows; {hint}use "
+                           f"'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:<index>'.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"experiment.device={device!r} but CUDA is not available on this machine; "
                          f"use experiment.device='cpu' (or 'auto').")
+    if resolved.type == "cuda" and resolved.index is not None \
+            and resolved.index >= torch.cuda.device_count():
+        raise SettingError(f"experiment.device={device!r} but this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s), numbered from 0; use "
+                           f"experiment.device='cuda' (or CUDA_VISIBLE_DEVICES to pick one).")
     return resolved
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    check_str("experiment.precision", precision, example="fp32")
     if precision not in PRECISIONS:
         raise ValueError(f"experiment.precision={precision!r}: choose one of {sorted(PRECISIONS)}")
     dtype = PRECISIONS[precision]
@@ -122,6 +139,8 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
                          "weights just trained. To continue a run use experiment.resume; to start "
                          "the student from other weights use distill.student_init.")
     job = TASKS[task]
+    check_int("experiment.seed", seed, minimum=-2**63, example=0)
+    check_int("experiment.threads", threads, optional=True, example=1)
     if threads is not None:
         torch.set_num_threads(threads)
     torch_device = resolve_device(device)
@@ -180,6 +199,9 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
         except BaseException as err:
             summary["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             summary["error"] = "".join(traceback.format_exception_only(type(err), err)).strip()
+            if rank == 0 and not hasattr(err, "console_log"):  # run.py prints only the cause
+                traceback.print_exception(err, file=log_file)
+                err.console_log = run_dir / "console.log"
             raise
         finally:
             if rank == 0:

@@ -274,6 +274,10 @@ def build_loader(dataset: Dataset, batch_size: int = 4, shuffle: bool = True, nu
                  prefetch_factor: int | None = None) -> DataLoader:
     """DataLoader over a `DistributedSampler` (also for one process, so `set_epoch` is the same
     everywhere); decoding happens in the workers; `pin_memory=None` pins when CUDA is present."""
+    from mmdistill.checks import check_int  # here: the data tools import data modules only
+
+    check_int("data_loader.batch_size", batch_size, example=4)
+    check_int("data_loader.num_workers", num_workers, minimum=0, example=2)
     sampler = EpochTaggedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
                                  drop_last=drop_last)
     generator = torch.Generator()

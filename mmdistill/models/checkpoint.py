@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from mmdistill.models import damage
 from mmdistill.train.checkpoint_format import FORMAT as TRAINING_FORMAT, is_training_checkpoint
 
 StateDict = dict[str, torch.Tensor]
@@ -178,9 +179,13 @@ def _read_hf_directory(path: Path, trust: bool) -> Checkpoint:
 
 
 def _load_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file  # safetensors holds tensors only: always safe
 
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise CheckpointError(_unreadable(path, err, damage.safetensors_truncation(path))) from err
 
 
 def _torch_load(path: Path, trust: bool) -> Any:
@@ -190,20 +195,35 @@ def _torch_load(path: Path, trust: bool) -> Any:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # A pickle cut short can stop inside a class name, which reads like a foreign class.
+        truncation = damage.torch_truncation(path, err)
         needed = re.findall(r"GLOBAL ([\w.]+)", str(err))
-        if "Weights only load failed" in str(err):
+        if "Weights only load failed" in str(err) and truncation is None \
+                and damage.starts_like_torch(path):
             what = f"`{needed[0]}`" if needed else "an object that is not a tensor or plain container"
             raise UntrustedCheckpointError(
                 f"refusing to unpickle {path}: it needs {what}, and unpickling arbitrary objects can "
                 f"run code from the file. {TRUST_HINT}") from None
-        raise CheckpointError(f"cannot read {path}: {err}. The file is damaged or not a PyTorch "
-                              f"checkpoint.") from err
+        raise CheckpointError(_unreadable(path, err, truncation)) from err
     except (ModuleNotFoundError, AttributeError) as err:  # trusted, but its classes are missing
         raise CheckpointError(f"cannot unpickle {path}: {err}; install the code that wrote it, or "
                               f"re-save its state_dict as tensors only") from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"cannot read {path}: {type(err).__name__}: {err}. The file is "
-                              f"damaged or not a PyTorch checkpoint.") from err
+    except MemoryError:
+        raise
+    except Exception as err:  # RuntimeError, EOFError, struct.error, IndexError on damaged files
+        raise CheckpointError(_unreadable(path, err, damage.torch_truncation(path, err))) from err
+
+
+def _unreadable(path: Path, err: Exception, truncation: str | None) -> str:
+    """What to say about a file its reader refused: truncated (and how we know), or damaged."""
+    if truncation is not None:
+        return (f"cannot read {path}: the file is truncated ({truncation}); the copy or the write "
+                f"that made it did not finish. Copy it again, or use another checkpoint.")
+    reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]}"
+    if path.suffix != ".safetensors" and not damage.starts_like_torch(path):
+        reason = "its first bytes are neither a zip archive's nor a pickle's"
+    return (f"cannot read {path}: the file is damaged or not a {damage.kind_of(path)} "
+            f"({reason}). Copy it again, or use another checkpoint.")
 
 
 def _unwrap(obj: Any, file: Path) -> tuple[str, StateDict, dict[str, Any]]:

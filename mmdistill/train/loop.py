@@ -18,6 +18,7 @@ import gin
 import torch
 from torch import nn
 
+from mmdistill import checks
 from mmdistill.context import RunContext
 from mmdistill.data.device_batches import DeviceBatches
 from mmdistill.train import distributed as dist_utils
@@ -103,7 +104,11 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     `compile_mode` is torch.compile's mode ('reduce-overhead': CUDA graphs) for `compile=True`.
     `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
     """
-    _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite)
+    _check_settings(epochs=epochs, accum_steps=accum_steps, log_every=log_every,
+                    save_ckpt_freq=save_ckpt_freq, max_nonfinite=max_nonfinite,
+                    keep_last_k=keep_last_k, lr=lr, min_lr=min_lr, warmup_lr=warmup_lr,
+                    warmup_epochs=warmup_epochs, weight_decay=weight_decay, betas=betas,
+                    clip_grad=clip_grad)
     _check_loader(loader, ctx)
     objective.to(ctx.device)
     trainable = objective.trainable_modules()
@@ -190,11 +195,18 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
 
 # --- helpers of train(), in the order it uses them -------------------------------------------
 
-def _check_settings(epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite) -> None:
+def _check_settings(*, epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite,
+                    keep_last_k, lr, min_lr, warmup_lr, warmup_epochs, weight_decay, betas,
+                    clip_grad) -> None:
+    """Every typed train.* setting, before anything is built: the message names the binding."""
     for name, value in [("epochs", epochs), ("accum_steps", accum_steps), ("log_every", log_every),
                         ("save_ckpt_freq", save_ckpt_freq), ("max_nonfinite", max_nonfinite)]:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"train.{name}={value!r}: must be an integer >= 1")
+        checks.check_int(f"train.{name}", value)
+    checks.check_int("train.keep_last_k", keep_last_k, optional=True, example=3)
+    checks.check_number("train.lr", lr, example=1e-3)
+    checks.check_number("train.warmup_epochs", warmup_epochs, example=5)
+    checks.check_number("train.clip_grad", clip_grad, optional=True, example=1.0)  # 0: off
+    optim.check_optimizer_settings(weight_decay, betas, min_lr, warmup_lr)
 
 
 def _check_loader(loader, ctx: RunContext) -> None:

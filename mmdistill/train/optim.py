@@ -9,7 +9,19 @@ import torch
 from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 
+from mmdistill.checks import check_fractions, check_number
+
 LR_REFERENCE_BATCH = 256
+
+
+def check_optimizer_settings(weight_decay: float, betas: tuple[float, float], min_lr: float = 0.0,
+                             warmup_lr: float = 0.0) -> None:
+    """The train.* settings that reach the optimizer and the schedule, named as users bind them
+    (torch and timm would fail later, without the parameter's name)."""
+    check_number("train.weight_decay", weight_decay, example=0.05)
+    check_fractions("train.betas", betas, 2, (0.9, 0.999))
+    check_number("train.min_lr", min_lr, example=1e-6)
+    check_number("train.warmup_lr", warmup_lr, example=1e-6)
 
 
 def scaled_lr(base_lr: float, total_batch: int, scale: bool = True) -> float:
@@ -41,6 +53,8 @@ def build_optimizer(module: torch.nn.Module, lr: float, weight_decay: float = 0.
     scale on an H200 it cut the optimizer's share of a step from 17.8 to 4.1 ms (BENCHMARKS.md),
     where torch's default (foreach) is bound by the host. False/True force the choice.
     """
+    check_number("lr", lr)
+    check_optimizer_settings(weight_decay, betas)
     groups = param_groups_weight_decay(module, weight_decay=weight_decay,
                                        no_weight_decay_list=no_weight_decay_names(module))
     if not groups:
@@ -75,6 +89,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
                     min_lr: float = 1e-6, warmup_lr: float = 1e-6) -> CosineLRScheduler:
     """Linear warmup from `warmup_lr` over `warmup_steps`, then cosine down to `min_lr` at
     `total_steps`. Call `step_update(n)` after the n-th optimizer step (timm's convention)."""
+    check_number("train.min_lr", min_lr, example=1e-6)
+    check_number("train.warmup_lr", warmup_lr, example=1e-6)
     if warmup_steps >= total_steps:
         raise ValueError(f"warmup ({warmup_steps} steps) must be shorter than training "
                          f"({total_steps} steps): lower train.warmup_epochs or raise train.epochs.")

@@ -2,15 +2,15 @@
 parts), writing it atomically, reading and checking it, keeping the newest k, resuming a run from
 it exactly, the step it stopped at, and rebuilding a distilled checkpoint's models for evaluation.
 
-Files are written atomically (temporary file in the same folder, fsync, rename), so a crash or a
-full disk mid-write leaves the previous checkpoint untouched. Everything stored is tensors or
-plain Python values, so `torch.load(weights_only=True)` reads it without unpickling code. The
-layout is in docs/INTERFACES.md ("Checkpoints"); its format tag lives in `checkpoint_format`.
+Files are written atomically (`checkpoint_write`: temporary file in the same folder, fsync,
+rename), so a crash or a full disk mid-write leaves the previous checkpoint untouched. Everything
+stored is tensors or plain Python values, so `torch.load(weights_only=True)` reads it without
+unpickling code. The layout is in docs/INTERFACES.md ("Checkpoints"); its format tag lives in
+`checkpoint_format`.
 """
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 from pathlib import Path
@@ -26,6 +26,8 @@ from mmdistill.models.heads import CMTHead, PooledHead
 from mmdistill.models.loading import LoadReport, build_from_checkpoint
 from mmdistill.models.vit import VideoViT
 from mmdistill.train import distributed, optim
+# save_checkpoint: atomic, a failed write explained, a SIGTERM held until the file is complete.
+from mmdistill.train.checkpoint_write import deferred_signals, save_checkpoint
 # FORMAT and VERSION are taken from here by everyone but the model-side reader.
 from mmdistill.train.checkpoint_format import FORMAT, VERSION, is_training_checkpoint
 
@@ -37,37 +39,6 @@ def checkpoint_name(epoch: int, train_loss: float) -> str:
     """The original's naming (0-based epoch, as Lightning wrote it): `epoch=04-train_loss=0.1234.ckpt`."""
     loss = f"{train_loss:.4f}" if math.isfinite(train_loss) else str(train_loss)
     return f"epoch={epoch:02d}-train_loss={loss}.ckpt"
-
-
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` to `path` so that `path` is always either the old or the new complete file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (network mounts) refuse fsync on directories; the data is synced
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
@@ -171,10 +142,11 @@ def save_epoch(ctx: RunContext, objective: nn.Module, step_fn, scheduler, epoch:
                             metrics, rng)
     folder = ctx.checkpoints_dir
     folder.mkdir(parents=True, exist_ok=True)
-    if (epoch + 1) % save_ckpt_freq == 0:
-        save_checkpoint(folder / checkpoint_name(epoch, metrics["train/epoch_loss"]), payload)
-        prune_checkpoints(folder, keep_last_k)
-    save_checkpoint(folder / LAST, payload)
+    with deferred_signals():  # a SIGTERM between the two files would leave last.ckpt an epoch behind
+        if (epoch + 1) % save_ckpt_freq == 0:
+            save_checkpoint(folder / checkpoint_name(epoch, metrics["train/epoch_loss"]), payload)
+            prune_checkpoints(folder, keep_last_k)
+        save_checkpoint(folder / LAST, payload)
 
 
 def resume(path: str | Path, step_fn, scheduler, data_state: dict,
