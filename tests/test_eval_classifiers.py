@@ -1,9 +1,19 @@
+from pathlib import Path
+
+import gin
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
-from mmdistill.eval.classifiers import CLASSIFIERS, get_classifier, logistic_regression
+from mmdistill.data.sources import VideoFileSource
+from mmdistill.eval.classifiers import (CLASSIFIERS, classifier_options, get_classifier,
+                                        logistic_regression)
+from mmdistill.eval.episodes import sample_episodes
+from mmdistill.models.vit import video_vit
+
+CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tennis_strokes"
 
 
 def gaussian_episodes(episodes, n_way, k_shot, q_query, dim, spread, seed=0):
@@ -21,6 +31,23 @@ def gaussian_episodes(episodes, n_way, k_shot, q_query, dim, spread, seed=0):
 
 def accuracy(probs, labels):
     return 100.0 * (probs.argmax(-1) == labels).double().mean().item()
+
+
+def sklearn_probabilities(support, support_labels, query, dtype=np.float64, **kwargs):
+    """scikit-learn's LogisticRegression(C=1, lbfgs) fitted per episode, as MM-CDFSL's LR_ensemble.
+
+    With more than two classes lbfgs fits the multinomial model in every scikit-learn version
+    (the original also passed `multi_class="multinomial"`, which current versions no longer take).
+    One BLAS/OpenMP thread: tiny fits on a shared machine are otherwise mostly thread overhead.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    probs = []
+    with threadpool_limits(1):
+        for xs, ys, xq in zip(support.numpy(), support_labels.numpy(), query.numpy()):
+            model = LogisticRegression(C=1.0, solver="lbfgs", random_state=0, **kwargs)
+            probs.append(model.fit(xs.astype(dtype), ys).predict_proba(xq.astype(dtype)))
+    return torch.from_numpy(np.stack(probs)).float()
 
 
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
@@ -42,12 +69,12 @@ def test_random_features_give_chance_accuracy(name):
 
 
 @pytest.mark.parametrize("k_shot,dim,spread", [(1, 64, 0.35), (5, 64, 0.35), (5, 8, 0.6)])
-def test_logistic_regression_matches_scikit_learn(k_shot, dim, spread):
+def test_logistic_regression_on_l2_normalised_features_matches_scikit_learn(k_shot, dim, spread):
     # (5, 8): more support clips than feature dimensions, the other side of the span projection
     from sklearn.linear_model import LogisticRegression
 
     s, sl, q, ql = gaussian_episodes(30, 5, k_shot, 15, dim, spread=spread, seed=k_shot)
-    ours = logistic_regression(s, sl, q, 5)
+    ours = logistic_regression(s, sl, q, 5, l2_normalize=True)
     theirs = []
     for e in range(30):
         xs, xq = F.normalize(s[e], dim=-1).numpy(), F.normalize(q[e], dim=-1).numpy()
@@ -58,6 +85,85 @@ def test_logistic_regression_matches_scikit_learn(k_shot, dim, spread):
     assert 25.0 < acc_theirs < 95.0  # a reference set where mistakes happen
     assert abs(acc_ours - acc_theirs) <= 1.0
     assert (ours - theirs).abs().max() < 1e-3  # the same optimum, not just similar accuracy
+
+
+@pytest.mark.parametrize("k_shot", [1, 5])
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_logistic_regression_on_raw_features_matches_scikit_learn(k_shot, scale):
+    # A pooled ViT-S feature after fc_norm: LayerNorm output, norm ~ sqrt(384) ~ 20 times the
+    # LayerNorm gain (4: a trained gain, norm ~ 80). Used as given, as the original's LR_ensemble.
+    s, sl, q, ql = gaussian_episodes(30, 5, k_shot, 15, 384, spread=0.15, seed=k_shot)
+    s, q = scale * F.layer_norm(s, (384,)), scale * F.layer_norm(q, (384,))
+    ours = logistic_regression(s, sl, q, 5)
+    theirs = sklearn_probabilities(s, sl, q, tol=1e-10, max_iter=10000)
+    acc_ours, acc_theirs = accuracy(ours, ql), accuracy(theirs, ql)
+    assert 25.0 < acc_theirs < 95.0
+    assert abs(acc_ours - acc_theirs) <= 1.0
+    assert (ours - theirs).abs().max() < 1e-3
+    normalised = logistic_regression(s, sl, q, 5, l2_normalize=True)
+    assert (normalised - theirs).abs().max() > 1e-2  # the switch changes the problem
+
+
+def test_classifier_options_are_defaults_then_gin_then_overrides():
+    assert classifier_options("logistic")["l2_normalize"] is False  # raw features by default
+    gin.parse_config("fewshot_logistic.l2_normalize = True")
+    assert classifier_options("logistic") == {"C": 1.0, "max_iter": 1000, "tolerance": 1e-6,
+                                              "l2_normalize": True}
+    assert classifier_options("logistic", {"l2_normalize": False})["l2_normalize"] is False
+    assert classifier_options("centroid") == {}
+    with pytest.raises(ValueError, match="has no option"):
+        classifier_options("centroid", {"l2_normalize": True})
+
+
+def test_logistic_regression_warns_when_it_stops_at_max_iter():
+    s, sl, q, _ = gaussian_episodes(4, 5, 5, 3, 64, spread=0.5)
+    with pytest.warns(RuntimeWarning, match="fewshot_logistic.max_iter"):
+        logistic_regression(20 * s, sl, 20 * q, 5, max_iter=2)
+
+
+@pytest.fixture(scope="module")
+def tennis_features():
+    """Pooled features (fc_norm output) of 40 real tennis clips from a seeded random tiny ViT."""
+    if not CLIPS.is_dir():
+        pytest.skip(f"real clips not found at {CLIPS}")
+    classes = ["backhand", "forehand", "serve", "smash", "f_volley"]
+    source = VideoFileSource(root=CLIPS)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
+    clips, labels = [], []
+    for label, name in enumerate(classes):
+        for number in range(1, 9):
+            video = f"{name}/{name}{number}"
+            frames = np.linspace(0, source.num_frames(video) - 1, 8).round().astype(int)
+            x = torch.from_numpy(source.read(video, frames)).permute(3, 0, 1, 2).float() / 255
+            x = F.interpolate(x, size=(64, 112), mode="bilinear", antialias=True)  # 240x426
+            clips.append((x - mean) / std)
+            labels.append(label)
+    torch.manual_seed(0)
+    model = video_vit("tiny", num_frames=8, img_size=(64, 112), use_mean_pooling=True).eval()
+    with torch.no_grad():
+        features = model(torch.stack(clips))[1]
+    return features, torch.tensor(labels), classes
+
+
+def test_logistic_regression_agrees_with_scikit_learn_on_real_extracted_features(tennis_features):
+    features, labels, classes = tennis_features
+    assert features.norm(dim=-1).min() > 10.0  # un-normalised: LayerNorm output, norm sqrt(192)
+    ours, normalised, theirs = [], [], []
+    for k_shot, q_query, episodes in [(1, 7, 200), (5, 3, 100)]:
+        ep = sample_episodes(labels, classes, 5, k_shot, q_query, episodes, seed=0)
+        s, q = features[ep.support], features[ep.query]
+        ours.append(logistic_regression(s, ep.support_labels, q, 5).argmax(-1).flatten())
+        normalised.append(logistic_regression(s, ep.support_labels, q, 5, l2_normalize=True)
+                          .argmax(-1).flatten())
+        # The original's call: float32 features, C=1, lbfgs, max_iter=1000, default tolerance.
+        theirs.append(sklearn_probabilities(s, ep.support_labels, q, dtype=np.float32,
+                                            max_iter=1000).argmax(-1).flatten())
+    ours, normalised, theirs = torch.cat(ours), torch.cat(normalised), torch.cat(theirs)
+    assert ours.numel() == 200 * 35 + 100 * 15
+    assert (ours == theirs).double().mean() >= 0.99
+    # Normalising first is a different classifier on these features: the test can tell them apart.
+    assert (normalised == theirs).double().mean() < 0.95
 
 
 def test_batched_fit_equals_fitting_each_episode_alone():
@@ -96,5 +202,7 @@ def test_bad_shapes_and_unknown_names_are_refused():
         logistic_regression(s, sl, q[..., :4], 3)
     with pytest.raises(ValueError, match="support labels"):
         logistic_regression(s, sl, q, 2)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        logistic_regression(s, sl, q.index_fill(1, torch.tensor([0]), float("nan")), 3)
     with pytest.raises(ValueError, match="choose one of"):
         get_classifier("svm")

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import gin
 import numpy as np
@@ -160,3 +161,35 @@ def test_gin_entry_extracts_once_caches_and_logs(tmp_path):
         model.fc_norm.weight.add_(1.0)  # other weights -> other key -> new extraction
     run_fewshot(model, loader, cache_dir=tmp_path / "cache", progress=False)
     assert model.forwards == 48
+
+
+def test_report_records_the_logistic_feature_normalisation(tmp_path):
+    bank = synthetic_bank([20] * 6, spread=1.0)
+    raw = evaluate(bank, [(5, 1, 15, 30)], "logistic")
+    assert raw.classifier_options["l2_normalize"] is False  # the default: features as given
+    assert raw.as_summary()["fewshot/classifier/l2_normalize"] is False
+    assert "classifier logistic (C=1.0, max_iter=1000, tolerance=1e-06, l2_normalize=False)" \
+        in raw.table()
+    gin.parse_config("fewshot_logistic.l2_normalize = True")
+    normalised = evaluate(bank, [(5, 1, 15, 30)], "logistic")
+    assert normalised.as_summary()["fewshot/classifier/l2_normalize"] is True
+    normalised.write_json(tmp_path / "summary.json")
+    assert json.loads((tmp_path / "summary.json").read_text())["classifier_options"] == {
+        "C": 1.0, "max_iter": 1000, "tolerance": 1e-6, "l2_normalize": True}
+    # an explicit override beats gin, and the switch reaches the classifier
+    again_raw = evaluate(bank, [(5, 1, 15, 30)], "logistic",
+                         classifier_overrides={"l2_normalize": False})
+    assert np.array_equal(again_raw["5way_1shot"].episode_accuracy,
+                          raw["5way_1shot"].episode_accuracy)
+    assert not np.array_equal(normalised["5way_1shot"].episode_accuracy,
+                              raw["5way_1shot"].episode_accuracy)
+    with pytest.raises(ValueError, match="has no option"):
+        evaluate(bank, [(5, 1, 15, 5)], "centroid", classifier_overrides={"l2_normalize": True})
+
+
+def test_protocol_gin_fits_the_logistic_regression_on_raw_features():
+    gin.parse_config_file(str(Path(__file__).resolve().parents[1] / "gin/base/fewshot_protocol.gin"))
+    assert gin.query_parameter("fewshot_logistic.l2_normalize") is False
+    report = evaluate(synthetic_bank([20] * 6), [(5, 1, 15, 5)], gin.query_parameter(
+        "fewshot.classifier"))
+    assert report.classifier_options["l2_normalize"] is False

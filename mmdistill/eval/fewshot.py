@@ -16,6 +16,7 @@ Accuracies are in percent; std uses ddof=0, se = std/sqrt(episodes), ci95 = 1.96
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,7 +25,7 @@ import gin
 import numpy as np
 import torch
 
-from mmdistill.eval.classifiers import get_classifier
+from mmdistill.eval.classifiers import classifier_options, get_classifier
 from mmdistill.eval.episodes import sample_episodes
 from mmdistill.eval.features import (MASKED, POOLED, FeatureBank, dataset_fingerprint,
                                      extract_features, feature_cache_key, file_fingerprint,
@@ -88,6 +89,7 @@ class Report:
     num_clips: int
     num_classes: int
     num_skipped: int = 0
+    classifier_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, name: str) -> SettingResult:
         for result in self.results:
@@ -109,6 +111,9 @@ class Report:
                 out[f"{p}/view/{view}/ci95"] = s.ci95
             for name, acc in r.per_class.items():
                 out[f"{p}/class/{name}/acc"] = acc
+        for name, value in self.classifier_options.items():
+            if isinstance(value, (bool, int, float)):
+                out[f"fewshot/classifier/{name}"] = value
         if self.results:
             first = self.results[0].accuracy
             out.update({"top1_action_ensemble": first.mean, "top1_action_ensemble_std": first.std,
@@ -137,7 +142,8 @@ class Report:
         """Everything, nested, for summary.json."""
         return {
             "summary": self.as_summary(),
-            "classifier": self.classifier, "seed": self.seed, "num_clips": self.num_clips,
+            "classifier": self.classifier, "classifier_options": self.classifier_options,
+            "seed": self.seed, "num_clips": self.num_clips,
             "num_classes": self.num_classes, "num_skipped_clips": self.num_skipped,
             "conventions": {"unit": "percent", "std_ddof": STD_DDOF, "se": "std / sqrt(episodes)",
                             "ci95": f"{Z_95} * se",
@@ -161,7 +167,9 @@ class Report:
         logger.table("fewshot_per_class", *self.class_rows())
 
     def table(self) -> str:
-        lines = [f"Few-shot evaluation: classifier {self.classifier}, seed {self.seed}, "
+        options = ", ".join(f"{k}={v}" for k, v in self.classifier_options.items())
+        lines = [f"Few-shot evaluation: classifier {self.classifier}"
+                 + (f" ({options})" if options else "") + f", seed {self.seed}, "
                  f"{self.num_clips} clips in {self.num_classes} classes"
                  + (f", {self.num_skipped} clips skipped as bad" if self.num_skipped else "")
                  + f". Accuracy in %, std ddof={STD_DDOF}, se = std/sqrt(episodes), "
@@ -253,8 +261,13 @@ def _evaluate_setting(bank: FeatureBank, setting: FewShotSetting, classify, seed
 
 def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logistic",
              seed: int = 0, ensemble_heads: bool = False, device: torch.device | str = "cpu",
-             episode_chunk: int = 1000) -> Report:
-    """Every setting on the same features; each setting's episodes come from `seed` alone."""
+             episode_chunk: int = 1000,
+             classifier_overrides: Mapping[str, Any] | None = None) -> Report:
+    """Every setting on the same features; each setting's episodes come from `seed` alone.
+
+    The classifier runs with its gin-bound options (e.g. `fewshot_logistic.l2_normalize`),
+    overridden by `classifier_overrides`; the report records the options used.
+    """
     settings = [FewShotSetting.coerce(s) for s in settings]
     if not settings:
         raise ValueError("no few-shot settings given")
@@ -262,11 +275,12 @@ def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logi
     if len(set(names)) != len(names):
         raise ValueError(f"few-shot settings {names} repeat an N-way K-shot pair; their report "
                          "keys would collide")
-    classify = get_classifier(classifier)
+    options = classifier_options(classifier, classifier_overrides)
+    classify = functools.partial(get_classifier(classifier), **options)
     results = [_evaluate_setting(bank, s, classify, seed, ensemble_heads, torch.device(device),
                                  episode_chunk) for s in settings]
     return Report(results, classifier, seed, bank.num_clips, len(bank.class_names),
-                  bank.num_skipped)
+                  bank.num_skipped, options)
 
 
 @gin.configurable("fewshot", denylist=["model", "loader", "device", "amp_dtype", "heads",
