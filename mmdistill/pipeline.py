@@ -9,12 +9,14 @@ built inside a `pretrain_rgb` step scope.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import gin
+from filelock import FileLock, Timeout
 
 from mmdistill.config import parse_config
 from mmdistill.experiment import experiment
@@ -56,23 +58,44 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     results, timings = {}, {}
     for step, files in settings["steps"].items():
         output = Path(settings["outputs"][step]) if step in settings["outputs"] else None
-        if output is not None and output.is_file():
-            print(f"[pipeline] {step}: skipped, {output} exists (delete it to redo this step)",
-                  flush=True)
-            results[step] = {"status": "skipped", "checkpoint": str(output)}
-            continue
-        print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
-        began = time.perf_counter()
-        gin.clear_config()
-        parse_config(files, bindings)
-        summary = experiment(config_name=config_name, step=step, argv=argv)
-        timings[step] = round(time.perf_counter() - began, 1)
-        if output is not None:
-            _keep(Path(summary["checkpoint"]), output)
-        results[step] = summary
+        with _making(output):
+            if output is not None and output.is_file():
+                print(f"[pipeline] {step}: skipped, {output} exists (delete it to redo this step)",
+                      flush=True)
+                results[step] = {"status": "skipped", "checkpoint": str(output)}
+                continue
+            print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
+            began = time.perf_counter()
+            gin.clear_config()
+            parse_config(files, bindings)
+            summary = experiment(config_name=config_name, step=step, argv=argv)
+            timings[step] = round(time.perf_counter() - began, 1)
+            if output is not None:
+                _keep(Path(summary["checkpoint"]), output)
+            results[step] = summary
     print("[pipeline] seconds per step: "
           + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()), flush=True)
     return {"steps": results, "seconds": timings}
+
+
+@contextlib.contextmanager
+def _making(output: Path | None):
+    """One pipeline at a time makes a step's kept output: a second one started on the same cache
+    waits here, then finds the output made and skips the step instead of training it again."""
+    if output is None:
+        yield
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(output.with_name(output.name + ".lock"))  # released by the OS if we die
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"[pipeline] waiting for another process that is making {output}", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _keep(checkpoint: Path, output: Path) -> None:

@@ -1,0 +1,49 @@
+"""Two pipelines started together on one teacher cache: the second waits for the first to keep
+the step's checkpoint and then skips the step, instead of training it again and failing when it
+finds the file made meanwhile."""
+import threading
+import time
+from pathlib import Path
+
+import gin
+
+from mmdistill import pipeline
+
+
+def test_a_second_pipeline_waits_then_reuses_the_kept_output(tmp_path, monkeypatch, capsys):
+    step_file = tmp_path / "step.gin"
+    step_file.write_text("")
+    output = tmp_path / "cache" / "teacher.ckpt"
+    trained = []
+    entered = threading.Event()
+
+    def fake_experiment(config_name, step, argv):
+        trained.append(threading.current_thread().name)
+        entered.set()
+        time.sleep(1.0)  # long enough for the other pipeline to arrive and wait
+        ckpt = tmp_path / f"run_{len(trained)}.ckpt"
+        ckpt.write_bytes(b"weights")
+        return {"checkpoint": str(ckpt)}
+
+    monkeypatch.setattr(pipeline, "experiment", fake_experiment)
+    monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: None)
+    settings = {"steps": {"teacher": [str(step_file)]}, "setup": None,
+                "outputs": {"teacher": str(output)}}
+    monkeypatch.setattr(pipeline, "pipeline_settings", lambda: settings)
+    results = {}
+
+    def run(name):
+        results[name] = pipeline.run_pipeline("demo", [])
+
+    first = threading.Thread(target=run, args=("first",), name="first")
+    first.start()
+    assert entered.wait(30)
+    second = threading.Thread(target=run, args=("second",), name="second")
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert trained == ["first"]  # the step ran once
+    assert output.read_bytes() == b"weights"
+    assert results["second"]["steps"]["teacher"]["status"] == "skipped"
+    assert "waiting for another process that is making" in capsys.readouterr().out
+    gin.clear_config()
