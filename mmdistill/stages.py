@@ -272,17 +272,27 @@ def _lambda_ce(value: float | None, modality: str) -> float:
     return DEFAULT_LAMBDA_CE[modality]
 
 
+def _bound(binding: str) -> bool:
+    try:
+        gin.query_parameter(binding)
+    except ValueError:
+        return False
+    return True
+
+
 def _paired_clips(ctx: RunContext, modality: str, grid, mask_ratio: float,
                   target: bool) -> PairedClipDataset:
     """Labelled source clips (`source/clip_data.*`), each with a target clip
     (`unlabeled/clip_data.*`) when `target`, under one shared tube mask."""
     if not mask_ratio > 0:
         raise ValueError(f"pretrain.mask_ratio={mask_ratio}: masked autoencoding needs a mask")
-    try:
-        gin.query_parameter("source/clip_data.annotations")
-    except ValueError:
+    if not _bound("source/clip_data.annotations"):
         raise ValueError("pretrain.source = True needs the labelled source clips: set "
-                         "source/clip_data.annotations (and source/clip_data.root)") from None
+                         "source/clip_data.annotations (and source/clip_data.root)")
+    if _bound("clip_data.annotations"):
+        raise ValueError("clip_data.annotations is bound without a scope, so the source and the "
+                         "target would read it alike: bind source/clip_data.annotations and "
+                         "unlabeled/clip_data.annotations instead")
     with gin.config_scope("source"):
         source = build_clip_dataset(modalities=[modality], mode="train",
                                     seed=source_seed(ctx.seed), labeled=True)

@@ -332,3 +332,5 @@ def _load_decoder(mae: "MaskedAutoencoder", ckpt: Checkpoint, view: ModelView,
         for key, value in source.items():
             ours[key].copy_(value.to(ours[key].dtype))
     report.decoder_loaded = len(source)
+    loaded = {family + key for key in source}  # the encoder report listed them as not its own
+    report.encoder.dropped = [key for key in report.encoder.dropped if key not in loaded]
