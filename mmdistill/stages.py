@@ -5,6 +5,7 @@ gin scopes say which model or dataset a binding is for:
   student/video_vit.*, teacher_<modality>/video_vit.*, teacher_<modality>/pretrained.*  (models)
   encoder/video_vit.*                                   (the encoder a pretraining run trains)
   unlabeled/clip_data.*, unlabeled/data_loader.*        (distillation / pretraining clips)
+  source/clip_data.*                                    (labelled stage-1 source clips)
   fewshot_data/clip_data.*, fewshot_data/data_loader.*  (labelled evaluation clips)
 """
 from __future__ import annotations
@@ -18,11 +19,12 @@ import torch
 from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator
+from mmdistill.data.paired import PairedClipDataset, source_seed
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.heads import StudentWithHeads, cmt_head
-from mmdistill.models.loading import initialise_from_checkpoint
+from mmdistill.models.heads import ActionHead, StudentWithHeads, cmt_head
+from mmdistill.models.loading import initialise_from_checkpoint, initialise_mae
 from mmdistill.models.vit import VideoViT, video_vit
 from mmdistill.train.distributed import any_rank
 from mmdistill.train.loop import train
@@ -192,19 +194,53 @@ def _check_disjoint_from_test(val_classes: Sequence[str]) -> None:
                          f"(e.g. `python -m mmdistill.prepare annotations --split-classes`)")
 
 
-# --- masked-autoencoder pretraining (teachers from scratch) --------------------------------
+# --- masked-autoencoder pretraining (teachers; stage 1 with a labelled source) --------------
+
+# lambda_ce per modality when pretrain.lambda_ce is None: MM-CDFSL's
+# configs/trainer/modality/*.yaml (rgb 0.05, flow 0.01, pose 0.01; its pose is our skeleton).
+DEFAULT_LAMBDA_CE = {"rgb": 0.05, "flow": 0.01, "skeleton": 0.01}
+
 
 @gin.configurable("pretrain")
 def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "rgb",
                    mask_ratio: float = 0.9, normalize_target: bool = True,
-                   visualize_clips: int = 4) -> Path:
+                   visualize_clips: int = 4, source: bool = False, target: bool = True,
+                   lambda_ce: float | None = None, target_recon_weight: float = 0.0,
+                   init_checkpoint: str | None = None, init_patch_embed: str = "strict",
+                   trust_checkpoint: bool = False) -> Path:
     """VideoMAE pretraining of one modality's encoder (encoder/video_vit.* sets its size and
-    channels); writes a reconstruction grid PNG of a few clips at the end."""
+    channels); writes a reconstruction grid PNG of a few clips at the end.
+
+    source: also train on labelled source clips (`source/clip_data.*`), each paired with a
+    target clip (`unlabeled/clip_data.*`) under one tube mask (mmdistill.data.paired), with an
+    action head (`action_head.dropout`): loss = recon_source + lambda_ce * CE
+    + target_recon_weight * recon_target. lambda_ce None = MM-CDFSL's per-modality value
+    (DEFAULT_LAMBDA_CE: rgb 0.05, flow 0.01, skeleton 0.01); target_recon_weight 0 = MM-CDFSL
+    (recon_target logged, not trained on). target=False trains on the source alone.
+    init_checkpoint: start from these weights (`initialise_mae`: any checkpoint format);
+    init_patch_embed 'strict' | 'reinit' | 'channel_mean' says what to do when its channel
+    count differs from the encoder's.
+    """
+    if not (source or target):
+        raise ValueError("pretrain.source and pretrain.target are both False: switch one on")
     with gin.config_scope("encoder"):
         encoder = video_vit()
-    objective = MaskedAutoencoding(MaskedAutoencoder(encoder), modality=modality,
-                                   normalize_target=normalize_target)
-    loader = _train_loader(ctx, [modality], encoder.grid_size, mask_ratio)
+    if not source:  # plain VideoMAE on the target clips, built exactly as before stage 1 existed
+        model = MaskedAutoencoder(encoder)
+        _initial_weights(model, init_checkpoint, init_patch_embed, trust_checkpoint)
+        objective = MaskedAutoencoding(model, modality=modality, normalize_target=normalize_target)
+        loader = _train_loader(ctx, [modality], encoder.grid_size, mask_ratio)
+    else:
+        paired = _paired_clips(ctx, modality, encoder.grid_size, mask_ratio, target)
+        model = MaskedAutoencoder(encoder, action_head=ActionHead(encoder.embed_dim,
+                                                                   paired.num_classes))
+        _initial_weights(model, init_checkpoint, init_patch_embed, trust_checkpoint)
+        objective = MaskedAutoencoding(
+            model, modality=modality, normalize_target=normalize_target, source=True,
+            target=target, lambda_ce=_lambda_ce(lambda_ce, modality),
+            target_recon_weight=target_recon_weight)
+        with gin.config_scope("unlabeled"):
+            loader = build_loader(paired, seed=ctx.seed, rank=ctx.rank, world_size=ctx.world_size)
     summary = train(objective, loader, ctx, resume_from=resume_from,
                     epoch_end=validation_hook(ctx, encoder) if modality == "rgb" else None)
     if ctx.is_main and visualize_clips:
@@ -214,6 +250,62 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
         ctx.logger.image("pretrain/reconstructions", path)
         print(f"[pretrain] reconstructions: {path}", flush=True)
     return Path(summary["checkpoint"])
+
+
+def _initial_weights(model: MaskedAutoencoder, path: str | None, patch_embed: str,
+                     trust: bool) -> None:
+    """Runs on resume too: the resumed weights then replace these, but resampled fixed
+    position tables (not saved) come back."""
+    if path is not None:
+        initialise_mae(model, path, patch_embed, trust_checkpoint=trust)
+    elif patch_embed != "strict":
+        raise ValueError(f"pretrain.init_patch_embed={patch_embed!r} without "
+                         f"pretrain.init_checkpoint: set the checkpoint, or drop the option")
+
+
+def _lambda_ce(value: float | None, modality: str) -> float:
+    if value is not None:
+        return float(value)
+    if modality not in DEFAULT_LAMBDA_CE:
+        raise ValueError(f"pretrain.lambda_ce is None and modality '{modality}' has no default "
+                         f"({DEFAULT_LAMBDA_CE}); set pretrain.lambda_ce")
+    return DEFAULT_LAMBDA_CE[modality]
+
+
+def _bound(binding: str) -> bool:
+    try:
+        gin.query_parameter(binding)
+    except ValueError:
+        return False
+    return True
+
+
+def _paired_clips(ctx: RunContext, modality: str, grid, mask_ratio: float,
+                  target: bool) -> PairedClipDataset:
+    """Labelled source clips (`source/clip_data.*`), each with a target clip
+    (`unlabeled/clip_data.*`) when `target`, under one shared tube mask."""
+    if not mask_ratio > 0:
+        raise ValueError(f"pretrain.mask_ratio={mask_ratio}: masked autoencoding needs a mask")
+    if not _bound("source/clip_data.annotations"):
+        raise ValueError("pretrain.source = True needs the labelled source clips: set "
+                         "source/clip_data.annotations (and source/clip_data.root)")
+    if _bound("clip_data.annotations"):
+        raise ValueError("clip_data.annotations is bound without a scope, so the source and the "
+                         "target would read it alike: bind source/clip_data.annotations and "
+                         "unlabeled/clip_data.annotations instead")
+    with gin.config_scope("source"):
+        source = build_clip_dataset(modalities=[modality], mode="train",
+                                    seed=source_seed(ctx.seed), labeled=True)
+    target_clips = None
+    if target:
+        with gin.config_scope("unlabeled"):
+            target_clips = build_clip_dataset(modalities=[modality], mode="train", seed=ctx.seed)
+    paired = PairedClipDataset(source, target_clips, TubeMaskGenerator(grid, mask_ratio),
+                               seed=ctx.seed)
+    print(f"[data] {len(source)} labelled source clips in {source.num_classes} classes"
+          + (f", paired with {len(target_clips)} target clips" if target else "")
+          + f", modality {modality}, mask ratio {mask_ratio}", flush=True)
+    return paired
 
 
 # --- few-shot evaluation --------------------------------------------------------------------

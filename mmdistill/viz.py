@@ -30,7 +30,7 @@ def reconstruct(objective, batch: dict) -> tuple[torch.Tensor, torch.Tensor, tor
     own mean and std (as VideoMAE's visualisation does), and visible tubelets keep the input.
     """
     model = objective.trainable
-    video = batch[objective.modality].float()
+    video = batch[getattr(objective, "reconstruction_input", objective.modality)].float()
     visible_index, masked_index = batch["visible_index"], batch["masked_index"]
     with torch.autocast(video.device.type, enabled=False):
         pred = model(video, visible_index, masked_index).float()

@@ -8,6 +8,8 @@ A finished batch holds, besides the collate's other keys:
 - with a tube mask, `'visible_index'` `(B, n_visible)` and `'masked_index'` `(B, n_masked)`
   (long, ascending) instead of the bool `'mask'` `(B, N)`: one host sync per batch, here, so
   the (possibly compiled) forward holds none, and the student and every teacher share them.
+  A source/target pair (`mmdistill.data.paired`) carries one mask, so both halves share its
+  indices too, and both halves' keypoints are drawn.
 
 Training, few-shot features, reconstructions and statistics all take batches from here.
 """
@@ -20,6 +22,7 @@ import torch
 
 from mmdistill.data.dataset import KEYPOINTS_SUFFIX, ClipDataset
 from mmdistill.data.masking import token_indices
+from mmdistill.data.paired import PairedClipDataset
 
 HeatmapDrawer = Callable[[dict], dict]
 _END = object()  # the loader's end, told apart from any batch
@@ -38,8 +41,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def heatmap_drawer(dataset: Any) -> HeatmapDrawer | None:
-    """What draws the heatmaps a ClipDataset's loader left as keypoints; None for other datasets."""
-    return dataset.draw_heatmaps if isinstance(dataset, ClipDataset) else None
+    """What draws the heatmaps a ClipDataset's (or a source/target pair's) loader left as
+    keypoints; None for other datasets."""
+    return dataset.draw_heatmaps if isinstance(dataset, (ClipDataset, PairedClipDataset)) else None
 
 
 def finish_batch(batch: dict, device: torch.device | str,

@@ -6,13 +6,15 @@ checkpoints load as teachers through the same path as official ones (encoder pic
 """
 from __future__ import annotations
 
+import math
+
 import gin
 import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from mmdistill.models.pos_embed import sinusoid_table
+from mmdistill.models.pos_embed import Grid, resample_pos_embed, sinusoid_table
 from mmdistill.models.vit import LayerNorm, QVBiasAttention, VideoViT
 
 
@@ -29,22 +31,31 @@ class MAEDecoder(nn.Module):
         self.norm = LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, out_dim)
 
+    def use_sincos_table_of(self, source_grid: Grid, grid: Grid) -> None:
+        """The fixed table of `source_grid` resampled to `grid`, like the encoder's after loading
+        a checkpoint trained at another input size (`VideoViT.use_sincos_table_of`)."""
+        table = sinusoid_table(math.prod(source_grid), self.pos_embed.shape[-1])
+        with torch.no_grad():
+            self.pos_embed.copy_(resample_pos_embed(table, source_grid, grid))
+
     def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x[:, -num_masked:]))
 
 
-@gin.configurable("mae")
+@gin.configurable("mae", denylist=["encoder", "action_head"])
 class MaskedAutoencoder(nn.Module):
     """Encoder sees only visible tokens; the decoder reconstructs every masked tubelet.
 
     decoder_dim/depth/heads default to VideoMAE's small/base decoder (384 wide, 4 blocks, 6 heads)
-    scaled down for narrow encoders.
+    scaled down for narrow encoders. `action_head` (stage-1 pretraining with labelled source
+    clips, `mmdistill.models.heads.ActionHead`) is trained and saved with it under
+    `action_head.`; teachers built from the checkpoint take `encoder.` only.
     """
 
     def __init__(self, encoder: VideoViT, decoder_dim: int | None = None, decoder_depth: int = 4,
-                 decoder_heads: int | None = None):
+                 decoder_heads: int | None = None, action_head: nn.Module | None = None):
         super().__init__()
         arch = encoder.arch
         decoder_dim = decoder_dim or min(384, encoder.embed_dim)
@@ -57,6 +68,8 @@ class MaskedAutoencoder(nn.Module):
         trunc_normal_(self.mask_token, std=0.02)
         self.decoder = MAEDecoder(encoder.num_patches, out_dim, decoder_dim, decoder_depth,
                                   decoder_heads)
+        if action_head is not None:  # registered only when present: no key in MAE-only runs
+            self.action_head = action_head
 
     def no_weight_decay(self) -> set[str]:
         return {"encoder.pos_embed", "mask_token"}
@@ -65,6 +78,13 @@ class MaskedAutoencoder(nn.Module):
                 masked_index: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) and a tube mask's token indices (`mmdistill.data.masking.token_indices`)
         -> predictions (B, n_masked, out_dim) for the masked tokens, in `masked_index` order."""
+        return self.decode(self.encode(x, visible_index, masked_index), visible_index,
+                           masked_index)
+
+    def encode(self, x: torch.Tensor, visible_index: torch.Tensor,
+               masked_index: torch.Tensor) -> torch.Tensor:
+        """The encoder's visible tokens (B, n_visible, D): what the decoder and the action head
+        both read, so a source clip is encoded once."""
         num_tokens = self.encoder.num_patches
         if (visible_index.shape[0] != x.shape[0] or masked_index.shape[0] != x.shape[0]
                 or visible_index.shape[1] + masked_index.shape[1] != num_tokens):
@@ -72,7 +92,10 @@ class MaskedAutoencoder(nn.Module):
                              f"{tuple(masked_index.shape)} must split the N = {num_tokens} tokens "
                              f"of each of the {x.shape[0]} clips: was the tube mask made for this "
                              f"encoder's token grid {self.encoder.grid_size}?")
-        visible, _ = self.encoder(x, visible_index)
+        return self.encoder(x, visible_index)[0]
+
+    def decode(self, visible: torch.Tensor, visible_index: torch.Tensor,
+               masked_index: torch.Tensor) -> torch.Tensor:
         visible = self.encoder_to_decoder(visible)
         batch, dim = visible.shape[0], visible.shape[-1]
         pos = self.decoder.pos_embed.to(visible.dtype).expand(batch, -1, -1)

@@ -81,3 +81,27 @@ class PooledHead(nn.Module):
 
     def forward(self, tokens):
         return self.head(self.fc_norm(tokens.mean(dim=1))).unsqueeze(1)
+
+
+@gin.configurable("action_head", denylist=["in_dim", "num_classes"])
+class ActionHead(nn.Module):
+    """Stage-1 classifier on the source clips: fc_norm(mean of the visible encoder tokens) ->
+    dropout -> linear, the head MM-CDFSL trains beside its decoder (models/modeling_pretrain.py).
+
+    It pools the tokens the encoder saw (the masked input's visible ones), so it adds no second
+    forward. State-dict keys: `fc_norm.*`, `head.*` (under `action_head.` in a checkpoint).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"the action head needs at least 2 source classes, got {num_classes}: "
+                             f"check source/clip_data.annotations")
+        self.fc_norm = nn.LayerNorm(in_dim, eps=1e-6)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(in_dim, num_classes)
+        self.config = dict(in_dim=in_dim, num_classes=num_classes, dropout=dropout)
+
+    def forward(self, tokens):
+        """(B, n, D) visible tokens -> (B, num_classes) logits."""
+        return self.head(self.dropout(self.fc_norm(tokens.mean(dim=1))))

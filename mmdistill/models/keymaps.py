@@ -17,7 +17,8 @@ ENCODER_MARKERS = {
     "embeddings.patch_embeddings.projection.weight": "hf",
 }
 # Keys that belong to a pretraining or classification model but not to the encoder itself.
-NON_ENCODER_PREFIXES = ("decoder.", "encoder_to_decoder.", "mask_token", "head.", "classifier.")
+NON_ENCODER_PREFIXES = ("decoder.", "encoder_to_decoder.", "mask_token", "head.", "classifier.",
+                        "action_head.")
 
 _OFFICIAL_TO_OURS = [(re.compile(r"^blocks\.(\d+)\.gamma_(1|2)$"), r"blocks.\1.ls\2.gamma")]
 _OURS_TO_OFFICIAL = [(re.compile(r"^blocks\.(\d+)\.ls(1|2)\.gamma$"), r"blocks.\1.gamma_\2")]

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gin
+import torch
 
 from mmdistill.models.checkpoint import (ArchitectureMismatchError, Checkpoint, CheckpointError,
                                          StateDict, read_checkpoint)
 from mmdistill.models.pos_embed import Grid, guess_grid, resample_pos_embed
 from mmdistill.models.selection import ModelView, arch_mismatches, select_model
 from mmdistill.models.vit import VideoViT
+
+if TYPE_CHECKING:
+    from mmdistill.models.decoder import MaskedAutoencoder
 
 
 @dataclass
@@ -74,8 +78,10 @@ def load_pretrained(model: VideoViT, path: str | Path | Checkpoint, prefix: str 
     return _load_view(model, ckpt, select_model(ckpt, prefix, source_grid), strict)
 
 
-def _load_view(model: VideoViT, ckpt: Checkpoint, view: ModelView, strict: bool) -> LoadReport:
-    """`load_pretrained` once the encoder is selected (build_from_checkpoint has it already)."""
+def _load_view(model: VideoViT, ckpt: Checkpoint, view: ModelView, strict: bool,
+               kept_init: tuple[str, ...] = ()) -> LoadReport:
+    """`load_pretrained` once the encoder is selected (build_from_checkpoint has it already).
+    `kept_init`: model keys deliberately left at their init (not 'missing')."""
     where = f"{ckpt.path}" + (f" (prefix {view.root!r})" if view.root else "")
     problems = arch_mismatches(view.arch, model)
     if problems:
@@ -84,7 +90,7 @@ def _load_view(model: VideoViT, ckpt: Checkpoint, view: ModelView, strict: bool)
             + ". Set the video_vit gin parameters to match the checkpoint, or pick another "
               "checkpoint/prefix (`python -m mmdistill.ckpt inspect PATH` shows its architecture).")
     report = LoadReport(str(ckpt.path), ckpt.format, view.root, view.layout, strict,
-                        dropped=view.dropped)
+                        dropped=view.dropped, kept_init=list(kept_init))
     if view.ignored:
         report.notes.append(f"{view.ignored} tensors of other models in the checkpoint were not used")
     if not view.arch["num_heads_known"]:
@@ -198,3 +204,133 @@ def initialise_from_checkpoint(model: VideoViT, path: str | None = None, prefix:
     if not report.skipped:
         print(report, flush=True)
     return report
+
+
+# --- pretraining: a whole masked autoencoder from a checkpoint, across channel counts -----------
+
+PATCH_EMBED_MODES = ("strict", "reinit", "channel_mean")
+_PATCH_EMBED = ("patch_embed.proj.weight", "patch_embed.proj.bias")
+_DECODER_PARTS = ("decoder.", "encoder_to_decoder.", "mask_token")
+
+
+@dataclass
+class InitReport:
+    """What `initialise_mae` copied; `not_copied` names every tensor (ours or the file's) that
+    was not, with the reason."""
+
+    encoder: LoadReport
+    patch_embed: str
+    decoder_loaded: int = 0
+    not_copied: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"[pretrain] initial weights: {self.encoder}",
+                 f"  patch embedding: {self.patch_embed}",
+                 f"  decoder: {self.decoder_loaded} tensors loaded"]
+        lines += [f"  not copied: {key}: {why}" for key, why in self.not_copied.items()]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def initialise_mae(mae: "MaskedAutoencoder", path: str | Path | Checkpoint,
+                   patch_embed: str = "strict", trust_checkpoint: bool = False,
+                   source_grid: Grid | None = None) -> InitReport:
+    """Start a pretraining model from a checkpoint (official VideoMAE .pth, HF, DeepSpeed, ours).
+
+    The encoder goes through `load_pretrained`'s path (architecture check, position table
+    resampled, strict keys); the decoder, `encoder_to_decoder` and `mask_token` are loaded
+    strictly when the file has them in the official layout, the decoder head only when its shape
+    fits. An encoder with another channel count than the file's needs `patch_embed`:
+    'reinit' keeps the fresh patch embedding (weight and bias) and decoder head, as MM-CDFSL
+    starts its flow and pose teachers from RGB VideoMAE weights (netscripts/get_model.py);
+    'channel_mean' averages the kernel over the file's channels, repeats it to the model's and
+    scales it by file/model channels, so a constant input gives the same response; 'strict'
+    refuses. The action head always starts fresh.
+    """
+    if patch_embed not in PATCH_EMBED_MODES:
+        raise ValueError(f"pretrain.init_patch_embed={patch_embed!r}: choose one of "
+                         f"{list(PATCH_EMBED_MODES)}")
+    ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path, trust_checkpoint)
+    view = select_model(ckpt, None, source_grid)
+    encoder = mae.encoder
+    file_chans, chans = view.arch["in_chans"], encoder.in_chans
+    not_copied: dict[str, str] = {}
+    kept: tuple[str, ...] = ()
+    what = f"{chans} channels, copied"
+    if file_chans != chans:
+        if patch_embed == "strict":
+            raise ArchitectureMismatchError(
+                f"{ckpt.path} has a {file_chans}-channel patch embedding, the encoder takes {chans} "
+                f"channels. To start it from these weights set pretrain.init_patch_embed = "
+                f"'reinit' (fresh patch embedding and decoder head) or 'channel_mean' (the "
+                f"kernel averaged over channels); or give a {chans}-channel checkpoint.")
+        state = dict(view.state_dict)
+        if patch_embed == "reinit":
+            kept = tuple(k for k in _PATCH_EMBED if k in state)
+            for key in kept:
+                state.pop(key)
+                not_copied[f"encoder.{key}"] = (f"re-initialised ({file_chans} channels in the "
+                                                f"file, {chans} here; init_patch_embed='reinit')")
+            what = f"re-initialised ({file_chans} -> {chans} channels)"
+        else:
+            weight = state["patch_embed.proj.weight"].float()
+            state["patch_embed.proj.weight"] = (weight.mean(dim=1, keepdim=True)
+                                                .repeat(1, chans, 1, 1, 1) * (file_chans / chans))
+            what = (f"channel mean of the {file_chans}-channel kernel repeated to {chans} "
+                    f"channels, scaled by {file_chans}/{chans}; bias copied")
+        view = replace(view, state_dict=state, arch={**view.arch, "in_chans": chans})
+    report = InitReport(_load_view(encoder, ckpt, view, strict=True, kept_init=kept), what)
+    _load_decoder(mae, ckpt, view, report)
+    grid = encoder.arch.get("sincos_grid") or view.source_grid
+    if grid is not None and tuple(grid) != encoder.grid_size and report.decoder_loaded:
+        mae.decoder.use_sincos_table_of(tuple(grid), encoder.grid_size)
+        report.notes.append(f"decoder position table resampled {tuple(grid)} -> "
+                            f"{encoder.grid_size}, like the encoder's")
+    for key in mae.state_dict():
+        if key.startswith("action_head."):
+            not_copied[key] = "the action head starts fresh for the source classes"
+    report.not_copied = {**not_copied, **report.not_copied}
+    print(report, flush=True)
+    return report
+
+
+def _load_decoder(mae: "MaskedAutoencoder", ckpt: Checkpoint, view: ModelView,
+                  report: InitReport) -> None:
+    """The decoder parts of an official-layout pretraining checkpoint, strictly but for the head."""
+    ours = {k: v for k, v in mae.state_dict().items() if k.startswith(_DECODER_PARTS)}
+    family = view.root[:-len("encoder.")] if view.root.endswith("encoder.") else None
+    source = {} if family is None else {
+        key[len(family):]: value for key, value in ckpt.state_dict.items()
+        if key.startswith(family) and key[len(family):].startswith(_DECODER_PARTS)}
+    used = {family + key for key in source} if family is not None else set()
+    for key in view.dropped:
+        if key not in used:
+            report.not_copied[key] = "in the file, not part of an encoder or VideoMAE decoder"
+    if not source:
+        why = ("the checkpoint has no decoder" if view.layout == "official" else
+               f"the {view.layout} layout's decoder is not read")
+        report.not_copied.update({key: f"kept at init ({why})" for key in ours})
+        return
+    for key in ("decoder.head.weight", "decoder.head.bias"):
+        if key in source and key in ours and source[key].shape != ours[key].shape:
+            report.not_copied[key] = (f"kept at init (file {tuple(source.pop(key).shape)}, model "
+                                      f"{tuple(ours[key].shape)}: another channel count)")
+    missing = [k for k in ours if k not in source and k not in report.not_copied]
+    unexpected = [k for k in source if k not in ours]
+    shapes = [f"{k}: file {tuple(source[k].shape)} vs model {tuple(ours[k].shape)}"
+              for k in source if k in ours and source[k].shape != ours[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"the decoder in {ckpt.path} does not fit this one:"
+            + (f"\n  missing: {_short_list(missing)}" if missing else "")
+            + (f"\n  unexpected: {_short_list(unexpected)}" if unexpected else "")
+            + (f"\n  shape mismatch: {_short_list(shapes)}" if shapes else "")
+            + "\nSet mae.decoder_dim / mae.decoder_depth (and mae.decoder_heads) to the "
+              "checkpoint's decoder.")
+    with torch.no_grad():
+        for key, value in source.items():
+            ours[key].copy_(value.to(ours[key].dtype))
+    report.decoder_loaded = len(source)
+    loaded = {family + key for key in source}  # the encoder report listed them as not its own
+    report.encoder.dropped = [key for key in report.encoder.dropped if key not in loaded]

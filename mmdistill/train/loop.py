@@ -3,7 +3,8 @@ optimizer step (mixed precision, accumulation, clipping) is `mmdistill.train.ste
 It knows nothing about models; an objective supplies the loss.
 
 Objective contract (see docs/INTERFACES.md): `objective(batch) -> {'loss': scalar, 'loss_<part>':
-scalar, ...}` and `objective.trainable_modules() -> nn.Module` (the only part optimised and
+scalar, 'metric_<name>': scalar, ...}` (parts and metrics are averaged and logged as
+`train/<key>`; only 'loss' is differentiated) and `objective.trainable_modules() -> nn.Module` (the only part optimised and
 wrapped in DDP; everything else must have requires_grad False). Batches are finished on the
 device by `mmdistill.data.device_batches` before the step sees them: dicts of tensors, lists of
 str, and an optional int 'num_skipped' (bad clips the collate dropped).

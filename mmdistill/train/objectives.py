@@ -108,21 +108,57 @@ class Distillation(nn.Module):
         return result
 
 
+SOURCE_PREFIX = "source_"  # a source clip's keys in a paired batch (mmdistill.data.paired)
+
+
 class MaskedAutoencoding(nn.Module):
-    """VideoMAE pretraining of one modality's encoder: MSE on the masked tubelets only."""
+    """VideoMAE pretraining of one modality's encoder: MSE on the masked tubelets only.
+
+    Without a source (the default) it reconstructs the batch's `modality` clip, as plain VideoMAE.
+    With `source=True` (stage 1 of MM-CDFSL) the batch pairs a labelled source clip
+    (`source_<modality>`, `source_label`) with the target clip under one tube mask, and
+    loss = recon_source + lambda_ce * CE(action head, source label)
+           + target_recon_weight * recon_target.
+    recon_target is always logged when a target is present; with weight 0 it is computed without
+    a graph (MM-CDFSL builds one but leaves it out of the loss: the gradient is the same).
+    The head's accuracy on the source clips is returned as 'metric_source_acc' (no gradient).
+    """
 
     def __init__(self, model: MaskedAutoencoder, modality: str = "rgb",
-                 normalize_target: bool = True):
+                 normalize_target: bool = True, source: bool = False, target: bool = True,
+                 lambda_ce: float = 0.0, target_recon_weight: float = 0.0):
         super().__init__()
+        if not (source or target):
+            raise ValueError("pretrain.source and pretrain.target are both False: nothing to "
+                             "train on; switch one on")
+        if source and getattr(model, "action_head", None) is None:
+            raise ValueError("pretraining with a source needs the model's action head "
+                             "(MaskedAutoencoder(..., action_head=ActionHead(...)))")
+        if not source and target_recon_weight != 0.0:
+            raise ValueError("pretrain.target_recon_weight weighs the target reconstruction "
+                             "beside a source; without pretrain.source the target "
+                             "reconstruction is the whole loss. Leave it at 0.")
         self.trainable = model
         self.modality = modality
         self.normalize_target = normalize_target
+        self.source, self.target = bool(source), bool(target)
+        self.lambda_ce = float(lambda_ce)
+        self.target_recon_weight = float(target_recon_weight)
+
+    @property
+    def reconstruction_input(self) -> str:
+        """The batch key of the clip whose reconstructions are pictured (mmdistill.viz)."""
+        return self.modality if self.target else SOURCE_PREFIX + self.modality
 
     def trainable_modules(self) -> nn.Module:
         return self.trainable
 
     def arch(self) -> dict:
-        return {"encoder": dict(self.trainable.encoder.arch)}
+        arch = {"encoder": dict(self.trainable.encoder.arch)}
+        head = getattr(self.trainable, "action_head", None)
+        if head is not None:
+            arch["action_head"] = dict(head.config)
+        return arch
 
     def targets(self, video: torch.Tensor, masked_index: torch.Tensor) -> torch.Tensor:
         """The masked tubelets (B, N_masked, P * C), in the order of `masked_index`."""
@@ -133,6 +169,10 @@ class MaskedAutoencoding(nn.Module):
             patches = normalize_patches(patches)
         return patches.flatten(2)
 
+    def _reconstruction(self, video: torch.Tensor, indices) -> torch.Tensor:
+        pred = self.trainable(video, *indices)
+        return F.mse_loss(pred.float(), self.targets(video, indices[1]))
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         indices = mask_indices(batch, self.trainable.encoder.num_patches)
         if indices is None:
@@ -140,10 +180,28 @@ class MaskedAutoencoding(nn.Module):
                            "'visible_index' / 'masked_index'. Give the dataset a mask generator "
                            "(pretrain.mask_ratio > 0) and finish batches through "
                            "mmdistill.data.device_batches.")
-        video = batch[self.modality]
-        pred = self.trainable(video, *indices)
-        loss = F.mse_loss(pred.float(), self.targets(video, indices[1]))
-        return {"loss": loss}
+        if not self.source:
+            return {"loss": self._reconstruction(batch[self.modality], indices)}
+        video = batch[SOURCE_PREFIX + self.modality]
+        labels = batch[SOURCE_PREFIX + "label"]
+        visible = self.trainable.encode(video, *indices)
+        pred = self.trainable.decode(visible, *indices)
+        recon_source = F.mse_loss(pred.float(), self.targets(video, indices[1]))
+        logits = self.trainable.action_head(visible).float()
+        ce = F.cross_entropy(logits, labels)
+        loss = recon_source + self.lambda_ce * ce
+        out = {"loss_recon_source": recon_source.detach(), "loss_ce": ce.detach(),
+               "metric_source_acc": (logits.detach().argmax(-1) == labels).float().mean()}
+        if self.target:
+            if self.target_recon_weight:
+                recon_target = self._reconstruction(batch[self.modality], indices)
+                loss = loss + self.target_recon_weight * recon_target
+            else:
+                with torch.no_grad():
+                    recon_target = self._reconstruction(batch[self.modality], indices)
+            out["loss_recon_target"] = recon_target.detach()
+        out["loss"] = loss
+        return out
 
 
 def mask_indices(batch: dict, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:

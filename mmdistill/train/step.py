@@ -15,7 +15,9 @@ from mmdistill.train import distributed as dist_utils
 
 @dataclasses.dataclass
 class StepResult:
-    losses: dict[str, torch.Tensor]  # 'loss' and 'loss_<part>', mean over micro-batches, on device
+    # 'loss', 'loss_<part>' and 'metric_<name>' (scalars logged beside the losses, never
+    # differentiated), each the mean over micro-batches, on the device
+    losses: dict[str, torch.Tensor]
     grad_norm: torch.Tensor  # before clipping; nan when skipped
     skipped: bool  # non-finite loss or gradient: weights, optimizer and scaler untouched
     clips: int  # clips in this step on this process
@@ -100,7 +102,7 @@ class TrainStep:
                 loss = _check_output(out, self.objective_name) / self.accum_steps
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             for key, value in out.items():
-                if key == "loss" or key.startswith("loss_"):
+                if key == "loss" or key.startswith(("loss_", "metric_")):
                     part = torch.as_tensor(value).detach().float() / self.accum_steps
                     losses[key] = losses[key] + part if key in losses else part
         if self.check_unused:  # once: DDP would otherwise fail later with a vaguer message
@@ -164,7 +166,7 @@ def _maybe_compile(module: nn.Module, compile: bool | str, mode: str | None = No
 def _check_output(out: Any, objective_name: str) -> torch.Tensor:
     if not isinstance(out, dict) or "loss" not in out:
         raise TypeError(f"{objective_name}.forward must return a dict with a scalar 'loss' (and "
-                        f"optional 'loss_<part>' entries); got {type(out).__name__}"
+                        f"optional 'loss_<part>' / 'metric_<name>' scalars); got {type(out).__name__}"
                         f"{' with keys ' + str(sorted(out)) if isinstance(out, dict) else ''}")
     loss = out["loss"]
     if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
