@@ -133,7 +133,8 @@ def _batch_field(batch: Mapping[str, Any], name: str) -> torch.Tensor:
     if name not in batch:
         raise KeyError(f"few-shot feature extraction needs batch[{name!r}] "
                        f"(keys: {sorted(batch)}); "
-                       "use a ClipDataset with the 'rgb' modality and labelled clips")
+                       "use a ClipDataset with the model's modality (evaluate.modalities) and "
+                       "labelled clips")
     return torch.as_tensor(batch[name])
 
 

@@ -284,7 +284,7 @@ def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logi
 
 
 @gin.configurable("fewshot", denylist=["model", "loader", "device", "amp_dtype", "heads",
-                                       "checkpoint", "logger", "summary_path"])
+                                       "checkpoint", "logger", "summary_path", "input_key"])
 def run_fewshot(model, loader, device: torch.device | str = "cpu",
                 amp_dtype: torch.dtype | None = None, heads: Mapping[str, Any] | None = None,
                 checkpoint: str | Path | None = None, logger=None,
@@ -293,13 +293,14 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
                 classifier: str = "logistic", mask_views: int = 0, mask_ratio: float = 0.75,
                 use_heads: bool = False, ensemble_heads: bool = False, seed: int = 0,
                 mask_seed: int = 0, cache_dir: str | Path | None = None,
-                progress: bool = True) -> Report:
+                progress: bool = True, input_key: str = "rgb") -> Report:
     """Extract (or load cached) features once, then evaluate every setting on them.
 
     `settings` (a list of (n_way, k_shot, q_query, episodes)) overrides the single setting
     given by n_way/k_shot/q_query/episodes. `heads` are the CMT heads, used when `use_heads`.
     `checkpoint` names the weights' file for the cache key (else the weights are hashed).
     `seed` draws the episodes, `mask_seed` the tube masks, so a new episode seed reuses the cache.
+    `input_key`: the batch field the model reads, its modality (a flow teacher reads 'flow').
     """
     settings = settings if settings is not None else [(n_way, k_shot, q_query, episodes)]
     extra_heads = dict(heads or {}) if use_heads else {}
@@ -309,7 +310,7 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
     def extract() -> FeatureBank:
         return extract_features(model, loader, device, amp_dtype, mask_views=mask_views,
                                 mask_ratio=mask_ratio, extra_heads=extra_heads, seed=mask_seed,
-                                progress=progress)
+                                input_key=input_key, progress=progress)
 
     if cache_dir is None:
         bank = extract()
@@ -319,6 +320,8 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
         views = {"mask_views": mask_views, "mask_ratio": mask_ratio if mask_views else None,
                  "heads": sorted(extra_heads), "mask_seed": mask_seed if mask_views else None,
                  "amp_dtype": str(amp_dtype)}
+        if input_key != "rgb":  # rgb caches keep the keys they had before modalities existed
+            views["input_key"] = input_key
         key = feature_cache_key(weights, dataset_fingerprint(loader.dataset), views)
         path = Path(cache_dir) / f"features-{key[:20]}.pt"
         if path.is_file():
