@@ -264,7 +264,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     if not ctx.is_main:
         return {}
     modality_of = {name: (modalities or {}).get(name, "rgb") for name in models}
-    loaders = _fewshot_loaders(ctx, sorted(set(modality_of.values())))
+    rgb_first = sorted(set(modality_of.values()), key=lambda m: (m != "rgb", m))
+    loaders = _fewshot_loaders(ctx, rgb_first)
     summary: dict[str, Any] = {}
     reports = {}
     for name, path in models.items():
