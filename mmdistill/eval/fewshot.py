@@ -6,8 +6,8 @@ evaluates, prints the table and optionally logs / writes `summary.json`.
 
 Ensemble members (each fitted by the chosen classifier on its own support features):
 - `pooled`: fit and predict on the unmasked pooled feature;
-- `masked<v>` (with mask views): fit on the support's masked view 0, predict query view v, as the
-  original's "ensemble masked inference" (`top1_action_ensemble`);
+- `masked<v>` (with mask views): fit on the support's masked view 0, predict query view v, as
+  MM-CDFSL's "ensemble masked inference" (`top1_action_ensemble`);
 - `cmt_<modality>` (with head views): fit and predict on that head's translated feature.
 The ensemble averages probabilities over the masked views when there are any, else it is
 `pooled`; with `ensemble_heads` the head views join it. Every member's own accuracy is reported.
@@ -98,7 +98,7 @@ class Report:
         raise KeyError(f"no setting {name!r}; have {[r.setting.name for r in self.results]}")
 
     def as_summary(self) -> dict[str, float | int]:
-        """Flat scalars for the W&B summary; the original's names refer to the FIRST setting."""
+        """Flat scalars for the W&B summary; MM-CDFSL's names refer to the FIRST setting."""
         out: dict[str, float | int] = {}
         for r in self.results:
             p = f"fewshot/{r.setting.name}"

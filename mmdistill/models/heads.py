@@ -10,7 +10,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 class CMTHead(nn.Sequential):
-    """Linear-act-Linear like the original (`depth=1`); `depth` = hidden layers.
+    """Linear-act-Linear like MM-CDFSL's models/cmt.py (`depth=1`); `depth` = hidden layers.
 
     It keeps its own `config`, which distillation checkpoints record (`arch`, `heads.<modality>`)
     so evaluation rebuilds the head with `CMTHead(**config)`. State-dict keys: `fc1.*`, `fc2.*`
@@ -41,7 +41,7 @@ def cmt_head(in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: in
              act: str = "relu") -> CMTHead:
     """gin entry for the CMT heads distillation builds, one per teacher.
 
-    hidden_dim None = in_dim (the original's D -> D -> D). Output width is the teacher's width, so
+    hidden_dim None = in_dim (MM-CDFSL's D -> D -> D). Output width is the teacher's width, so
     teachers of different sizes work.
     """
     return CMTHead(in_dim, out_dim, hidden_dim, depth, act)
