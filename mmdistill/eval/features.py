@@ -1,8 +1,9 @@
 """Features of every labelled clip, computed once per view, optionally cached on disk.
 
 MM-CDFSL's test step re-runs the network on every episode (5 support clips, 75 queries under two
-masks: 155 clip forwards an episode, 62,000 for 400). Here each clip goes through the network once per view and episodes index the result, so
-any number of episodes and settings costs classifier time only.
+masks: 155 clip forwards an episode, 62,000 for 400). Here each clip goes through the network
+once per view and episodes index the result, so any number of episodes and settings costs
+classifier time only.
 
 Views in a `FeatureBank`:
 - `pooled` (N, D): the model's pooled feature of the whole clip;

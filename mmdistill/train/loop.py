@@ -110,8 +110,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     """
     _check_settings(epochs=epochs, accum_steps=accum_steps, log_every=log_every,
                     save_ckpt_freq=save_ckpt_freq, max_nonfinite=max_nonfinite,
-                    keep_last_k=keep_last_k, keep_best_k=keep_best_k, lr=lr, min_lr=min_lr, warmup_lr=warmup_lr,
-                    warmup_epochs=warmup_epochs, weight_decay=weight_decay, betas=betas,
+                    keep_last_k=keep_last_k, keep_best_k=keep_best_k, lr=lr, min_lr=min_lr,
+                    warmup_lr=warmup_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay, betas=betas,
                     clip_grad=clip_grad)
     _check_best_k(keep_best_k, best_mode, epoch_end)
     _check_loader(loader, ctx)
@@ -203,8 +203,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
 # --- helpers of train(), in the order it uses them -------------------------------------------
 
 def _check_settings(*, epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite,
-                    keep_last_k, keep_best_k, lr, min_lr, warmup_lr, warmup_epochs, weight_decay, betas,
-                    clip_grad) -> None:
+                    keep_last_k, keep_best_k, lr, min_lr, warmup_lr, warmup_epochs,
+                    weight_decay, betas, clip_grad) -> None:
     """Every typed train.* setting, before anything is built: the message names the binding."""
     for name, value in [("epochs", epochs), ("accum_steps", accum_steps), ("log_every", log_every),
                         ("save_ckpt_freq", save_ckpt_freq), ("max_nonfinite", max_nonfinite)]:

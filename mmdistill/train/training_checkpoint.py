@@ -37,7 +37,8 @@ _NAMED = re.compile(r"^epoch=(\d+)-train_loss=.*\.ckpt$")
 
 
 def checkpoint_name(epoch: int, train_loss: float) -> str:
-    """The tennis fork's naming (0-based epoch, as Lightning wrote it): `epoch=04-train_loss=0.1234.ckpt`."""
+    """The tennis fork's naming (0-based epoch, as Lightning wrote it):
+    `epoch=04-train_loss=0.1234.ckpt`."""
     loss = f"{train_loss:.4f}" if math.isfinite(train_loss) else str(train_loss)
     return f"epoch={epoch:02d}-train_loss={loss}.ckpt"
 
@@ -80,12 +81,13 @@ def prune_checkpoints(folder: str | Path, keep_last_k: int | None) -> list[Path]
 
 
 def metric_file_part(metric: str) -> str:
-    """`val/fewshot/5way_5shot/acc` -> `val_fewshot_5way_5shot_acc`, the name part of a best-k file."""
+    """`val/fewshot/5way_5shot/acc` -> `val_fewshot_5way_5shot_acc`, a best-k file's name part."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", metric).strip("_")
 
 
 def best_checkpoint_name(epoch: int, metric: str, value: float) -> str:
-    """Lightning's `{epoch:02d}-{metric:.4f}` naming: `epoch=09-val_fewshot_5way_5shot_acc=61.2345.ckpt`."""
+    """Lightning's `{epoch:02d}-{metric:.4f}` naming:
+    `epoch=09-val_fewshot_5way_5shot_acc=61.2345.ckpt`."""
     return f"epoch={epoch:02d}-{metric_file_part(metric)}={value:.4f}.ckpt"
 
 
