@@ -121,7 +121,7 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
                argv: list[str] | None = None, step: str | None = None) -> dict:
     """Run one experiment and return its summary.
 
-    task: which stage pair runs ('distill', 'pretrain', ...); train / test: the original's switches;
+    task: which stage pair runs ('distill', 'pretrain', ...); train / test: the Lightning code bases' switches;
     ckpt_path: the checkpoint `test` evaluates when `train` is off (default: the one just trained);
     resume: True (latest run with this name) or a run dir / checkpoint path to continue exactly.
     threads: torch CPU threads in this process (None: torch's default, one per core). On a small

@@ -23,7 +23,7 @@ from mmdistill.data.paired import PairedClipDataset, source_seed
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.heads import ActionHead, StudentWithHeads, cmt_head
+from mmdistill.models.heads import ActionHead, NormedPooling, StudentWithHeads, cmt_head
 from mmdistill.models.loading import initialise_from_checkpoint, initialise_mae
 from mmdistill.models.vit import VideoViT, video_vit
 from mmdistill.train.distributed import any_rank
@@ -48,7 +48,7 @@ def _teacher_paths(modalities: Sequence[str], checkpoints) -> dict[str, str | No
     if len(checkpoints) != len(modalities):
         raise ValueError(f"distill.teacher_checkpoints has {len(checkpoints)} paths for "
                          f"{len(modalities)} modalities {list(modalities)}: give one per modality, "
-                         f"in the same order (the original's [rgb, flow, skeleton]).")
+                         f"in the same order (the tennis fork's [rgb, flow, skeleton]).")
     return dict(zip(modalities, checkpoints))
 
 
@@ -58,13 +58,17 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
                        student_init: str | None = "teacher", student_input: str = "rgb",
                        feature: str = "tokens", mask_ratio: float = 0.75,
                        target_norm: bool = False, loss: str = "mse",
+                       student_fc_norm: bool = False,
                        weights: Mapping[str, float] | None = None,
                        allow_random_teachers: bool = False) -> tuple[Distillation, float]:
     """Teachers (frozen, from checkpoints), student, one CMT head per teacher.
 
-    student_init: 'teacher' copies the `student_input` teacher's weights (the original's choice),
+    student_init: 'teacher' copies the `student_input` teacher's weights (MM-CDFSL's choice),
     None trains from scratch, any other string is a checkpoint path (student/pretrained.* for its
     prefix). Teachers without a checkpoint are refused unless allow_random_teachers (tests).
+    feature: 'pooled' distils the mean of the visible tokens, 'tokens' each visible token.
+    student_fc_norm: a trainable LayerNorm on the student's pooled feature (MM-CDFSL's fc_norm);
+    target_norm: the teachers' features through a LayerNorm without affine (their fresh fc_norm).
     """
     paths = _teacher_paths(modalities, teacher_checkpoints)
     teachers: dict[str, VideoViT] = {}
@@ -85,7 +89,8 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
         elif student_init is not None:
             initialise_from_checkpoint(student, path=student_init)
     heads = {m: cmt_head(student.embed_dim, t.embed_dim) for m, t in teachers.items()}
-    objective = Distillation(StudentWithHeads(student, heads, feature=feature), teachers,
+    objective = Distillation(StudentWithHeads(student, heads, feature=feature,
+                                              fc_norm=student_fc_norm), teachers,
                              student_input=student_input, target_norm=target_norm, loss=loss,
                              weights=weights)
     return objective, mask_ratio
@@ -125,7 +130,7 @@ def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
     modalities = sorted(set(objective.teachers) | {objective.student_input})
     loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio)
     summary = train(objective, loader, ctx, resume_from=resume_from,
-                    epoch_end=validation_hook(ctx, objective.trainable.student))
+                    epoch_end=validation_hook(ctx, objective.trainable.feature_model()))
     return Path(summary["checkpoint"])
 
 
@@ -133,7 +138,7 @@ def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
 def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
                     annotations: str | None = None):
     """Few-shot accuracy of `model` every `eval_every` epochs on a validation split whose
-    classes are disjoint from the test classes (the original validated on the test classes).
+    classes are disjoint from the test classes (MM-CDFSL validated on its test file's classes).
 
     The clips come from `annotations` (read like `fewshot_data/clip_data`, under the scope
     `fewshot_val_data`); settings and classifier are the `fewshot.*` ones. Logged as `val/...`.
@@ -145,11 +150,13 @@ def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
                          "labelled clip list whose classes are disjoint from the test classes")
     loader = None
 
-    def run(epoch: int, global_step: int) -> None:
+    def run(epoch: int, global_step: int) -> dict[str, float] | None:
+        """The `val/...` metrics it logged (rank 0; None elsewhere and between validations),
+        which train.keep_best_k ranks checkpoints by."""
         nonlocal loader
         if (epoch + 1) % eval_every:
-            return
-        failure = None
+            return None
+        failure, metrics = None, None
         if ctx.is_main:
             try:
                 if loader is None:
@@ -163,9 +170,9 @@ def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
                 report = run_fewshot(model, loader, device=ctx.device, amp_dtype=ctx.amp_dtype,
                                      use_heads=False, ensemble_heads=False, progress=False)
                 model.train(was_training)
-                ctx.logger.log({f"val/{k}": v for k, v in report.as_summary().items()
-                                if isinstance(v, (int, float)) and not k.startswith("top1")},
-                               step=global_step)
+                metrics = {f"val/{k}": v for k, v in report.as_summary().items()
+                           if isinstance(v, (int, float)) and not k.startswith("top1")}
+                ctx.logger.log(metrics, step=global_step)
             except Exception as err:  # re-raised below, after every rank has heard of it
                 failure = err
         # Every rank learns whether rank 0 failed, so none is left waiting in a collective.
@@ -174,6 +181,7 @@ def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
             raise failure
         if bool(failed):
             raise RuntimeError("validation failed on rank 0; see its error above")
+        return metrics
 
     return run
 
@@ -321,10 +329,16 @@ def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
 @gin.configurable("evaluate")
 def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
-                   trust_checkpoint: bool = False, cache_features: bool = True) -> dict[str, Any]:
+                   trust_checkpoint: bool = False, cache_features: bool = True,
+                   modalities: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
     checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
-    The returned numbers reach summary.json and the W&B summary through experiment()."""
+
+    `modalities` names the input of each model that does not read RGB, e.g. {'teacher_flow':
+    'flow', 'teacher_skeleton': 'skeleton'}, so a teacher is judged on what it was trained on.
+    Each modality's clips come from the same `fewshot_data/clip_data` annotations, checked equal,
+    so every model meets identical episodes. The returned numbers reach summary.json and the W&B
+    summary through experiment()."""
     models: dict[str, str | Path] = {}
     if ckpt_path is not None:
         models["trained"] = ckpt_path
@@ -332,45 +346,93 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     if not models:
         raise ValueError("nothing to evaluate: set experiment.ckpt_path (or train first), or "
                          "evaluate.baselines = {'name': 'path/to/checkpoint'}")
+    unknown = set(modalities or {}) - set(models)
+    if unknown:
+        raise ValueError(f"evaluate.modalities names {sorted(unknown)}, which are not evaluated "
+                         f"models {sorted(models)} ('trained' or an evaluate.baselines name)")
     for name, path in models.items():
         if not Path(path).exists():
             raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
     if not ctx.is_main:
         return {}
-    with gin.config_scope("fewshot_data"):
-        dataset = build_clip_dataset(modalities=["rgb"], mode="eval", seed=ctx.seed, labeled=True)
-        loader = build_loader(dataset, shuffle=False, drop_last=False, seed=ctx.seed)
-    print(f"[evaluate] {len(dataset)} labelled clips in {dataset.num_classes} classes", flush=True)
+    modality_of = {name: (modalities or {}).get(name, "rgb") for name in models}
+    rgb_first = sorted(set(modality_of.values()), key=lambda m: (m != "rgb", m))
+    loaders = _fewshot_loaders(ctx, rgb_first)
     summary: dict[str, Any] = {}
     reports = {}
     for name, path in models.items():
+        modality = modality_of[name]
         model, heads = _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint)
+        _check_input_channels(name, model, modality)
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
-        report = run_fewshot(model.to(ctx.device), loader, device=ctx.device,
+        report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
                              amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
                              checkpoint=None, logger=None,  # cache keyed on the weights themselves
-                             cache_dir=ctx.dir / "feature_cache" if cache_features else None, **extra)
+                             cache_dir=ctx.dir / "feature_cache" if cache_features else None,
+                             input_key=modality, **extra)
         reports[name] = report
         # Which weights produced these numbers, so a run can prove it evaluated what it names.
         summary[f"evaluated/{name}/checkpoint"] = str(path)
-        summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([model])
+        encoder = model.encoder if isinstance(model, NormedPooling) else model
+        summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([encoder])
+        if encoder is not model:  # the trained pooled LayerNorm, fingerprinted on its own
+            summary[f"evaluated/{name}/fc_norm_sha"] = weights_fingerprint([model.fc_norm])
+        summary[f"evaluated/{name}/modality"] = modality
         for key, value in report.as_summary().items():
             summary[key if name == "trained" else f"{name}/{key}"] = value
         report.write_json(ctx.dir / f"fewshot_{name}.json")
         columns, rows = report.rows()
         ctx.logger.table(f"fewshot/{name}", ["model", *columns], [[name, *r] for r in rows])
+    clip_counts = {name: (r.num_clips, r.num_skipped) for name, r in reports.items()}
+    if len(set(clip_counts.values())) > 1:
+        raise ValueError(f"the models were evaluated on different clips (clips, skipped as bad): "
+                         f"{clip_counts}, so their episodes differ; fix or drop the bad clips of "
+                         f"one modality (fewshot_data/clip_data.on_bad_clip = 'error' names them)")
     if len(reports) > 1:
-        print(comparison_table(reports), flush=True)
+        print(comparison_table(reports, modality_of), flush=True)
     return summary
 
 
-def comparison_table(reports: Mapping[str, Any]) -> str:
-    """Side by side: one row per setting, one column per model, mean +/- 95% CI."""
+def _fewshot_loaders(ctx: RunContext, modalities: Sequence[str]) -> dict[str, Any]:
+    """One labelled loader per modality, all from `fewshot_data/clip_data`: the same clips, in the
+    same order, with the same class indices (checked), hence the same episodes."""
+    loaders, first = {}, None
+    for modality in modalities:
+        with gin.config_scope("fewshot_data"):
+            dataset = build_clip_dataset(modalities=[modality], mode="eval", seed=ctx.seed,
+                                         labeled=True)
+            loaders[modality] = build_loader(dataset, shuffle=False, drop_last=False,
+                                             seed=ctx.seed)
+        print(f"[evaluate] {modality}: {len(dataset)} labelled clips in {dataset.num_classes} "
+              f"classes", flush=True)
+        if first is None:
+            first = dataset
+        elif dataset.clips != first.clips or dataset.class_names != first.class_names:
+            raise ValueError(f"the {modality} few-shot clips differ from the "
+                             f"{next(iter(loaders))} ones (clip list or class indices), so the "
+                             f"episodes would differ; every modality must read the same "
+                             f"fewshot_data/clip_data.annotations")
+    return loaders
+
+
+def _check_input_channels(name: str, model, modality: str) -> None:
+    """A non-RGB checkpoint evaluated on RGB is a missing evaluate.modalities entry, say so."""
+    if modality == "rgb" and model.in_chans != 3:
+        raise ValueError(f"evaluate: '{name}' takes {model.in_chans} input channels, not RGB's 3; "
+                         f"name its modality: evaluate.modalities = {{'{name}': 'flow'}} "
+                         f"(or 'skeleton')")
+
+
+def comparison_table(reports: Mapping[str, Any],
+                     modalities: Mapping[str, str] | None = None) -> str:
+    """Side by side: one row per setting, one column per model (and its input modality when
+    given), mean +/- 95% CI."""
     names = list(reports)
+    labels = {n: f"{n} ({modalities[n]})" if modalities else n for n in names}
     settings = [r.setting.name for r in next(iter(reports.values())).results]
-    width = max(20, *(len(n) + 2 for n in names))
+    width = max(20, *(len(labels[n]) + 2 for n in names))
     lines = ["Few-shot accuracy (%, mean +/- 95% CI over the same episodes)",
-             f"{'setting':<14}" + "".join(f"{n:>{width}}" for n in names)]
+             f"{'setting':<14}" + "".join(f"{labels[n]:>{width}}" for n in names)]
     for setting in settings:
         cells = []
         for name in names:

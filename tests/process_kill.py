@@ -44,10 +44,10 @@ def kill_once_paused(process: subprocess.Popen, root: Path, run_dir_pattern: str
 def pause_after(epoch_to_pause: int, run_dir: Path, epoch_end=None):
     """An `epoch_end` hook: the run's own hook first, then, after `epoch_to_pause`, write
     `run_dir/paused` and sleep until killed."""
-    def hook(epoch: int, global_step: int) -> None:
-        if epoch_end is not None:
-            epoch_end(epoch, global_step)
+    def hook(epoch: int, global_step: int):
+        metrics = epoch_end(epoch, global_step) if epoch_end is not None else None
         if epoch == epoch_to_pause:
             (Path(run_dir) / PAUSED).touch()
             time.sleep(600)
+        return metrics
     return hook

@@ -4,8 +4,8 @@ A 2-D Gaussian is the outer product of a row Gaussian and a column Gaussian, so 
 every frame is rendered at once from a few exponentials per joint instead of one per pixel.
 Beyond 6 sigma a Gaussian is below exp(-18) = 1.5e-8 of its peak, so each joint only needs the
 window around it: the windows of all joints and frames are computed in one array and written into
-a zeroed output with one scatter per person. The original's full-frame maps differ from these by
-less than 1.5e-8 anywhere. Coordinates are pixel centres: a joint at x = 3
+a zeroed output with one scatter per person. `render_heatmaps_per_joint`'s full-frame maps differ
+from these by less than 1.5e-8 anywhere. Coordinates are pixel centres: a joint at x = 3
 peaks on column 3.
 """
 from __future__ import annotations
@@ -89,8 +89,9 @@ def render_heatmaps_torch(keypoints: torch.Tensor, size: tuple[int, int], sigma:
 
 def render_heatmaps_per_joint(xy: np.ndarray, score: np.ndarray, size: tuple[int, int],
                               sigma: float) -> np.ndarray:
-    """The original project's renderer: one full-frame `np.ogrid` Gaussian per joint, frame and
-    person. Kept only as the correctness and speed reference for `render_heatmaps`."""
+    """One full-frame `np.ogrid` Gaussian per joint, frame and person, like the tennis fork's
+    `_keypoints_to_heatmap` (which draws person 0 only, joints above 0.1 confidence, at 56x98 and
+    resizes). Kept only as the correctness and speed reference for `render_heatmaps`."""
     height, width = size
     num_persons, num_frames, num_joints, _ = xy.shape
     out = np.zeros((num_joints, num_frames, height, width), dtype=np.float32)

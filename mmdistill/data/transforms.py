@@ -95,7 +95,7 @@ class SpatialTransform:
 
     `short_side=None` keeps the frames' size. `crop='auto'` is random when training and
     centred when evaluating; flips happen only when training, with probability `flip_prob`.
-    The default turns the original's 224x398 frames into 224x384 clips.
+    The default turns the tennis fork's 224x398 frames into 224x384 clips.
     """
 
     def __init__(self, short_side: int | None = 224, crop_size: Sequence[int] = (224, 384), crop: str = "auto",

@@ -81,7 +81,7 @@ def logistic_regression(support: torch.Tensor, support_labels: torch.Tensor, que
     any other component), so features are first expressed in an orthonormal basis of that span:
     S coordinates instead of D (5 instead of 768 at 5-way 1-shot). The problem and its optimum
     are unchanged (the basis is an isometry), while L-BFGS's vector work shrinks D/S-fold.
-    Two classes are fitted multinomially too, as the original's `multi_class="multinomial"`
+    Two classes are fitted multinomially too, as MM-CDFSL's `multi_class="multinomial"`
     asked; current scikit-learn, which no longer takes that argument, fits a binomial model then.
     """
     _check(support, support_labels, query, n_way)

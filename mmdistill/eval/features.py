@@ -1,13 +1,14 @@
 """Features of every labelled clip, computed once per view, optionally cached on disk.
 
-The original re-ran the network on all 80 clips of every episode (32,000 clip forwards for 400
-episodes). Here each clip goes through the network once per view and episodes index the result, so
-any number of episodes and settings costs classifier time only.
+MM-CDFSL's test step re-runs the network on every episode (5 support clips, 75 queries under two
+masks: 155 clip forwards an episode, 62,000 for 400). Here each clip goes through the network
+once per view and episodes index the result, so any number of episodes and settings costs
+classifier time only.
 
 Views in a `FeatureBank`:
 - `pooled` (N, D): the model's pooled feature of the whole clip;
-- `pooled_masked` (M, N, D): the pooled feature of M tube-masked copies of each clip (the
-  original's "ensemble masked inference"); view v of clip i always gets the same mask, from
+- `pooled_masked` (M, N, D): the pooled feature of M tube-masked copies of each clip
+  (MM-CDFSL's "ensemble masked inference"); view v of clip i always gets the same mask, from
   (seed, v, dataset index), whatever the batch size or order;
 - `cmt_<name>` (N, D'): the mean over tokens of a cross-modal translation head's output.
 """
@@ -133,7 +134,8 @@ def _batch_field(batch: Mapping[str, Any], name: str) -> torch.Tensor:
     if name not in batch:
         raise KeyError(f"few-shot feature extraction needs batch[{name!r}] "
                        f"(keys: {sorted(batch)}); "
-                       "use a ClipDataset with the 'rgb' modality and labelled clips")
+                       "use a ClipDataset with the model's modality (evaluate.modalities) and "
+                       "labelled clips")
     return torch.as_tensor(batch[name])
 
 

@@ -6,8 +6,8 @@ evaluates, prints the table and optionally logs / writes `summary.json`.
 
 Ensemble members (each fitted by the chosen classifier on its own support features):
 - `pooled`: fit and predict on the unmasked pooled feature;
-- `masked<v>` (with mask views): fit on the support's masked view 0, predict query view v, as the
-  original's "ensemble masked inference" (`top1_action_ensemble`);
+- `masked<v>` (with mask views): fit on the support's masked view 0, predict query view v, as
+  MM-CDFSL's "ensemble masked inference" (`top1_action_ensemble`);
 - `cmt_<modality>` (with head views): fit and predict on that head's translated feature.
 The ensemble averages probabilities over the masked views when there are any, else it is
 `pooled`; with `ensemble_heads` the head views join it. Every member's own accuracy is reported.
@@ -98,7 +98,7 @@ class Report:
         raise KeyError(f"no setting {name!r}; have {[r.setting.name for r in self.results]}")
 
     def as_summary(self) -> dict[str, float | int]:
-        """Flat scalars for the W&B summary; the original's names refer to the FIRST setting."""
+        """Flat scalars for the W&B summary; MM-CDFSL's names refer to the FIRST setting."""
         out: dict[str, float | int] = {}
         for r in self.results:
             p = f"fewshot/{r.setting.name}"
@@ -284,7 +284,7 @@ def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logi
 
 
 @gin.configurable("fewshot", denylist=["model", "loader", "device", "amp_dtype", "heads",
-                                       "checkpoint", "logger", "summary_path"])
+                                       "checkpoint", "logger", "summary_path", "input_key"])
 def run_fewshot(model, loader, device: torch.device | str = "cpu",
                 amp_dtype: torch.dtype | None = None, heads: Mapping[str, Any] | None = None,
                 checkpoint: str | Path | None = None, logger=None,
@@ -293,13 +293,14 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
                 classifier: str = "logistic", mask_views: int = 0, mask_ratio: float = 0.75,
                 use_heads: bool = False, ensemble_heads: bool = False, seed: int = 0,
                 mask_seed: int = 0, cache_dir: str | Path | None = None,
-                progress: bool = True) -> Report:
+                progress: bool = True, input_key: str = "rgb") -> Report:
     """Extract (or load cached) features once, then evaluate every setting on them.
 
     `settings` (a list of (n_way, k_shot, q_query, episodes)) overrides the single setting
     given by n_way/k_shot/q_query/episodes. `heads` are the CMT heads, used when `use_heads`.
     `checkpoint` names the weights' file for the cache key (else the weights are hashed).
     `seed` draws the episodes, `mask_seed` the tube masks, so a new episode seed reuses the cache.
+    `input_key`: the batch field the model reads, its modality (a flow teacher reads 'flow').
     """
     settings = settings if settings is not None else [(n_way, k_shot, q_query, episodes)]
     extra_heads = dict(heads or {}) if use_heads else {}
@@ -309,7 +310,7 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
     def extract() -> FeatureBank:
         return extract_features(model, loader, device, amp_dtype, mask_views=mask_views,
                                 mask_ratio=mask_ratio, extra_heads=extra_heads, seed=mask_seed,
-                                progress=progress)
+                                input_key=input_key, progress=progress)
 
     if cache_dir is None:
         bank = extract()
@@ -319,6 +320,8 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
         views = {"mask_views": mask_views, "mask_ratio": mask_ratio if mask_views else None,
                  "heads": sorted(extra_heads), "mask_seed": mask_seed if mask_views else None,
                  "amp_dtype": str(amp_dtype)}
+        if input_key != "rgb":  # rgb caches keep the keys they had before modalities existed
+            views["input_key"] = input_key
         key = feature_cache_key(weights, dataset_fingerprint(loader.dataset), views)
         path = Path(cache_dir) / f"features-{key[:20]}.pt"
         if path.is_file():

@@ -1,8 +1,8 @@
 """Episode statistics, defined once so every report states the same formulas.
 
-Conventions (kept from the original so numbers stay comparable):
+Conventions (kept from MM-CDFSL's test step so numbers stay comparable):
 - `std` is the population standard deviation over episodes (ddof = 0, as `np.std`);
-- `se` = std / sqrt(episodes) (the original's `_std_error`, no 1.96 factor);
+- `se` = std / sqrt(episodes) (MM-CDFSL's `_std_error`, no 1.96 factor);
 - `ci95` = 1.96 * se, the half-width of the normal 95% interval that video few-shot papers report.
 """
 from __future__ import annotations

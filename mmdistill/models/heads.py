@@ -10,7 +10,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 class CMTHead(nn.Sequential):
-    """Linear-act-Linear like the original (`depth=1`); `depth` = hidden layers.
+    """Linear-act-Linear like MM-CDFSL's models/cmt.py (`depth=1`); `depth` = hidden layers.
 
     It keeps its own `config`, which distillation checkpoints record (`arch`, `heads.<modality>`)
     so evaluation rebuilds the head with `CMTHead(**config)`. State-dict keys: `fc1.*`, `fc2.*`
@@ -41,31 +41,74 @@ def cmt_head(in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: in
              act: str = "relu") -> CMTHead:
     """gin entry for the CMT heads distillation builds, one per teacher.
 
-    hidden_dim None = in_dim (the original's D -> D -> D). Output width is the teacher's width, so
+    hidden_dim None = in_dim (MM-CDFSL's D -> D -> D). Output width is the teacher's width, so
     teachers of different sizes work.
     """
     return CMTHead(in_dim, out_dim, hidden_dim, depth, act)
+
+
+# MM-CDFSL's classifier builds its fc_norm as torch's default LayerNorm (eps 1e-5), as
+# F.layer_norm normalises the teacher targets with target_norm.
+FC_NORM_EPS = 1e-5
 
 
 class StudentWithHeads(nn.Module):
     """The trainable part of distillation: student encoder + one CMT head per teacher.
 
     Its forward is what DDP wraps, so gradient sync sees every trainable parameter's use.
-    State-dict prefixes: `student.`, `heads.<modality>.`.
+    State-dict prefixes: `student.`, `heads.<modality>.`, and `fc_norm.` with `fc_norm=True`: a
+    trainable LayerNorm on the pooled feature, like the fresh fc_norm MM-CDFSL's distillation
+    student trains on top of its encoder (only with feature='pooled').
     """
 
-    def __init__(self, student: nn.Module, heads: dict[str, nn.Module], feature: str = "tokens"):
+    def __init__(self, student: nn.Module, heads: dict[str, nn.Module], feature: str = "tokens",
+                 fc_norm: bool = False):
         super().__init__()
         if feature not in ("tokens", "pooled"):
             raise ValueError(f"distill.feature={feature!r}: choose 'tokens' or 'pooled'")
+        if fc_norm and feature != "pooled":
+            raise ValueError("distill.student_fc_norm=True normalises the pooled feature: set "
+                             "distill.feature='pooled' as well, or student_fc_norm=False")
         self.student = student
         self.heads = nn.ModuleDict(heads)
         self.feature = feature
+        self.fc_norm = nn.LayerNorm(student.embed_dim, eps=FC_NORM_EPS) if fc_norm else None
 
     def forward(self, x, visible_index=None):
         tokens, pooled = self.student(x, visible_index)
+        if self.fc_norm is not None:
+            pooled = self.fc_norm(pooled)
         feats = tokens if self.feature == "tokens" else pooled
         return {name: head(feats) for name, head in self.heads.items()}
+
+    def feature_model(self) -> nn.Module:
+        """The student as validation and evaluation must see it: (tokens, the pooled feature it
+        was distilled with). Shares the live modules, so it follows training."""
+        return self.student if self.fc_norm is None else NormedPooling(self.student, self.fc_norm)
+
+
+class NormedPooling(nn.Module):
+    """A VideoViT whose pooled feature passes one more LayerNorm: (tokens, fc_norm(pooled)).
+
+    It answers `grid_size`, `num_patches`, `in_chans`, `embed_dim` and `arch` like the encoder,
+    so few-shot evaluation takes it in place of one.
+    """
+
+    def __init__(self, encoder: nn.Module, fc_norm: nn.Module):
+        super().__init__()
+        self.encoder, self.fc_norm = encoder, fc_norm
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("grid_size", "num_patches", "in_chans", "embed_dim", "arch"):
+                return getattr(self.encoder, name)
+            raise
+
+    def forward(self, x, visible_index=None):
+        tokens, pooled = self.encoder(x, visible_index)
+        return tokens, self.fc_norm(pooled)
 
 
 class PooledHead(nn.Module):

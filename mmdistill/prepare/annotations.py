@@ -5,10 +5,11 @@ evaluation. The class of a video is its first folder below the input root; its i
 without extension (``serve/serve1``), the same id the frames/flow/skeleton steps use.
 
 Formats:
-- ``tennis``: the original project's JSON, a list of ``{"video", "fps", "height", "width",
+- ``tennis``: F3Set-style JSON (the tennis fork reads ``video`` and ``events``; the other keys
+  are ours), a list of ``{"video", "fps", "height", "width",
   "num_frames", "events": [{"frame": 0, "label": class}]}``. A whole short clip is written as ONE
-  event at frame 0, the video's first frame: F3Set files number frames from 0 (their events
-  include frame 0), which is the tennis reader's default ``frame_base=0``. Unlabeled entries have
+  event at frame 0, the video's first frame, our tennis reader's default ``frame_base=0`` (the
+  fork reads event frames as 1-based file numbers, 0 clamped to 1). Unlabeled entries have
   no label: read them with ``clip_annotations.label_key = None``.
 - ``flat`` (JSON) / ``csv``: one row per video, ``video`` and ``label`` only, no start: the reader
   then samples clips over the whole video.
@@ -258,7 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with one sub-folder of videos per class")
     parser.add_argument("--out", type=Path, required=True, help="folder for the list files")
     parser.add_argument("--format", choices=sorted(FORMATS), default="tennis",
-                        help="tennis (original JSON, one event at frame 0 = first frame per clip; default), flat "
+                        help="tennis (F3Set-style JSON, one event at frame 0 = first frame per clip; default), flat "
                              "(JSON list of {video, label}) or csv (video,label)")
     parser.add_argument("--split-classes", type=_split_argument, default=None, metavar="NAME=N,...",
                         help="deal the classes into disjoint groups, e.g. val=2,test=5; one labelled "

@@ -111,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--short-side", type=int, default=None,
                        help="resize so the shorter side has this many pixels (aspect kept)")
     group.add_argument("--size", type=parse_size, default=None,
-                       help="resize to exactly HEIGHTxWIDTH, e.g. 224x398 as in the original project")
+                       help="resize to exactly HEIGHTxWIDTH, e.g. 224x398 as in the tennis fork")
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1-100 (default 95)")
     add_run_arguments(parser, "frame folders")
 

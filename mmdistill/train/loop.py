@@ -93,7 +93,9 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           warmup_epochs: float = 5, warmup_lr: float = 1e-6, weight_decay: float = 0.05,
           betas: tuple[float, float] = (0.9, 0.999), clip_grad: float | None = None,
           accum_steps: int = 1, log_every: int = 20, save_ckpt_freq: int = 5,
-          keep_last_k: int | None = None, max_nonfinite: int = 10, compile: bool | str = False,
+          keep_last_k: int | None = None, keep_best_k: int | None = None,
+          best_metric: str = "val/fewshot/5way_5shot/acc", best_mode: str = "max",
+          max_nonfinite: int = 10, compile: bool | str = False,
           compile_mode: str | None = None, fused_adamw: bool | None = None,
           find_unused_parameters: bool = False) -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
@@ -101,15 +103,18 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
     Checkpoints: `last.ckpt` every epoch, `epoch=EE-train_loss=L.ckpt` every `save_ckpt_freq`
     epochs (keep the newest `keep_last_k`). `resume_from` continues that run exactly.
-    `epoch_end(epoch, global_step)` runs on every rank after each epoch's checkpoint (validation).
+    `epoch_end(epoch, global_step)` runs on every rank after each epoch's checkpoint (validation)
+    and may return metrics; with `keep_best_k`, each epoch whose metrics hold `best_metric` gets a
+    copy `epoch=EE-<metric>=V.ckpt`, and only the best k (by `best_mode`) are kept.
     `compile_mode` is torch.compile's mode ('reduce-overhead': CUDA graphs) for `compile=True`.
     `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
     """
     _check_settings(epochs=epochs, accum_steps=accum_steps, log_every=log_every,
                     save_ckpt_freq=save_ckpt_freq, max_nonfinite=max_nonfinite,
-                    keep_last_k=keep_last_k, lr=lr, min_lr=min_lr, warmup_lr=warmup_lr,
-                    warmup_epochs=warmup_epochs, weight_decay=weight_decay, betas=betas,
+                    keep_last_k=keep_last_k, keep_best_k=keep_best_k, lr=lr, min_lr=min_lr,
+                    warmup_lr=warmup_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay, betas=betas,
                     clip_grad=clip_grad)
+    _check_best_k(keep_best_k, best_mode, epoch_end)
     _check_loader(loader, ctx)
     objective.to(ctx.device)
     trainable = objective.trainable_modules()
@@ -183,7 +188,9 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
         training_checkpoint.save_epoch(ctx, objective, step_fn, scheduler, epoch, global_step,
                                        data_state, last_metrics, save_ckpt_freq, keep_last_k)
         if epoch_end is not None:
-            epoch_end(epoch, global_step)
+            epoch_metrics = epoch_end(epoch, global_step)
+            if keep_best_k and ctx.is_main and epoch_metrics:
+                _keep_best(ctx, epoch, epoch_metrics, best_metric, keep_best_k, best_mode)
 
     seconds = time.perf_counter() - train_start
     summary = {**last_metrics, "epochs": epochs, "global_step": global_step,
@@ -197,17 +204,38 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
 # --- helpers of train(), in the order it uses them -------------------------------------------
 
 def _check_settings(*, epochs, accum_steps, log_every, save_ckpt_freq, max_nonfinite,
-                    keep_last_k, lr, min_lr, warmup_lr, warmup_epochs, weight_decay, betas,
-                    clip_grad) -> None:
+                    keep_last_k, keep_best_k, lr, min_lr, warmup_lr, warmup_epochs,
+                    weight_decay, betas, clip_grad) -> None:
     """Every typed train.* setting, before anything is built: the message names the binding."""
     for name, value in [("epochs", epochs), ("accum_steps", accum_steps), ("log_every", log_every),
                         ("save_ckpt_freq", save_ckpt_freq), ("max_nonfinite", max_nonfinite)]:
         checks.check_int(f"train.{name}", value)
     checks.check_int("train.keep_last_k", keep_last_k, optional=True, example=3)
+    checks.check_int("train.keep_best_k", keep_best_k, optional=True, example=5)
     checks.check_number("train.lr", lr, example=1e-3)
     checks.check_number("train.warmup_epochs", warmup_epochs, example=5)
     checks.check_number("train.clip_grad", clip_grad, optional=True, example=1.0)  # 0: off
     optim.check_optimizer_settings(weight_decay, betas, min_lr, warmup_lr)
+
+
+def _check_best_k(keep_best_k, best_mode, epoch_end) -> None:
+    if keep_best_k is None:
+        return
+    if best_mode not in ("max", "min"):
+        raise ValueError(f"train.best_mode={best_mode!r}: choose 'max' or 'min'")
+    if epoch_end is None:
+        raise ValueError("train.keep_best_k needs a validation metric, but this run validates "
+                         "nothing: set validation.eval_every and validation.annotations, or "
+                         "unset train.keep_best_k")
+
+
+def _keep_best(ctx: RunContext, epoch: int, metrics: dict, best_metric: str, keep_best_k: int,
+               best_mode: str) -> None:
+    if best_metric not in metrics:
+        raise ValueError(f"train.best_metric={best_metric!r} is not among the validation "
+                         f"metrics {sorted(metrics)}; set train.best_metric to one of them")
+    training_checkpoint.save_best(ctx.checkpoints_dir, epoch, best_metric,
+                                  float(metrics[best_metric]), keep_best_k, best_mode)
 
 
 def _check_loader(loader, ctx: RunContext) -> None:

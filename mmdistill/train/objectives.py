@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.heads import CMTHead, StudentWithHeads
+from mmdistill.models.heads import FC_NORM_EPS, CMTHead, StudentWithHeads
 from mmdistill.train.targets import normalize_patches, patchify
 
 
@@ -29,7 +29,10 @@ class Distillation(nn.Module):
     """Student RGB features, translated by one head per teacher, regress the frozen teachers'.
 
     Every teacher sees its own modality of the same clip under the same tube mask, so token i of
-    the student and token i of each teacher describe the same space-time patch.
+    the student and token i of each teacher describe the same space-time patch. With
+    feature='pooled', student_fc_norm and target_norm (gin/base/distill_recipe.gin) the loss is
+    MM-CDFSL's: sum over teachers m of mean((g_m(LN_s(mean_V s)) - LN(mean_V t_m))^2), V the
+    visible tokens, LN_s a trainable LayerNorm, LN one without affine (a fresh fc_norm).
     """
 
     def __init__(self, student_with_heads: StudentWithHeads, teachers: dict[str, nn.Module],
@@ -68,6 +71,9 @@ class Distillation(nn.Module):
         """Architecture per checkpoint prefix, saved so a checkpoint rebuilds its own models.
         Heads other than `CMTHead` record nothing, so evaluation does not rebuild them."""
         arch = {"student": dict(self.trainable.student.arch)}
+        if self.trainable.fc_norm is not None:  # evaluation pools through it, as training did
+            arch["fc_norm"] = {"dim": self.trainable.fc_norm.normalized_shape[0],
+                               "eps": self.trainable.fc_norm.eps}
         for name, head in self.trainable.heads.items():
             if isinstance(head, CMTHead):
                 arch[f"heads.{name}"] = dict(head.config, feature=self.trainable.feature)
@@ -87,7 +93,7 @@ class Distillation(nn.Module):
             tokens, pooled = teacher(batch[name], visible_index)
             target = tokens if self.trainable.feature == "tokens" else pooled
             if self.target_norm:
-                target = F.layer_norm(target.float(), target.shape[-1:])
+                target = F.layer_norm(target.float(), target.shape[-1:], eps=FC_NORM_EPS)
             out[name] = target
         return out
 

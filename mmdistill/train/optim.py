@@ -25,7 +25,7 @@ def check_optimizer_settings(weight_decay: float, betas: tuple[float, float], mi
 
 
 def scaled_lr(base_lr: float, total_batch: int, scale: bool = True) -> float:
-    """The linear scaling rule of the original: lr = base_lr * total_batch / 256."""
+    """The linear scaling rule of MM-CDFSL and the tennis fork: lr = base_lr * total_batch / 256."""
     return base_lr * total_batch / LR_REFERENCE_BATCH if scale else base_lr
 
 

@@ -1,6 +1,7 @@
 """The training checkpoint, owned here from end to end: what it holds (built from the trainer's
 parts), writing it atomically, reading and checking it, keeping the newest k, resuming a run from
-it exactly, the step it stopped at, and rebuilding a distilled checkpoint's models for evaluation.
+it exactly, the step it stopped at, keeping the best k by a validation metric, and rebuilding a
+distilled checkpoint's models for evaluation.
 
 Files are written atomically (`checkpoint_write`: temporary file in the same folder, fsync,
 rename), so a crash or a full disk mid-write leaves the previous checkpoint untouched. Everything
@@ -22,7 +23,7 @@ from torch import nn
 
 from mmdistill.context import RunContext
 from mmdistill.models.checkpoint import read_checkpoint
-from mmdistill.models.heads import CMTHead, PooledHead
+from mmdistill.models.heads import CMTHead, NormedPooling, PooledHead
 from mmdistill.models.loading import LoadReport, build_from_checkpoint
 from mmdistill.models.vit import VideoViT
 from mmdistill.train import distributed, optim
@@ -36,7 +37,8 @@ _NAMED = re.compile(r"^epoch=(\d+)-train_loss=.*\.ckpt$")
 
 
 def checkpoint_name(epoch: int, train_loss: float) -> str:
-    """The original's naming (0-based epoch, as Lightning wrote it): `epoch=04-train_loss=0.1234.ckpt`."""
+    """The tennis fork's naming (0-based epoch, as Lightning wrote it):
+    `epoch=04-train_loss=0.1234.ckpt`."""
     loss = f"{train_loss:.4f}" if math.isfinite(train_loss) else str(train_loss)
     return f"epoch={epoch:02d}-train_loss={loss}.ckpt"
 
@@ -73,6 +75,44 @@ def prune_checkpoints(folder: str | Path, keep_last_k: int | None) -> list[Path]
     named = sorted((int(m.group(1)), p) for p in Path(folder).iterdir()
                    if (m := _NAMED.match(p.name)))
     removed = [p for _, p in named[:-keep_last_k]]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+def metric_file_part(metric: str) -> str:
+    """`val/fewshot/5way_5shot/acc` -> `val_fewshot_5way_5shot_acc`, a best-k file's name part."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", metric).strip("_")
+
+
+def best_checkpoint_name(epoch: int, metric: str, value: float) -> str:
+    """Lightning's `{epoch:02d}-{metric:.4f}` naming:
+    `epoch=09-val_fewshot_5way_5shot_acc=61.2345.ckpt`."""
+    return f"epoch={epoch:02d}-{metric_file_part(metric)}={value:.4f}.ckpt"
+
+
+def save_best(folder: str | Path, epoch: int, metric: str, value: float, keep_best_k: int,
+              mode: str = "max") -> list[Path]:
+    """Copy this epoch's `last.ckpt` to a name carrying `metric`'s value, then delete all but the
+    best `keep_best_k` such copies (never `last.ckpt` or the `train_loss` ones). Returns the
+    removed files. A non-finite value is never kept among the best."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"train.best_mode={mode!r}: choose 'max' or 'min'")
+    folder = Path(folder)
+    if math.isfinite(value):
+        payload = load_checkpoint(folder / LAST)
+        if payload["epoch"] != epoch:
+            raise RuntimeError(f"{folder / LAST} holds epoch {payload['epoch']}, not {epoch}: the "
+                               f"best-k copy must be written right after the epoch's checkpoint")
+        save_checkpoint(folder / best_checkpoint_name(epoch, metric, value), payload)
+    pattern = re.compile(rf"^epoch=(\d+)-{re.escape(metric_file_part(metric))}=(.+)\.ckpt$")
+    scored = []
+    for path in folder.iterdir():
+        if (match := pattern.match(path.name)):
+            score = float(match.group(2))
+            scored.append((score if mode == "max" else -score, int(match.group(1)), path))
+    scored.sort(key=lambda item: (-item[0], item[1]))  # best first; ties: the earlier epoch
+    removed = [path for _, _, path in scored[keep_best_k:]]
     for path in removed:
         path.unlink()
     return removed
@@ -201,9 +241,11 @@ def step_done(path: str | Path) -> int:
 
 def models_for_evaluation(path: str | Path, prefix: str | None = None,
                           trust_checkpoint: bool = False
-                          ) -> tuple[VideoViT, dict[str, nn.Module], LoadReport]:
+                          ) -> tuple[nn.Module, dict[str, nn.Module], LoadReport]:
     """The encoder stored in any supported checkpoint (a distillation checkpoint's student unless
-    `prefix` says otherwise), plus the CMT heads our distillation checkpoints record."""
+    `prefix` says otherwise), plus the CMT heads our distillation checkpoints record. A student
+    distilled through a trained pooled LayerNorm (`fc_norm.*`) comes back as a `NormedPooling`,
+    so evaluation reads the pooled feature it was trained with."""
     ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     ours = ckpt.format == FORMAT
     if prefix is None and ours and any(k.startswith("student.") for k in ckpt.state_dict):
@@ -211,13 +253,34 @@ def models_for_evaluation(path: str | Path, prefix: str | None = None,
     model, report = build_from_checkpoint(ckpt, prefix=prefix)
     if not ours:
         return model, {}, report
-    return model, rebuild_heads(ckpt.state_dict, ckpt.metadata.get("arch") or {}, model, path), report
+    arch = ckpt.metadata.get("arch") or {}
+    fc_norm = _trained_fc_norm(ckpt.state_dict, arch, path) if report.prefix == "student." else None
+    heads = rebuild_heads(ckpt.state_dict, arch, model, path, fc_norm)
+    return (model if fc_norm is None else NormedPooling(model, fc_norm)), heads, report
+
+
+def _trained_fc_norm(state_dict: dict[str, torch.Tensor], arch: dict[str, dict],
+                     path: str | Path) -> nn.LayerNorm | None:
+    if "fc_norm" not in arch:
+        return None
+    norm = nn.LayerNorm(arch["fc_norm"]["dim"], eps=arch["fc_norm"]["eps"])
+    weights = {k[len("fc_norm."):]: v.float() for k, v in state_dict.items()
+               if k.startswith("fc_norm.")}
+    try:
+        norm.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: its arch records the student's pooled fc_norm "
+                         f"({arch['fc_norm']}) but the weights fc_norm.* do not fit it: {err}. "
+                         f"The checkpoint is damaged or was edited.") from err
+    return norm
 
 
 def rebuild_heads(state_dict: dict[str, torch.Tensor], arch: dict[str, dict], encoder: VideoViT,
-                  path: str | Path) -> dict[str, nn.Module]:
+                  path: str | Path, fc_norm: nn.Module | None = None) -> dict[str, nn.Module]:
     """modality -> CMT head with its trained weights, from the `heads.<modality>` entries of a
-    checkpoint's `arch`; a head trained on the pooled feature is applied to the pooled feature."""
+    checkpoint's `arch`; a head trained on the pooled feature is applied to the pooled feature
+    (through the student's trained `fc_norm` when it had one)."""
+    pooled_norm = encoder.fc_norm if fc_norm is None else nn.Sequential(encoder.fc_norm, fc_norm)
     heads = {}
     for name, config in arch.items():
         if not name.startswith("heads."):
@@ -233,7 +296,7 @@ def rebuild_heads(state_dict: dict[str, torch.Tensor], arch: dict[str, dict], en
             raise ValueError(f"{path}: the weights of {name} do not fit the head its arch records "
                              f"({config}): {err}. The checkpoint is damaged or was edited.") from err
         modality = name.split(".", 1)[1]
-        heads[modality] = head if feature == "tokens" else PooledHead(head, encoder.fc_norm)
+        heads[modality] = head if feature == "tokens" else PooledHead(head, pooled_norm)
     unrecorded = sorted({k.split(".")[1] for k in state_dict if k.startswith("heads.")}
                         - set(heads))
     if unrecorded:

@@ -1,0 +1,89 @@
+"""evaluate.modalities: each teacher judged on its own modality, on the same clips and episodes."""
+import json
+
+import gin
+import pytest
+import torch
+from ckpt_factories import write_mmdistill_ckpt
+from data_factories import make_dataset
+
+from context_factories import cpu_context
+from mmdistill.models.vit import video_vit
+from mmdistill.stages import comparison_table, evaluate_stage
+
+TINY = dict(num_frames=4, img_size=(32, 32), patch_size=16, tubelet_size=2, embed_dim=32,
+            depth=1, num_heads=2)
+
+
+@pytest.fixture
+def teachers(tmp_path):
+    data = make_dataset(tmp_path / "data", videos=("v0", "v1", "v2", "v3"), labels=("a", "b"),
+                        events_per_video=2, num_frames=12, size=(32, 32))
+    gin.parse_config([
+        f"fewshot_data/clip_data.annotations = '{data['annotations']}'",
+        "temporal_sampling.num_frames = 4", "temporal_sampling.sampling_rate = 1",
+        "spatial_transform.short_side = None", "spatial_transform.crop_size = (32, 32)",
+        "data_loader.batch_size = 4", "data_loader.num_workers = 0",
+        "fewshot.settings = [(2, 1, 2, 12)]"])
+    paths = {}
+    for name, channels in (("teacher_rgb", 3), ("teacher_flow", 2), ("teacher_skeleton", 17)):
+        torch.manual_seed(channels)
+        paths[name] = write_mmdistill_ckpt(tmp_path / f"{name}.ckpt",
+                                           {"encoder.": video_vit(in_chans=channels, **TINY)})
+    return paths
+
+
+def test_each_teacher_is_evaluated_on_its_own_modality_on_the_same_episodes(tmp_path, teachers):
+    ctx = cpu_context(tmp_path / "run")
+    summary = evaluate_stage(ctx, None, baselines=teachers, cache_features=False,
+                             modalities={"teacher_flow": "flow", "teacher_skeleton": "skeleton"})
+    for name, modality in (("teacher_rgb", "rgb"), ("teacher_flow", "flow"),
+                           ("teacher_skeleton", "skeleton")):
+        assert summary[f"evaluated/{name}/modality"] == modality
+        assert 0 <= summary[f"{name}/fewshot/2way_1shot/acc"] <= 100
+        report = json.loads((ctx.dir / f"fewshot_{name}.json").read_text())
+        assert report["num_clips"] == 8 and report["num_classes"] == 2
+    # The features differ by modality, the clips and episodes do not: same per-class query counts.
+    reports = [json.loads((ctx.dir / f"fewshot_{n}.json").read_text()) for n in teachers]
+    queries = {json.dumps(r["settings"][0]["per_class_queries"]) for r in reports}
+    assert len(queries) == 1
+
+
+def test_a_non_rgb_checkpoint_without_its_modality_is_refused_by_name(tmp_path, teachers):
+    ctx = cpu_context(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"evaluate.modalities = \{'teacher_flow': 'flow'\}"):
+        evaluate_stage(ctx, None, baselines={"teacher_flow": teachers["teacher_flow"]},
+                       cache_features=False)
+    with pytest.raises(ValueError, match="names \\['student'\\], which are not evaluated"):
+        evaluate_stage(ctx, None, baselines=teachers, modalities={"student": "flow"})
+
+
+def test_modalities_with_different_clips_are_refused(tmp_path, teachers, monkeypatch):
+    import mmdistill.stages as stages
+
+    build = stages.build_clip_dataset
+
+    def flow_loses_a_clip(*args, **kwargs):
+        dataset = build(*args, **kwargs)
+        if kwargs["modalities"] == ["flow"]:
+            dataset.clips = dataset.clips[:-1]
+        return dataset
+
+    monkeypatch.setattr(stages, "build_clip_dataset", flow_loses_a_clip)
+    with pytest.raises(ValueError, match="the flow few-shot clips differ"):
+        evaluate_stage(cpu_context(tmp_path / "run"), None, baselines=teachers,
+                       cache_features=False, modalities={"teacher_flow": "flow"})
+
+
+def test_the_comparison_table_names_each_model_modality():
+    from types import SimpleNamespace
+
+    class Report:  # what comparison_table reads of a fewshot Report
+        results = [SimpleNamespace(setting=SimpleNamespace(name="5way_1shot"))]
+
+        def __getitem__(self, name):
+            return SimpleNamespace(accuracy=SimpleNamespace(mean=50.0, ci95=1.0))
+
+    table = comparison_table({"teacher_rgb": Report(), "teacher_flow": Report()},
+                             {"teacher_rgb": "rgb", "teacher_flow": "flow"})
+    assert "teacher_flow (flow)" in table and "teacher_rgb (rgb)" in table
