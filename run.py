@@ -57,7 +57,8 @@ def import_configurables() -> None:
     import mmdistill.models.heads  # noqa: F401  cmt_head
     import mmdistill.models.vit  # noqa: F401  video_vit
     import mmdistill.pipeline  # noqa: F401  pipeline
-    import mmdistill.stages  # noqa: F401  distill, pretrain, evaluate, validation
+    import mmdistill.evaluation  # noqa: F401  evaluate
+    import mmdistill.stages  # noqa: F401  distill, pretrain, validation
     import mmdistill.train.loop  # noqa: F401  train
 
 

@@ -23,7 +23,8 @@ from mmdistill import rundir
 from mmdistill.checks import SettingError, check_int, check_str
 from mmdistill.config import flatten_config
 from mmdistill.context import PRECISIONS, RunContext
-from mmdistill.stages import distill_stage, evaluate_stage, pretrain_stage
+from mmdistill.evaluation import evaluate_stage
+from mmdistill.stages import distill_stage, pretrain_stage
 from mmdistill.tracking import FanoutLogger, MetricsFile, NullLogger, WandbLogger
 from mmdistill.train.distributed import init_distributed
 
@@ -40,7 +41,7 @@ class Task:
     test: Callable[[RunContext, Path | None], dict] | None
 
 
-# `experiment.task` -> its stages (mmdistill/stages.py).
+# `experiment.task` -> its stages (mmdistill/stages.py, mmdistill/evaluation.py).
 TASKS: dict[str, Task] = {
     "distill": Task(train=distill_stage, test=evaluate_stage),
     "pretrain": Task(train=pretrain_stage, test=evaluate_stage),

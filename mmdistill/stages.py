@@ -1,17 +1,17 @@
-"""The stages `experiment.task` can name (the mapping is `experiment.TASKS`): build models and
-data from gin, hand them to the loop or the few-shot evaluator.
+"""The training stages `experiment.task` can name (the mapping is `experiment.TASKS`): build
+models and data from gin and hand them to the loop. The evaluate stage is mmdistill/evaluation.py.
 
 gin scopes say which model or dataset a binding is for:
   student/video_vit.*, teacher_<modality>/video_vit.*, teacher_<modality>/pretrained.*  (models)
   encoder/video_vit.*                                   (the encoder a pretraining run trains)
   unlabeled/clip_data.*, unlabeled/data_loader.*        (distillation / pretraining clips)
   source/clip_data.*                                    (labelled stage-1 source clips)
-  fewshot_data/clip_data.*, fewshot_data/data_loader.*  (labelled evaluation clips)
+  fewshot_val_data/clip_data.*                          (validation clips, class-disjoint)
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import gin
 import torch
@@ -20,16 +20,14 @@ from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.paired import PairedClipDataset, source_seed
-from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.heads import ActionHead, NormedPooling, StudentWithHeads, cmt_head
+from mmdistill.models.heads import ActionHead, StudentWithHeads, cmt_head
 from mmdistill.models.loading import initialise_from_checkpoint, initialise_mae
 from mmdistill.models.vit import VideoViT, video_vit
 from mmdistill.train.distributed import any_rank
 from mmdistill.train.loop import train
 from mmdistill.train.objectives import Distillation, MaskedAutoencoding
-from mmdistill.train.training_checkpoint import models_for_evaluation
 
 DEFAULT_MODALITIES = ("rgb", "flow", "skeleton")
 
@@ -314,129 +312,3 @@ def _paired_clips(ctx: RunContext, modality: str, grid, mask_ratio: float,
           + (f", paired with {len(target_clips)} target clips" if target else "")
           + f", modality {modality}, mask ratio {mask_ratio}", flush=True)
     return paired
-
-
-# --- few-shot evaluation --------------------------------------------------------------------
-
-def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
-    """The encoder (and, for our distillation checkpoints, the CMT heads) stored in `path`."""
-    model, heads, report = models_for_evaluation(path, prefix, trust)
-    print(f"[evaluate] {path}: {report.format} checkpoint, model {report.prefix or '(root)'}"
-          f", {report.loaded} tensors loaded", flush=True)
-    return model, heads
-
-
-@gin.configurable("evaluate")
-def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
-                   baselines: Mapping[str, str] | None = None, prefix: str | None = None,
-                   trust_checkpoint: bool = False, cache_features: bool = True,
-                   modalities: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
-    checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
-
-    `modalities` names the input of each model that does not read RGB, e.g. {'teacher_flow':
-    'flow', 'teacher_skeleton': 'skeleton'}, so a teacher is judged on what it was trained on.
-    Each modality's clips come from the same `fewshot_data/clip_data` annotations, checked equal,
-    so every model meets identical episodes. The returned numbers reach summary.json and the W&B
-    summary through experiment()."""
-    models: dict[str, str | Path] = {}
-    if ckpt_path is not None:
-        models["trained"] = ckpt_path
-    models.update(baselines or {})
-    if not models:
-        raise ValueError("nothing to evaluate: set experiment.ckpt_path (or train first), or "
-                         "evaluate.baselines = {'name': 'path/to/checkpoint'}")
-    unknown = set(modalities or {}) - set(models)
-    if unknown:
-        raise ValueError(f"evaluate.modalities names {sorted(unknown)}, which are not evaluated "
-                         f"models {sorted(models)} ('trained' or an evaluate.baselines name)")
-    for name, path in models.items():
-        if not Path(path).exists():
-            raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
-    if not ctx.is_main:
-        return {}
-    modality_of = {name: (modalities or {}).get(name, "rgb") for name in models}
-    rgb_first = sorted(set(modality_of.values()), key=lambda m: (m != "rgb", m))
-    loaders = _fewshot_loaders(ctx, rgb_first)
-    summary: dict[str, Any] = {}
-    reports = {}
-    for name, path in models.items():
-        modality = modality_of[name]
-        model, heads = _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint)
-        _check_input_channels(name, model, modality)
-        extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
-        report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
-                             amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
-                             checkpoint=None, logger=None,  # cache keyed on the weights themselves
-                             cache_dir=ctx.dir / "feature_cache" if cache_features else None,
-                             input_key=modality, **extra)
-        reports[name] = report
-        # Which weights produced these numbers, so a run can prove it evaluated what it names.
-        summary[f"evaluated/{name}/checkpoint"] = str(path)
-        encoder = model.encoder if isinstance(model, NormedPooling) else model
-        summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([encoder])
-        if encoder is not model:  # the trained pooled LayerNorm, fingerprinted on its own
-            summary[f"evaluated/{name}/fc_norm_sha"] = weights_fingerprint([model.fc_norm])
-        summary[f"evaluated/{name}/modality"] = modality
-        for key, value in report.as_summary().items():
-            summary[key if name == "trained" else f"{name}/{key}"] = value
-        report.write_json(ctx.dir / f"fewshot_{name}.json")
-        columns, rows = report.rows()
-        ctx.logger.table(f"fewshot/{name}", ["model", *columns], [[name, *r] for r in rows])
-    clip_counts = {name: (r.num_clips, r.num_skipped) for name, r in reports.items()}
-    if len(set(clip_counts.values())) > 1:
-        raise ValueError(f"the models were evaluated on different clips (clips, skipped as bad): "
-                         f"{clip_counts}, so their episodes differ; fix or drop the bad clips of "
-                         f"one modality (fewshot_data/clip_data.on_bad_clip = 'error' names them)")
-    if len(reports) > 1:
-        print(comparison_table(reports, modality_of), flush=True)
-    return summary
-
-
-def _fewshot_loaders(ctx: RunContext, modalities: Sequence[str]) -> dict[str, Any]:
-    """One labelled loader per modality, all from `fewshot_data/clip_data`: the same clips, in the
-    same order, with the same class indices (checked), hence the same episodes."""
-    loaders, first = {}, None
-    for modality in modalities:
-        with gin.config_scope("fewshot_data"):
-            dataset = build_clip_dataset(modalities=[modality], mode="eval", seed=ctx.seed,
-                                         labeled=True)
-            loaders[modality] = build_loader(dataset, shuffle=False, drop_last=False,
-                                             seed=ctx.seed)
-        print(f"[evaluate] {modality}: {len(dataset)} labelled clips in {dataset.num_classes} "
-              f"classes", flush=True)
-        if first is None:
-            first = dataset
-        elif dataset.clips != first.clips or dataset.class_names != first.class_names:
-            raise ValueError(f"the {modality} few-shot clips differ from the "
-                             f"{next(iter(loaders))} ones (clip list or class indices), so the "
-                             f"episodes would differ; every modality must read the same "
-                             f"fewshot_data/clip_data.annotations")
-    return loaders
-
-
-def _check_input_channels(name: str, model, modality: str) -> None:
-    """A non-RGB checkpoint evaluated on RGB is a missing evaluate.modalities entry, say so."""
-    if modality == "rgb" and model.in_chans != 3:
-        raise ValueError(f"evaluate: '{name}' takes {model.in_chans} input channels, not RGB's 3; "
-                         f"name its modality: evaluate.modalities = {{'{name}': 'flow'}} "
-                         f"(or 'skeleton')")
-
-
-def comparison_table(reports: Mapping[str, Any],
-                     modalities: Mapping[str, str] | None = None) -> str:
-    """Side by side: one row per setting, one column per model (and its input modality when
-    given), mean +/- 95% CI."""
-    names = list(reports)
-    labels = {n: f"{n} ({modalities[n]})" if modalities else n for n in names}
-    settings = [r.setting.name for r in next(iter(reports.values())).results]
-    width = max(20, *(len(labels[n]) + 2 for n in names))
-    lines = ["Few-shot accuracy (%, mean +/- 95% CI over the same episodes)",
-             f"{'setting':<14}" + "".join(f"{labels[n]:>{width}}" for n in names)]
-    for setting in settings:
-        cells = []
-        for name in names:
-            acc = reports[name][setting].accuracy
-            cells.append(f"{acc.mean:.2f} +/- {acc.ci95:.2f}".rjust(width))
-        lines.append(f"{setting:<14}" + "".join(cells))
-    return "\n".join(lines)

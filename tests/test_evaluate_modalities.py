@@ -9,7 +9,7 @@ from data_factories import make_dataset
 
 from context_factories import cpu_context
 from mmdistill.models.vit import video_vit
-from mmdistill.stages import comparison_table, evaluate_stage
+from mmdistill.evaluation import comparison_table, evaluate_stage
 
 TINY = dict(num_frames=4, img_size=(32, 32), patch_size=16, tubelet_size=2, embed_dim=32,
             depth=1, num_heads=2)
@@ -59,7 +59,7 @@ def test_a_non_rgb_checkpoint_without_its_modality_is_refused_by_name(tmp_path, 
 
 
 def test_modalities_with_different_clips_are_refused(tmp_path, teachers, monkeypatch):
-    import mmdistill.stages as stages
+    import mmdistill.evaluation as stages
 
     build = stages.build_clip_dataset
 
