@@ -199,7 +199,7 @@ def fewshot(encoder, x, y, class_names, episodes):
         pooled = torch.cat([encoder(b)[1] for b in x.split(32)])
     bank = FeatureBank(y, class_names, {'pooled': pooled.float()}, torch.arange(len(y)))
     report = evaluate(bank, [(5, 1, 15, episodes), (5, 5, 15, episodes)])
-    return [100 * r.accuracy.mean for r in report.results]
+    return [r.accuracy.mean for r in report.results]  # already in percent
 
 
 def run_vits(root, modalities, epochs, lr, episodes, seed):
