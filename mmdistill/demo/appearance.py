@@ -84,12 +84,17 @@ _DEPTH_BIAS = {'torso': -0.02, 'neck': -0.01, 'head': 0.03}
 
 
 def figure_layers(joints, rng, height_px, centre, background_mean):
-    to_px = lambda p: np.stack([centre[0] + height_px * p[:, 0], centre[1] + height_px * p[:, 1]], -1)
     limb_radius = rng.uniform(0.035, 0.05) * height_px
     clothes = {'shirt': _contrasting_colour(rng, background_mean),
                'trousers': _contrasting_colour(rng, background_mean),
                'skin': _contrasting_colour(rng, background_mean, 60)}
     clothes['sleeve'] = clothes['skin'] if rng.random() < 0.5 else clothes['shirt']
+    return place_figure(joints, height_px, centre, limb_radius, clothes)
+
+
+def place_figure(joints, height_px, centre, limb_radius, clothes):
+    """The figure's capsules in pixels; `clothes` maps shirt/trousers/skin/sleeve to RGB."""
+    to_px = lambda p: np.stack([centre[0] + height_px * p[:, 0], centre[1] + height_px * p[:, 1]], -1)
     starts, ends, radii, colours, depths = [], [], [], [], []
     for name, a, b, radius, part in _FIGURE_PARTS:
         starts.append(to_px(joints[a]))
@@ -127,3 +132,11 @@ def distractor_layers(rng, num_frames, height, width, max_distractors):
     return Layers(np.stack(starts, 1), np.stack(ends, 1), np.array(radii),
                    np.stack(colours, 1), np.full((num_frames, count), -10.0))
 
+
+
+def stack_layers(back, front):
+    """One Layers holding `back`'s capsules then `front`'s (depth still decides the drawing)."""
+    join = lambda a, b, axis=1: np.concatenate([a, b], axis=axis)
+    return Layers(join(back.start, front.start), join(back.end, front.end),
+                  join(back.radius, front.radius, 0), join(back.colour, front.colour),
+                  join(back.depth, front.depth))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from mmdistill.demo.actions import ACTIONS
 from mmdistill.demo.cache import ensure_demo_dataset
-from mmdistill.demo.writer import demo_data_params
+from mmdistill.demo.looks import LOOKS
+from mmdistill.demo.worlds import WORLDS
+from mmdistill.demo.writer import default_params
 
 _HELP = {
     'seed': 'all randomness comes from it',
@@ -19,6 +22,14 @@ _HELP = {
     'size': 'frame height and width',
     'jpeg_quality': 'JPEG quality of the frames',
     'max_distractors': 'most drifting shapes behind the figure',
+    'world': f'which demo world ({", ".join(WORLDS)})',
+    'source_classes': 'cross_domain: actions of the labelled source domain (source.json)',
+    'target_classes': 'cross_domain: target actions in fewshot.json',
+    'target_val_classes': 'cross_domain: target actions in fewshot_val.json',
+    'source_clips_per_class': 'cross_domain: labelled source videos per class',
+    'source_look': f'cross_domain: look of the source domain ({", ".join(LOOKS)})',
+    'target_look': f'cross_domain: look of the target domain ({", ".join(LOOKS)})',
+    'spurious_cue': 'cross_domain: probability that a source backdrop takes its class hue',
 }
 
 
@@ -28,11 +39,19 @@ def main(argv=None, prog='python -m mmdistill.demo'):
         description='Write (or reuse) the synthetic multi-modal demo dataset. '
                     f'Example: {prog} .cache/demo_data --seed 0')
     parser.add_argument('root', help='dataset folder (created; reused when it matches)')
-    for name, default in demo_data_params().items():
-        extra = dict(nargs=2, metavar=('H', 'W')) if name == 'size' else {}
-        parser.add_argument('--' + name.replace('_', '-'), type=int, default=default,
-                            help=f'{_HELP[name]} (default: {default})', **extra)
-    args = vars(parser.parse_args(argv))
+    defaults = json.loads(json.dumps(default_params()))
+    for name, default in defaults.items():
+        if name == 'size':
+            extra = dict(nargs=2, metavar=('H', 'W'), type=int)
+        elif isinstance(default, list):
+            extra = dict(nargs='*')
+        else:
+            extra = dict(type=type(default))
+        shown = ' '.join(default) if isinstance(default, list) and name != 'size' else default
+        # Unset options stay None and are not passed: each world checks only its own.
+        parser.add_argument('--' + name.replace('_', '-'), default=None,
+                            help=f'{_HELP[name]} (default: {shown})', **extra)
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     root = args.pop('root')
     began = time.perf_counter()
     path = ensure_demo_dataset(root, **args)

@@ -28,11 +28,10 @@ class DemoClip:
     action: str
 
 
-def render_clip(action, rng, num_frames=16, size=(64, 64), max_distractors=3):
-    """Render one clip of `action` with appearance and timing drawn from `rng`."""
+def animate(action, rng, num_frames):
+    """The action's 3-D joints over the clip, with its per-clip style drawn from `rng`."""
     if action not in ACTIONS:
         raise ValueError(f'Unknown demo action {action!r}; choose from {sorted(ACTIONS)}.')
-    height, width = size
     spec = ACTIONS[action]
     style = Style(side='l' if rng.random() < 0.5 else 'r',
                   direction=1 if rng.random() < 0.5 else -1,
@@ -43,19 +42,33 @@ def render_clip(action, rng, num_frames=16, size=(64, 64), max_distractors=3):
     pose = rest_pose(num_frames)
     pose['yaw'] += rng.choice([-1, 1]) * rng.uniform(*spec.yaw)
     spec.animate(pose, phi, progress, style)
-    joints = pose_to_joints(pose)
+    return pose_to_joints(pose)
 
-    figure_height = rng.uniform(0.55, 0.8) * height
-    centre = (rng.uniform(0.35, 0.65) * width,
-              rng.uniform(0.52 * figure_height + 1, height - STANDING_ANKLE_Y * figure_height - 1))
-    background = appearance.background(rng, height, width)
-    figure = appearance.figure_layers(joints, rng, figure_height, centre, background.mean((0, 1)))
-    distractors = appearance.distractor_layers(rng, num_frames, height, width, max_distractors)
-    join = lambda a, b, axis=1: np.concatenate([a, b], axis=axis)
-    layers = appearance.Layers(
-        join(distractors.start, figure.start), join(distractors.end, figure.end),
-        join(distractors.radius, figure.radius, 0), join(distractors.colour, figure.colour),
-        join(distractors.depth, figure.depth))
+
+def render_clip(action, rng, num_frames=16, size=(64, 64), max_distractors=3, look=None,
+                cue=None):
+    """Render one clip of `action` with appearance and timing drawn from `rng`.
+
+    `look` None is the single demo world (appearance independent of everything); a look name
+    (looks.LOOKS) draws the scene from that domain's look, with `cue` its class-tied tint or None.
+    """
+    height, width = size
+    joints = animate(action, rng, num_frames)
+    if look is not None:
+        from mmdistill.demo.looks import look_scene
+        layers, background, figure_height, centre = look_scene(look, joints, rng, num_frames,
+                                                               size, cue)
+    else:
+        figure_height = rng.uniform(0.55, 0.8) * height
+        centre = (rng.uniform(0.35, 0.65) * width,
+                  rng.uniform(0.52 * figure_height + 1,
+                              height - STANDING_ANKLE_Y * figure_height - 1))
+        background = appearance.background(rng, height, width)
+        figure = appearance.figure_layers(joints, rng, figure_height, centre,
+                                          background.mean((0, 1)))
+        distractors = appearance.distractor_layers(rng, num_frames, height, width,
+                                                   max_distractors)
+        layers = appearance.stack_layers(distractors, figure)
     frames, flow = render(layers, background)
 
     body = np.stack([joints[name][:, :2] for name in COCO17_JOINTS], 1)  # (T, 17, 2), x and y

@@ -6,9 +6,11 @@ Under a root (data/layout.py has the templates):
     flows/{video}/pair_{frame:05d}.npy  float16 [2, H, W] flow from frame k to k+1 (dx, dy pixels)
     skeletons/{video}.pkl               MMAction2-style dict, COCO-17 keypoints in pixels
     unlabeled.json, fewshot.json (, fewshot_val.json)   tennis-style events (0-based frame index)
+    source.json                         cross_domain world only: the labelled source domain
     manifest.json                       generator version + parameters (for cache reuse)
 
-Which videos exist, and in which split, is decided by `plan_videos` alone; each clip has its
+Which videos exist, and in which split and look, is decided by `plan_videos` (from the
+world's splits, worlds.py) alone; each clip has its
 own random stream (clip.clip_rng), so adding a split later leaves the existing clips unchanged.
 """
 
@@ -29,6 +31,9 @@ from mmdistill.data.layout import (FLOW_TEMPLATE, FLOWS_DIR, FRAME_TEMPLATE, FRA
 from mmdistill.demo.actions import ACTIONS
 from mmdistill.demo.atomic import exclusive, publish, remove_leftovers
 from mmdistill.demo.clip import clip_rng, render_clip
+from mmdistill.demo.worlds import (SOURCE_CLASSES, SOURCE_FILE, TARGET_CLASSES,
+                                   TARGET_VAL_CLASSES, check_cross_domain, splits, world_of,
+                                   world_params)
 from mmdistill.progress import progress as progress_bar
 
 GENERATOR = 'mmdistill.demo'
@@ -42,10 +47,7 @@ MANIFEST_FILE = 'manifest.json'
 FPS = 25
 # Everything the generator writes at the top level of its root; only these are ever deleted.
 OWNED_ENTRIES = frozenset({FRAMES_DIR, FLOWS_DIR, SKELETONS_DIR, UNLABELED_FILE, FEWSHOT_FILE,
-                           FEWSHOT_VAL_FILE, MANIFEST_FILE})
-# split name -> (annotation file, code in each clip's random stream, video id prefix)
-SPLITS = {'unlabeled': (UNLABELED_FILE, 0, 'u'), 'fewshot': (FEWSHOT_FILE, 1, 'e'),
-          'fewshot_val': (FEWSHOT_VAL_FILE, 2, 'v')}
+                           FEWSHOT_VAL_FILE, SOURCE_FILE, MANIFEST_FILE})
 
 
 def write_clip(root, video, clip, jpeg_quality):
@@ -77,21 +79,14 @@ def _annotation(video, action, num_frames, size):
 
 
 def split_classes(params):
-    """The actions of each split: `num_classes` few-shot classes, then `val_classes` others."""
-    names = list(ACTIONS)
-    fewshot = names[:params['num_classes']]
-    val = names[params['num_classes']:params['num_classes'] + params['val_classes']]
-    return {'unlabeled': fewshot + val, 'fewshot': fewshot, 'fewshot_val': val}
+    """The actions of each split of the world `params` describe."""
+    return {split.name: list(split.classes) for split in splits(params)}
 
 
 def plan_videos(params):
     """(split, video id, action, clip index) of every video, in writing order."""
-    classes = split_classes(params)
-    counts = {'unlabeled': params['unlabeled_clips'],
-              'fewshot': params['clips_per_class'] * len(classes['fewshot']),
-              'fewshot_val': params['clips_per_class'] * len(classes['fewshot_val'])}
-    return [(split, f'{SPLITS[split][2]}{i:05d}', classes[split][i % len(classes[split])], i)
-            for split in SPLITS for i in range(counts[split])]
+    return [(split, f'{split.prefix}{i:05d}', split.classes[i % len(split.classes)], i)
+            for split in splits(params) for i in range(split.count)]
 
 
 def write_dataset(folder, params, progress=True, shown_as=None):
@@ -99,43 +94,66 @@ def write_dataset(folder, params, progress=True, shown_as=None):
     folder = Path(folder)
     size = tuple(params['size'])
     began = time.perf_counter()
-    annotations = {split: [] for split in SPLITS}
+    annotations = {split.name: [] for split in splits(params)}
     jobs = plan_videos(params)
     for split, video, action, index in progress_bar(jobs, desc=f'demo data -> {shown_as or folder}',
                                                     disable=not progress):
-        clip = render_clip(action, clip_rng(params['seed'], SPLITS[split][1], index),
-                           params['num_frames'], size, params['max_distractors'])
+        rng = clip_rng(params['seed'], split.code, index)
+        if split.look is None:
+            clip = render_clip(action, rng, params['num_frames'], size, params['max_distractors'])
+        else:
+            # The source look ties a backdrop hue to each class (evenly spaced hues).
+            cue = ((split.classes.index(action) / len(split.classes), split.cue) if split.cue
+                   else None)
+            clip = render_clip(action, rng, params['num_frames'], size, look=split.look, cue=cue)
         write_clip(folder, video, clip, params['jpeg_quality'])
-        annotations[split].append(_annotation(video, action, params['num_frames'], size))
-    for split, (file_name, _, _) in SPLITS.items():
-        if split != 'fewshot_val' or params['val_classes']:
-            _write_json(folder / file_name, annotations[split])
+        annotations[split.name].append(_annotation(video, action, params['num_frames'], size))
+    for split in splits(params):
+        if split.classes or split.name != 'fewshot_val':
+            _write_json(folder / split.file, annotations[split.name])
     classes = split_classes(params)
-    _write_json(folder / MANIFEST_FILE, {
+    manifest = {
         'generator': GENERATOR, 'version': GENERATOR_VERSION, 'complete': True, 'params': params,
         'seconds': round(time.perf_counter() - began, 2),
         'classes': {'fewshot': classes['fewshot'], 'fewshot_val': classes['fewshot_val']},
         'counts': {k: len(v) for k, v in annotations.items()},
         'layout': {'frames': FRAME_TEMPLATE, 'flow': FLOW_TEMPLATE, 'skeleton': SKELETON_TEMPLATE,
-                   'event_frame': '0-based index; index i is file number i + 1'}})
+                   'event_frame': '0-based index; index i is file number i + 1'}}
+    if world_of(params) == 'cross_domain':
+        manifest['classes'] = classes
+        manifest['domains'] = {split.file: {'domain': 'source' if split.name == 'source'
+                                            else 'target', 'look': split.look,
+                                            'labelled': split.name != 'unlabeled',
+                                            'classes': list(split.classes)}
+                               for split in splits(params)}
+    _write_json(folder / MANIFEST_FILE, manifest)
 
 
 @gin.configurable('demo_data', denylist=['root'])
 def generate_demo_dataset(root, seed=0, num_classes=8, val_classes=0, clips_per_class=20,
                           unlabeled_clips=160, num_frames=16, size=(64, 64), jpeg_quality=90,
-                          max_distractors=3, progress=True):
+                          max_distractors=3, world='single', source_classes=SOURCE_CLASSES,
+                          target_classes=TARGET_CLASSES, target_val_classes=TARGET_VAL_CLASSES,
+                          source_clips_per_class=30, source_look='studio', target_look='street',
+                          spurious_cue=0.8, progress=True):
     """Write the demo dataset into `root` (missing or empty) and return its path.
 
-    `num_classes` actions go to fewshot.json and the next `val_classes` to fewshot_val.json
-    (class-disjoint); unlabeled.json holds `unlabeled_clips` videos cycling over all of them.
+    world 'single': `num_classes` actions go to fewshot.json and the next `val_classes` to
+    fewshot_val.json (class-disjoint); unlabeled.json holds `unlabeled_clips` videos cycling over
+    all of them. world 'cross_domain': source.json holds `source_clips_per_class` labelled clips
+    per source action in `source_look`, whose backdrop takes its class's hue with probability
+    `spurious_cue`; unlabeled.json, fewshot.json (`clips_per_class` per target action) and
+    fewshot_val.json (per validation action) are the target domain, in `target_look`.
     The data appears at `root` complete or not at all (atomic.publish).
     """
     root = Path(root)
-    params = normalise_params(dict(seed=seed, num_classes=num_classes, val_classes=val_classes,
-                                   clips_per_class=clips_per_class,
-                                   unlabeled_clips=unlabeled_clips, num_frames=num_frames,
-                                   size=size, jpeg_quality=jpeg_quality,
-                                   max_distractors=max_distractors))
+    params = normalise_params(dict(
+        seed=seed, num_classes=num_classes, val_classes=val_classes,
+        clips_per_class=clips_per_class, unlabeled_clips=unlabeled_clips, num_frames=num_frames,
+        size=size, jpeg_quality=jpeg_quality, max_distractors=max_distractors, world=world,
+        source_classes=source_classes, target_classes=target_classes,
+        target_val_classes=target_val_classes, source_clips_per_class=source_clips_per_class,
+        source_look=source_look, target_look=target_look, spurious_cue=spurious_cue))
     check_params(params)
     _refuse_non_empty(root)
     with exclusive(root):
@@ -148,9 +166,7 @@ def generate_demo_dataset(root, seed=0, num_classes=8, val_classes=0, clips_per_
 def demo_data_params(**overrides):
     """The parameters generate_demo_dataset would use: its defaults, then gin bindings of
     `demo_data`, then `overrides`. ensure_demo_dataset compares these with the cache."""
-    signature = inspect.signature(generate_demo_dataset)
-    params = {name: p.default for name, p in signature.parameters.items()
-              if name not in ('root', 'progress')}
+    params = default_params()
     params.update({k: v for k, v in gin.get_bindings('demo_data').items() if k in params})
     unknown = set(overrides) - set(params)
     if unknown:
@@ -160,18 +176,34 @@ def demo_data_params(**overrides):
 
 
 def normalise_params(params):
-    """JSON round trip, so parameters compare equal to those read back from a manifest."""
+    """JSON round trip, so parameters compare equal to those read back from a manifest; only the
+    parameters of the chosen world are kept (worlds.world_params)."""
     params = dict(params)
-    params['size'] = [int(v) for v in params['size']]
-    return json.loads(json.dumps(params, sort_keys=True))
+    if 'size' in params:
+        params['size'] = [int(v) for v in params['size']]
+    as_json = lambda value: json.loads(json.dumps(value, sort_keys=True))
+    return world_params(as_json(params), as_json(default_params()))
+
+
+def default_params():
+    signature = inspect.signature(generate_demo_dataset)
+    return {name: p.default for name, p in signature.parameters.items()
+            if name not in ('root', 'progress')}
 
 
 def check_params(params):
+    _check_shared(params)
+    if world_of(params) == 'cross_domain':
+        check_cross_domain(params)
+        return
     total = params['num_classes'] + params['val_classes']
     if params['num_classes'] < 1 or params['val_classes'] < 0 or total > len(ACTIONS):
         raise ValueError(f'demo_data: num_classes ({params["num_classes"]}) + val_classes '
                          f'({params["val_classes"]}) must be between 1 and {len(ACTIONS)}, the '
                          f'number of actions the generator can draw ({", ".join(ACTIONS)}).')
+
+
+def _check_shared(params):
     if params['num_frames'] < 2:
         raise ValueError(f'demo_data.num_frames must be at least 2 (flow needs frame pairs), '
                          f'got {params["num_frames"]}.')
