@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+# The repo root, so `python bench/<script>.py` finds mmdistill from a fresh clone without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmdistill.data.annotations import Clip  # noqa: E402
