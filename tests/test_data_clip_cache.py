@@ -13,7 +13,8 @@ from data_factories import make_dataset, write_frames
 
 from mmdistill.data.__main__ import main as data_main
 from mmdistill.data.clip_cache import ClipCache, _locked
-from mmdistill.data.dataset import build_clip_dataset
+from mmdistill.data.dataset import build_clip_dataset, build_loader
+from mmdistill.data.device_batches import finish_batch, finish_item, heatmap_drawer
 from mmdistill.data.masking import tube_mask
 
 SETTINGS = ["temporal_sampling.num_frames = 4", "temporal_sampling.sampling_rate = 2",
@@ -37,27 +38,46 @@ def _dataset(data, cache_dir=None, mode="train", extra=()):
 
 
 def _assert_same_clips(plain, cached, epochs=(0, 1, 2)):
+    """Items as models see them (finished by the device stage, here on the CPU)."""
     for epoch in epochs:
         for index in range(len(plain)):
-            want, got = plain[(epoch, index)], cached[(epoch, index)]
-            assert torch.equal(got["rgb"], want["rgb"])  # bit for bit
+            want = finish_item(plain[(epoch, index)], plain)
+            got = finish_item(cached[(epoch, index)], cached)
+            assert sorted(got) == sorted(want)
+            assert got["rgb"].dtype == torch.float32 and torch.equal(got["rgb"], want["rgb"])  # bit for bit
             assert torch.equal(got["skeleton"], want["skeleton"])
-            assert ("mask" in got) == ("mask" in want)
-            assert "mask" not in want or torch.equal(got["mask"], want["mask"])
+            assert "visible_index" not in want or torch.equal(got["visible_index"], want["visible_index"])
             assert (got["video"], got["start"], got["label"]) == (want["video"], want["start"], want["label"])
             step = cached.cache.video(cached, want["video"]).flow_step("flow")
             assert 0 < step < 0.2
             assert (got["flow"] - want["flow"]).abs().max() <= step / 2 + 1e-5
 
 
+@pytest.mark.parametrize("finish_on", ["device", "loader"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_cached_clips_equal_the_files(data, tmp_path, mode):
+def test_cached_clips_equal_the_files(data, tmp_path, mode, finish_on):
     plain = _dataset(data, mode=mode)
-    cached = _dataset(data, tmp_path / "cache", mode=mode)
+    cached = _dataset(data, tmp_path / "cache", mode=mode, extra=[f"clip_cache.finish_on = '{finish_on}'"])
     _assert_same_clips(plain, cached)
-    first = cached[(0, 0)]["rgb"]
-    changed = [not torch.equal(cached[(epoch, 0)]["rgb"], first) for epoch in range(1, 6)]
+    shipped = cached[0]
+    assert ("rgb_quantised" in shipped) == (finish_on == "device")
+    if finish_on == "device":  # the loader ships bytes, not floats
+        assert shipped["rgb_quantised"].dtype == torch.uint8 and shipped["flow_quantised"].dtype == torch.int8
+    first = cached[(0, 0)]
+    changed = [not torch.equal(finish_item(cached[(epoch, 0)], cached)["rgb"], finish_item(first, cached)["rgb"])
+               for epoch in range(1, 6)]
     assert any(changed) == (mode == "train")  # crop and flip still change per epoch when training
+
+
+def test_a_loader_batch_of_cached_clips_equals_the_files(data, tmp_path):
+    batches = []
+    for cache_dir in (None, tmp_path / "cache"):
+        dataset = _dataset(data, cache_dir)
+        loader = build_loader(dataset, batch_size=3, shuffle=True, num_workers=0, seed=0, pin_memory=False)
+        batches.append([finish_batch(batch, "cpu", heatmap_drawer(dataset)) for batch in loader])
+    for want, got in zip(*batches):
+        assert torch.equal(got["rgb"], want["rgb"]) and torch.equal(got["visible_index"], want["visible_index"])
+        assert (got["flow"] - want["flow"]).abs().max() < 0.1
 
 
 def test_flow_is_within_half_a_quantisation_step_and_int16_is_finer(data, tmp_path):
@@ -69,7 +89,7 @@ def test_flow_is_within_half_a_quantisation_step_and_int16_is_finer(data, tmp_pa
         steps[dtype] = entry.flow_step("flow")
         stored = np.load(entry.folder / "flow.npy")
         assert stored.dtype == np.dtype(dtype) and stored.shape == (12, 2, 20, 27)
-        error = (cached[0]["flow"] - plain[0]["flow"]).abs().max()
+        error = (finish_item(cached[0], cached)["flow"] - plain[0]["flow"]).abs().max()
         assert error <= steps[dtype] / 2 + 1e-5
     assert steps["int16"] < steps["int8"] / 200
     rgb = np.load(_dataset(data, tmp_path / "int8").cache.video(plain, "v0").folder / "rgb.npy")
@@ -89,7 +109,7 @@ def test_entries_are_memory_mapped_and_written_once(data, tmp_path, monkeypatch)
     for source in again.sources.values():
         monkeypatch.setattr(type(source), "read", lambda *a: pytest.fail("decoded a cached video"))
     for index, item in enumerate(want):
-        assert torch.equal(again[(3, index)]["rgb"], item["rgb"])
+        assert torch.equal(finish_item(again[(3, index)], again)["rgb"], item["rgb"])
 
 
 def test_changed_files_or_settings_fill_a_new_entry(data, tmp_path):
@@ -103,7 +123,7 @@ def test_changed_files_or_settings_fill_a_new_entry(data, tmp_path):
     fresh = _dataset(data, cache_dir)
     second = fresh.cache.video(fresh, "v1").folder
     assert second != first and not first.exists() and second.parent == first.parent
-    assert torch.equal(fresh[3]["rgb"], _dataset(data)[3]["rgb"])
+    assert torch.equal(finish_item(fresh[3], fresh)["rgb"], _dataset(data)[3]["rgb"])
     # Another resize: another settings key, a separate entry.
     resized = _dataset(data, cache_dir, extra=["spatial_transform.short_side = 24"])
     assert resized.cache.video(resized, "v1").folder.parent != second.parent
@@ -143,7 +163,7 @@ def test_a_half_written_entry_is_never_read(data, tmp_path):
     staging = folder.parent / f".{folder.name}.tmp-1-dead"  # a process killed while writing
     staging.mkdir(parents=True)
     (staging / "rgb.npy").write_bytes(b"truncated")
-    assert torch.equal(dataset[0]["rgb"], _dataset(data, mode="eval")[0]["rgb"])
+    assert torch.equal(finish_item(dataset[0], dataset)["rgb"], _dataset(data, mode="eval")[0]["rgb"])
     assert (folder / "meta.json").is_file()
 
 
@@ -164,6 +184,8 @@ def test_cache_command_without_a_folder_says_how_to_set_one(data, tmp_path):
         data_main(["cache", "--gin_file", str(gin_file), "--quiet"])
 
 
-def test_bad_flow_dtype_is_refused():
+def test_bad_cache_settings_are_refused():
     with pytest.raises(ValueError, match="clip_cache.flow_dtype='float8'"):
         ClipCache("x", flow_dtype="float8")
+    with pytest.raises(ValueError, match="clip_cache.finish_on='gpu'"):
+        ClipCache("x", finish_on="gpu")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, read_annotations
-from mmdistill.data.clip_cache import ClipCache
+from mmdistill.data.clip_cache import QUANTISED_SUFFIX, STEP_SUFFIX, ClipCache, dequantise
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.sources import (BadClipError, FlowFrameSource, FrameFolderSource, SkeletonSource,
@@ -150,8 +150,11 @@ class ClipDataset(Dataset):
         """Read and transform one clip -> (first frame index, {modality: tensor}); raises BadClipError."""
         if self.cache is not None:  # the video decoded and resized once, memory-mapped (clip_cache.py)
             cached = self.cache.video(self, clip.video)
-            counts, read = cached.counts, cached.read
+            ship = self.cache.finish_on == "device"
+            counts = cached.counts
+            read = lambda name, indices: cached.read(name, indices, quantised=ship)  # noqa: E731
         else:
+            cached, ship = None, False
             counts = {name: source.num_frames(clip.video) for name, source in self.sources.items()}
             read = lambda name, indices: self.sources[name].read(clip.video, indices)  # noqa: E731
         if len(set(counts.values())) > 1 and self.frame_counts == "equal":
@@ -171,10 +174,23 @@ class ClipDataset(Dataset):
                         [moved.xy, moved.score[..., None]], axis=-1).astype(np.float32))
                     continue
                 array = self.heatmaps(moved.xy, moved.score, plan.crop)
+            elif ship:  # cropped integers; made float and normalised by finish_on_device
+                tensors.update(cached.ship(name, data, plan))
+                continue
             else:
                 array = apply_to_frames(data, plan, is_flow=kind == "flow")
             tensors[name] = torch.from_numpy(self.normalize[name](array))
         return start, tensors
+
+    def finish_on_device(self, batch: dict) -> dict:
+        """What the loader left to the batch's device: cached integers made float and normalised
+        (`clip_cache.finish_on='device'`), heatmaps drawn from keypoints (`draw_heatmaps`)."""
+        for name in self.sources:
+            quantised = batch.pop(name + QUANTISED_SUFFIX, None)
+            if quantised is not None:
+                values = dequantise(quantised, batch.pop(name + STEP_SUFFIX))
+                batch[name] = self.normalize[name].apply_to_batch(values)
+        return self.draw_heatmaps(batch)
 
     def draw_heatmaps(self, batch: dict) -> dict:
         """Draw, on the batch's device, the heatmaps the loader left as keypoints
