@@ -23,3 +23,9 @@ def test_bench_script_help_runs_from_another_folder(script, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
     assert "No module named" not in result.stderr
+
+
+@pytest.mark.parametrize("script", sorted(BENCH.glob("*.sh")), ids=lambda path: path.name)
+def test_bench_shell_scripts_parse(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
