@@ -82,20 +82,27 @@ class TubeletEmbed(nn.Module):
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
                               stride=(tubelet_size, patch_size, patch_size))
 
-    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None) -> torch.Tensor:
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> a view (B, T', H', W', C, tt, p, p): block (i, j, k) of clip b is
+        [b, i, j, k], token (i * H' + j) * W' + k."""
         b, c, t, h, w = x.shape
         tt, p = self.tubelet_size, self.patch_size
-        grid_t, grid_h, grid_w = t // tt, h // p, w // p
-        # A view (B, T', H', W', C, tt, p, p): block (i, j, k) of clip b is blocks[b, i, j, k].
-        blocks = x.reshape(b, c, grid_t, tt, grid_h, p, grid_w, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-        if visible_index is None:
-            blocks = blocks.reshape(b, grid_t * grid_h * grid_w, c * tt * p * p)
-        else:  # token n = (i * H' + j) * W' + k, as in the flattening above
-            rows = torch.arange(b, device=x.device).unsqueeze(1)
-            i = torch.div(visible_index, grid_h * grid_w, rounding_mode="floor")
-            j = torch.div(visible_index, grid_w, rounding_mode="floor") % grid_h
-            blocks = blocks[rows, i, j, visible_index % grid_w].reshape(b, -1, c * tt * p * p)
+        return x.reshape(b, c, t // tt, tt, h // p, p, w // p, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+
+    def project(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(B, n, C * tt * p * p) cut-out blocks -> (B, n, D) tokens."""
         return F.linear(blocks, self.proj.weight.flatten(1), self.proj.bias)
+
+    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None) -> torch.Tensor:
+        blocks = self.blocks(x)
+        b, grid_t, grid_h, grid_w = blocks.shape[:4]
+        width = blocks[0, 0, 0, 0].numel()
+        if visible_index is None:
+            return self.project(blocks.reshape(b, grid_t * grid_h * grid_w, width))
+        rows = torch.arange(b, device=x.device).unsqueeze(1)
+        i = torch.div(visible_index, grid_h * grid_w, rounding_mode="floor")
+        j = torch.div(visible_index, grid_w, rounding_mode="floor") % grid_h
+        return self.project(blocks[rows, i, j, visible_index % grid_w].reshape(b, -1, width))
 
 
 class VideoViT(nn.Module):
