@@ -42,6 +42,7 @@ def import_configurables() -> None:
     a misspelled configurable fails at parse time (exit 2) instead of halfway through a run.
     tests/test_imports.py checks that every module with a configurable is listed here."""
     import mmdistill.data.annotations  # noqa: F401  clip_annotations
+    import mmdistill.data.clip_cache  # noqa: F401  clip_cache
     import mmdistill.data.dataset  # noqa: F401  clip_data, data_loader
     import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
     import mmdistill.data.masking  # noqa: F401  tube_mask

@@ -7,6 +7,11 @@ The frames are real broadcast footage (../shared/data/tennis_strokes) when avail
 decoding costs what it costs on real data.
 
     python bench/data.py [--workers 0 1 2] [--videos 8] [--batch_size 4]
+    python bench/data.py --only cache          # decoded-clip cache vs JPEG/npy, 2 workers
+
+The cache comparison reads the same tennis-sized clips (heatmaps drawn on the device, as the
+tennis configs do) from the files and from `clip_data.cache_dir`, in interleaved rounds, and
+checks that the RGB of both is bit-identical for the same seed.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+# The repo root, so `python bench/<script>.py` finds mmdistill from a fresh clone without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmdistill.data.annotations import Clip  # noqa: E402
@@ -73,14 +79,15 @@ def write_tennis_sized(root: Path, num_videos: int, seed: int = 0) -> list[Clip]
 
 
 def make_dataset(root: Path, clips: list[Clip], modalities=("rgb", "flow", "skeleton"), mode: str = "train",
-                 render_on: str = "loader"):
+                 render_on: str = "loader", cache_dir: Path | None = None):
     import gin
     gin.clear_config()
     gin.parse_config(["temporal_sampling.num_frames = 16", "temporal_sampling.sampling_rate = 2",
                       "spatial_transform.short_side = 224", "spatial_transform.crop_size = (224, 384)",
                       f"skeleton_heatmaps.render_on = '{render_on}'"])
     mask = tube_mask(ratio=0.75) if mode == "train" else None
-    return build_clip_dataset(clips, root=root, modalities=list(modalities), mode=mode, mask=mask)
+    return build_clip_dataset(clips, root=root, modalities=list(modalities), mode=mode, mask=mask,
+                              cache_dir=cache_dir)
 
 
 def loader_speed(dataset, workers: int, batch_size: int) -> tuple[float, float]:
@@ -136,6 +143,42 @@ def render_where(root: Path, clips: list[Clip], workers: int, batch_size: int, r
         print(f"  finish_batch on {device}: {1000 * statistics.median(times[1:]):7.1f} ms per batch")
 
 
+def cache_where(root: Path, clips: list[Clip], workers: int, batch_size: int, rounds: int = 3) -> None:
+    """Loader clips/s reading the JPEG/npy files vs the decoded-clip cache (filled first, timed)."""
+    import statistics
+
+    from mmdistill.data.clip_cache import fill_cache
+    datasets = {"files": make_dataset(root, clips, render_on="device"),
+                "cache": make_dataset(root, clips, render_on="device", cache_dir=root / "clip_cache")}
+    start = time.perf_counter()
+    failed = fill_cache(datasets["cache"], num_workers=workers, progress=False)
+    assert not failed, failed
+    print(f"  filling the cache ({len({c.video for c in clips})} videos, {workers} workers): "
+          f"{time.perf_counter() - start:.1f} s")
+    from mmdistill.data.device_batches import finish_item
+    for index in range(0, len(clips), max(1, len(clips) // 4)):
+        for epoch in (0, 1):
+            want, got = (finish_item(dataset[(epoch, index)], dataset) for dataset in datasets.values())
+            assert torch.equal(want["rgb"], got["rgb"]), "cached RGB differs from the files"
+    print("  RGB of cached and uncached clips bit-identical after the device stage (sampled clips, 2 epochs)")
+    rates = {where: [] for where in datasets}
+    for _ in range(rounds):
+        for where, dataset in datasets.items():
+            rates[where].append(loader_speed(dataset, workers, batch_size)[0])
+    for where in datasets:
+        print(f"  from the {where:5s}: {statistics.median(rates[where]):6.1f} clips/s ({workers} workers, "
+              f"median of {rounds})")
+    print(f"  ratio: {statistics.median(rates['cache']) / statistics.median(rates['files']):.2f}x")
+    for where, dataset in datasets.items():  # what the device stage then does (here on the CPU)
+        loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, seed=0,
+                              pin_memory=False)
+        shipped = next(iter(loader))
+        start = time.perf_counter()
+        finish_batch(shipped, "cpu", heatmap_drawer(dataset))
+        print(f"  {where:5s}: a batch ships {batch_megabytes(shipped):6.1f} MB; finish_batch on the CPU "
+              f"{1000 * (time.perf_counter() - start):6.1f} ms (dequantise, normalise, heatmaps)")
+
+
 def breakdown(dataset, repeats: int = 5) -> dict[str, float]:
     """Milliseconds per clip for each stage, in this process (median of `repeats`)."""
     from mmdistill.data.transforms import apply_to_frames, apply_to_keypoints
@@ -189,11 +232,19 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--videos", type=int, default=8, help="videos written (4 clips each)")
     parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--only", choices=["cache"], default=None, help="run only this comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)  # like a DataLoader worker: one core per decoding process
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores available, load average "
           f"{os.getloadavg()[0]:.1f}; one torch thread per process, as in a DataLoader worker")
 
+    if args.only == "cache":
+        with tempfile.TemporaryDirectory() as folder:
+            clips = write_tennis_sized(Path(folder), args.videos)
+            print(f"\ndecoded-clip cache vs JPEG/npy files, {len(clips)} tennis-sized clips, batch {args.batch_size}, "
+                  f"{'real' if REAL_VIDEO.is_file() else 'synthetic'} frames:")
+            cache_where(Path(folder), clips, max(args.workers), args.batch_size)
+        return 0
     print("\nheatmaps, 16 frames x 17 joints at 224x384 (median of 5):")
     ok = True
     for persons in (1, 2):
@@ -216,6 +267,8 @@ def main() -> int:
             print(f"  {workers} workers: {rate:6.1f} clips/s (steady epoch); first epoch incl. start-up {first:5.1f} s")
         print("\nskeleton heatmaps drawn in the loader vs on the device (skeleton_heatmaps.render_on):")
         render_where(root, clips, max(args.workers), args.batch_size)
+        print("\ndecoded-clip cache vs JPEG/npy files (clip_data.cache_dir):")
+        cache_where(root, clips, max(args.workers), args.batch_size)
         print("\nloader, RGB only, eval transforms (few-shot feature extraction):")
         rgb_only = make_dataset(root, clips, modalities=("rgb",), mode="eval")
         for workers in args.workers:

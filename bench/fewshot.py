@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+# The repo root, so `python bench/<script>.py` finds mmdistill from a fresh clone without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmdistill.data.masking import token_indices  # noqa: E402

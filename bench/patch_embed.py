@@ -1,7 +1,10 @@
 """Tubelet embedding on CPU: Conv3d (kernel = stride) against the same map as one matmul.
 
     python bench/patch_embed.py
+
+It uses torch only (no mmdistill import), so it needs no path set-up.
 """
+import argparse
 import time
 
 import torch
@@ -24,6 +27,8 @@ def timed(fn, repeats=5):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; forward + backward")
     for shape, dim in [((16, 3, 8, 64, 64), 128), ((16, 17, 8, 64, 64), 128),

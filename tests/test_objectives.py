@@ -224,9 +224,11 @@ def _losses_by_bool_mask(objective, batch):
     """The distillation losses with every model's tokens selected by the bool mask itself."""
     mask = batch["mask"]
 
-    def encode(model, x):
-        tokens = model.patch_embed(x) + model.pos_embed
-        tokens = tokens[~mask].reshape(x.shape[0], -1, tokens.shape[-1])
+    def encode(model, x):  # the visible blocks cut out by the mask, then embedded, as the model does
+        blocks = model.patch_embed.blocks(x).flatten(1, 3).flatten(2)
+        blocks = blocks[~mask].reshape(x.shape[0], -1, blocks.shape[-1])
+        positions = model.pos_embed.expand(x.shape[0], -1, -1)[~mask].reshape(x.shape[0], -1, model.embed_dim)
+        tokens = model.patch_embed.project(blocks) + positions
         for block in model.blocks:
             tokens = block(tokens)
         return model.norm(tokens)

@@ -1,4 +1,4 @@
-"""Data tools: `python -m mmdistill.data check|stats --gin_file FILE [...]`."""
+"""Data tools: `python -m mmdistill.data check|stats|cache --gin_file FILE [...]`."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ evaluation clips in scope fewshot_data):
   python -m mmdistill.data check --gin_file gin/tennis.gin --scope fewshot_data --visualize 4
   python -m mmdistill.data check --annotations data/fewshot.json --modalities rgb --visualize 4
   python -m mmdistill.data stats --gin_file gin/tennis.gin --scope unlabeled --max_clips 300
+  python -m mmdistill.data cache --gin_file gin/tennis.gin --scope unlabeled --cache_dir .cache/clips
 """
 
 
@@ -43,7 +44,33 @@ def build_parser() -> argparse.ArgumentParser:
     _common(stats)
     stats.add_argument("--max_clips", type=int, default=200)
     stats.add_argument("--num_workers", type=int, default=0)
+    cache = commands.add_parser("cache", help="fill the decoded-clip cache (clip_data.cache_dir) ahead of training",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(cache)
+    cache.add_argument("--cache_dir", default=None, help="cache folder (overrides clip_data.cache_dir)")
+    cache.add_argument("--num_workers", type=int, default=0, help="processes decoding videos in parallel")
     return parser
+
+
+def run_cache(args) -> int:
+    from mmdistill.data.check import _overrides, dataset_in_scope, parse_gin
+    from mmdistill.data.clip_cache import fill_cache
+
+    overrides = _overrides(args)
+    if args.cache_dir:
+        overrides["cache_dir"] = args.cache_dir
+    parse_gin(args.gin_file, args.gin_param)
+    dataset = dataset_in_scope(args.scope, **overrides)
+    if dataset.cache is None:
+        raise SystemExit("no cache folder: set clip_data.cache_dir (in the gin file, or "
+                         f"--gin_param \"{args.scope + '/' if args.scope else ''}clip_data.cache_dir='PATH'\") "
+                         "or pass --cache_dir")
+    failed = fill_cache(dataset, args.num_workers, progress=not args.quiet)
+    videos = len({clip.video for clip in dataset.clips})
+    print(f"clip cache {dataset.cache.folder}: {videos - len(failed)} of {videos} videos cached")
+    for video, error in failed[:20]:
+        print(f"  failed: {video}: {error}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         from mmdistill.data.check import run_check
         return run_check(args)
+    if args.command == "cache":
+        return run_cache(args)
     from mmdistill.data.stats import run_stats
     return run_stats(args)
 

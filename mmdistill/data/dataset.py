@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, read_annotations
+from mmdistill.data.clip_cache import QUANTISED_SUFFIX, STEP_SUFFIX, ClipCache, dequantise
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.sources import (BadClipError, FlowFrameSource, FrameFolderSource, SkeletonSource,
@@ -58,7 +59,7 @@ class ClipDataset(Dataset):
                  heatmaps: HeatmapRenderer | None = None, normalize: Mapping[str, Normalize] | None = None,
                  mask_generator: TubeMaskGenerator | None = None, on_bad_clip: str = "error", seed: int = 0,
                  labeled: bool | None = None, class_names: Sequence[str] | None = None,
-                 frame_counts: str = "equal"):
+                 frame_counts: str = "equal", cache: ClipCache | None = None):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         if on_bad_clip not in ("error", "skip"):
@@ -82,6 +83,7 @@ class ClipDataset(Dataset):
         self.on_bad_clip = on_bad_clip
         self.seed = int(seed)
         self.frame_counts = frame_counts
+        self.cache = cache
         self.epoch = 0
         self.num_skipped = 0
         self._set_labels(labeled, class_names)
@@ -146,12 +148,20 @@ class ClipDataset(Dataset):
     def load_clip(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator
               ) -> tuple[int, dict[str, torch.Tensor]]:
         """Read and transform one clip -> (first frame index, {modality: tensor}); raises BadClipError."""
-        counts = {name: source.num_frames(clip.video) for name, source in self.sources.items()}
+        if self.cache is not None:  # the video decoded and resized once, memory-mapped (clip_cache.py)
+            cached = self.cache.video(self, clip.video)
+            ship = self.cache.finish_on == "device"
+            counts = cached.counts
+            read = lambda name, indices: cached.read(name, indices, quantised=ship)  # noqa: E731
+        else:
+            cached, ship = None, False
+            counts = {name: source.num_frames(clip.video) for name, source in self.sources.items()}
+            read = lambda name, indices: self.sources[name].read(clip.video, indices)  # noqa: E731
         if len(set(counts.values())) > 1 and self.frame_counts == "equal":
             raise BadClipError(f"video '{clip.video}': modalities disagree on its number of frames {counts}; "
                                f"fix the data, or set frame_counts='min' to use the frames all of them have")
         start, indices = self.temporal(clip, min(counts.values()), time_rng, self.train)
-        raw = {name: source.read(clip.video, indices) for name, source in self.sources.items()}
+        raw = {name: read(name, indices) for name in self.sources}
         reference_size = self.plan_size(raw, clip.video)
         plan = self.spatial.plan(reference_size, space_rng, self.train, clip.video)
         tensors = {}
@@ -164,10 +174,23 @@ class ClipDataset(Dataset):
                         [moved.xy, moved.score[..., None]], axis=-1).astype(np.float32))
                     continue
                 array = self.heatmaps(moved.xy, moved.score, plan.crop)
+            elif ship:  # cropped integers; made float and normalised by finish_on_device
+                tensors.update(cached.ship(name, data, plan))
+                continue
             else:
                 array = apply_to_frames(data, plan, is_flow=kind == "flow")
             tensors[name] = torch.from_numpy(self.normalize[name](array))
         return start, tensors
+
+    def finish_on_device(self, batch: dict) -> dict:
+        """What the loader left to the batch's device: cached integers made float and normalised
+        (`clip_cache.finish_on='device'`), heatmaps drawn from keypoints (`draw_heatmaps`)."""
+        for name in self.sources:
+            quantised = batch.pop(name + QUANTISED_SUFFIX, None)
+            if quantised is not None:
+                values = dequantise(quantised, batch.pop(name + STEP_SUFFIX))
+                batch[name] = self.normalize[name].apply_to_batch(values)
+        return self.draw_heatmaps(batch)
 
     def draw_heatmaps(self, batch: dict) -> dict:
         """Draw, on the batch's device, the heatmaps the loader left as keypoints
@@ -306,7 +329,8 @@ def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Pat
                        sources: Mapping[str, Any] | None = None, mean: Mapping[str, Sequence[float]] | None = None,
                        std: Mapping[str, Sequence[float]] | None = None, mask: TubeMaskGenerator | None = None,
                        on_bad_clip: str = "error", seed: int = 0, labeled: bool | None = None,
-                       class_names: Sequence[str] | None = None, frame_counts: str = "equal") -> ClipDataset:
+                       class_names: Sequence[str] | None = None, frame_counts: str = "equal",
+                       cache_dir: str | Path | None = None) -> ClipDataset:
     """A dataset described in gin: an annotation file (or folder, or Clip list) and a data root.
 
     `root` defaults to the annotation folder (a class-folder root) or the annotation file's
@@ -314,6 +338,8 @@ def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Pat
     rgb `frames/{video}/{frame:06d}.jpg` (for a class-folder layout: the videos themselves,
     `{video}.mp4`), flow `flows/{video}/pair_{frame:05d}.npy`, skeleton `skeletons/{video}.pkl`.
     `mean`/`std` override the per-modality normalisation (RGB in [0, 1] units).
+    `cache_dir`: keep each video decoded at the resized resolution there (`clip_cache.py`;
+    `python -m mmdistill.data cache` fills it ahead of time); None reads the files every time.
     Template and sampling parameters live on the parts' own gin names (`rgb_frames.template`,
     `temporal_sampling.num_frames`, `spatial_transform.crop_size`, `skeleton_heatmaps.sigma`...).
     """
@@ -348,4 +374,4 @@ def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Pat
     return ClipDataset(clips, chosen, mode=mode, temporal=TemporalSampler(), spatial=SpatialTransform(),
                        heatmaps=HeatmapRenderer(), normalize=normalize, mask_generator=mask,
                        on_bad_clip=on_bad_clip, seed=seed, labeled=labeled, class_names=class_names,
-                       frame_counts=frame_counts)
+                       frame_counts=frame_counts, cache=ClipCache(cache_dir) if cache_dir is not None else None)

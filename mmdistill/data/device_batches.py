@@ -4,7 +4,9 @@ side CUDA stream: the copy, the drawing and the mask's host sync run on the curr
 
 A finished batch holds, besides the collate's other keys:
 - every modality as a float tensor `(B, C, T, H, W)` on the device; with
-  `skeleton_heatmaps.render_on='device'` the `<name>_keypoints` the loader shipped are drawn here;
+  `skeleton_heatmaps.render_on='device'` the `<name>_keypoints` the loader shipped are drawn here,
+  and with a clip cache (`clip_cache.finish_on='device'`) its `<name>_quantised` integers are
+  made float and normalised here;
 - with a tube mask, `'visible_index'` `(B, n_visible)` and `'masked_index'` `(B, n_masked)`
   (long, ascending) instead of the bool `'mask'` `(B, N)`: one host sync per batch, here, so
   the (possibly compiled) forward holds none, and the student and every teacher share them.
@@ -20,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from mmdistill.data.clip_cache import QUANTISED_SUFFIX
 from mmdistill.data.dataset import KEYPOINTS_SUFFIX, ClipDataset
 from mmdistill.data.masking import token_indices
 from mmdistill.data.paired import PairedClipDataset
@@ -41,9 +44,10 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def heatmap_drawer(dataset: Any) -> HeatmapDrawer | None:
-    """What draws the heatmaps a ClipDataset's (or a source/target pair's) loader left as
-    keypoints; None for other datasets."""
-    return dataset.draw_heatmaps if isinstance(dataset, (ClipDataset, PairedClipDataset)) else None
+    """What finishes what a ClipDataset's (or a source/target pair's) loader left to the device
+    (heatmaps from keypoints, cached integers to normalised floats); None for other datasets."""
+    return (dataset.finish_on_device if isinstance(dataset, (ClipDataset, PairedClipDataset))
+            else None)
 
 
 def finish_batch(batch: dict, device: torch.device | str,
@@ -51,11 +55,12 @@ def finish_batch(batch: dict, device: torch.device | str,
     """A collated batch, finished on `device` (see the module docstring); the input is left as is.
     `draw_heatmaps`: the dataset's (`heatmap_drawer`), needed when the batch holds keypoints."""
     batch = to_device(batch, torch.device(device))
-    deferred = sorted(key for key in batch if key.endswith(KEYPOINTS_SUFFIX))
+    deferred = sorted(key for key in batch if key.endswith((KEYPOINTS_SUFFIX, QUANTISED_SUFFIX)))
     if deferred:
         if draw_heatmaps is None:
             raise ValueError(f"the batch holds keypoints {deferred} to be drawn as heatmaps "
-                             f"(skeleton_heatmaps.render_on='device') but nothing to draw them "
+                             f"(skeleton_heatmaps.render_on='device') or cached integers to be made "
+                             f"float (clip_cache.finish_on='device') but nothing to finish them "
                              f"with: pass the ClipDataset's heatmap_drawer(dataset)")
         batch = draw_heatmaps(batch)
     mask = batch.pop("mask", None)

@@ -100,13 +100,13 @@ class PairedClipDataset(Dataset):
         item["mask"] = torch.from_numpy(self.mask_generator(mask_rng))
         return item
 
-    def draw_heatmaps(self, batch: dict) -> dict:
-        """Both halves' deferred heatmaps (`skeleton_heatmaps.render_on='device'`), each drawn by
-        its own dataset; `mmdistill.data.device_batches` calls it."""
+    def finish_on_device(self, batch: dict) -> dict:
+        """Both halves' device-side finishing (deferred heatmaps, cached integers), each by its
+        own dataset; `mmdistill.data.device_batches` calls it."""
         if self.target is not None:
-            batch = self.target.draw_heatmaps(batch)
+            batch = self.target.finish_on_device(batch)
         source_keys = [key for key in batch if key.startswith(SOURCE_PREFIX)]
-        source = self.source.draw_heatmaps({key[len(SOURCE_PREFIX):]: batch.pop(key)
-                                            for key in source_keys})
+        source = self.source.finish_on_device({key[len(SOURCE_PREFIX):]: batch.pop(key)
+                                               for key in source_keys})
         batch.update({SOURCE_PREFIX + key: value for key, value in source.items()})
         return batch

@@ -89,6 +89,10 @@ class _Templated:
     def _where(self) -> str:
         return f"(template {self.gin_name}.template={self.template!r}, root {self.root})"
 
+    def files(self, video: str) -> list[Path]:
+        """The files a video's data comes from (the clip cache fingerprints them)."""
+        return [self.path(video)]
+
     def __getstate__(self) -> dict:
         # Open readers and caches stay in the process that made them (DataLoader workers reopen).
         return {key: ({} if isinstance(value, dict) else None) if key.startswith("_cache") else value
@@ -182,6 +186,9 @@ class FrameFolderSource(_NumberedFiles):
     def num_frames(self, video: str) -> int:
         return self._counted(video, "RGB frames")
 
+    def files(self, video: str) -> list[Path]:
+        return [self.path(video, frame=n + self.first_frame) for n in range(self.num_frames(video))]
+
     def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
         indices = _check_indices(indices, self.num_frames(video), video, "RGB frames")
         frames = [_read_image(self.path(video, frame=int(i) + self.first_frame), video, "RGB") for i in indices]
@@ -263,6 +270,9 @@ class FlowFrameSource(_NumberedFiles):
 
     def num_frames(self, video: str) -> int:
         return self._counted(video, "flow") + 1
+
+    def files(self, video: str) -> list[Path]:
+        return [self.path(video, frame=n + self.first_frame) for n in range(self.num_frames(video) - 1)]
 
     def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
         num_frames = self.num_frames(video)
@@ -386,6 +396,10 @@ class FlowJpegSource(_NumberedFiles):
             raise BadClipError(f"flow of video '{video}': {counts[0]} '{self.axes[0]}' files but {counts[1]} "
                                f"'{self.axes[1]}' files {self._where()}")
         return counts[0] + 1
+
+    def files(self, video: str) -> list[Path]:
+        return [self.path(video, frame=n + self.first_frame, axis=axis)
+                for n in range(self.num_frames(video) - 1) for axis in self.axes]
 
     def read(self, video: str, indices: Sequence[int]) -> np.ndarray:
         num_frames = self.num_frames(video)

@@ -71,6 +71,9 @@ class TubeletEmbed(nn.Module):
     The weights are a Conv3d's (kernel = stride = the block), as in VideoMAE, so checkpoints load
     1:1; the forward cuts the blocks out and applies them as one matmul, which computes the same
     thing several times faster than Conv3d on CPU (bench/patch_embed.py, BENCHMARKS.md).
+    Given `visible_index` (B, n) it cuts out and projects only those blocks: with a 75% tube mask
+    the embedding (for 17 skeleton channels as costly as a tiny transformer) does a quarter of
+    the work, and only the visible blocks are ever copied out of the input.
     """
 
     def __init__(self, in_chans: int, embed_dim: int, tubelet_size: int, patch_size: int):
@@ -79,12 +82,27 @@ class TubeletEmbed(nn.Module):
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
                               stride=(tubelet_size, patch_size, patch_size))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> a view (B, T', H', W', C, tt, p, p): block (i, j, k) of clip b is
+        [b, i, j, k], token (i * H' + j) * W' + k."""
         b, c, t, h, w = x.shape
         tt, p = self.tubelet_size, self.patch_size
-        blocks = x.reshape(b, c, t // tt, tt, h // p, p, w // p, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-        blocks = blocks.reshape(b, (t // tt) * (h // p) * (w // p), c * tt * p * p)
+        return x.reshape(b, c, t // tt, tt, h // p, p, w // p, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
+
+    def project(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(B, n, C * tt * p * p) cut-out blocks -> (B, n, D) tokens."""
         return F.linear(blocks, self.proj.weight.flatten(1), self.proj.bias)
+
+    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None) -> torch.Tensor:
+        blocks = self.blocks(x)
+        b, grid_t, grid_h, grid_w = blocks.shape[:4]
+        width = blocks[0, 0, 0, 0].numel()
+        if visible_index is None:
+            return self.project(blocks.reshape(b, grid_t * grid_h * grid_w, width))
+        rows = torch.arange(b, device=x.device).unsqueeze(1)
+        i = torch.div(visible_index, grid_h * grid_w, rounding_mode="floor")
+        j = torch.div(visible_index, grid_w, rounding_mode="floor") % grid_h
+        return self.project(blocks[rows, i, j, visible_index % grid_w].reshape(b, -1, width))
 
 
 class VideoViT(nn.Module):
@@ -177,11 +195,13 @@ class VideoViT(nn.Module):
         """(B, C, T, H, W) -> (tokens (B, n, D), pooled (B, D)) over the tokens `visible_index`
         (B, n) names (`mmdistill.data.masking.token_indices` of a tube mask), or all N tokens."""
         self._check_input(x)
-        x = self.patch_embed(x)
-        x = x + self.pos_embed.to(dtype=x.dtype)
         if visible_index is not None:
             self._check_index(visible_index, x.shape[0])
-            x = torch.gather(x, 1, visible_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = self.patch_embed(x, visible_index)  # only the visible tubelets are embedded
+        pos_embed = self.pos_embed.to(dtype=x.dtype)
+        if visible_index is not None:  # the position table gathered the same way
+            pos_embed = pos_embed[0][visible_index]
+        x = x + pos_embed
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
