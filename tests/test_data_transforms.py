@@ -7,7 +7,8 @@ from data_factories import make_dataset, write_flow_pairs, write_frames, write_s
 from mmdistill.data.annotations import Clip, read_annotations
 from mmdistill.data.dataset import ClipDataset
 from mmdistill.data.heatmaps import HeatmapRenderer
-from mmdistill.data.sources import BadClipError, FlowFrameSource, FrameFolderSource, Keypoints, SkeletonSource
+from mmdistill.data.flow_sources import FlowFrameSource
+from mmdistill.data.sources import BadClipError, FrameFolderSource, Keypoints, SkeletonSource
 from mmdistill.data.transforms import (Normalize, SpatialPlan, SpatialTransform, TemporalSampler, apply_to_frames,
                                        apply_to_keypoints, same_aspect)
 

@@ -23,7 +23,8 @@ from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, re
 from mmdistill.data.clip_cache import QUANTISED_SUFFIX, STEP_SUFFIX, ClipCache, dequantise
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.masking import TubeMaskGenerator
-from mmdistill.data.sources import (BadClipError, FlowFrameSource, FrameFolderSource, SkeletonSource,
+from mmdistill.data.flow_sources import FlowFrameSource
+from mmdistill.data.sources import (BadClipError, FrameFolderSource, SkeletonSource,
                                     VideoFileSource)
 from mmdistill.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalize, SpatialTransform,
                                        TemporalSampler, apply_to_frames, apply_to_keypoints, same_aspect)
