@@ -159,6 +159,34 @@ def test_killed_distillation_resumes_bit_identical(demo):
     assert (interrupted_dir / "wandb_run_id").read_text() == a["wandb_run_id"] + "\n"
 
 
+def test_run_killed_mid_epoch_resumes_bit_identical(demo):
+    """A real run.py SIGKILLed from outside in the middle of an epoch (inside epoch 1's last
+    optimizer step, after its step 3 was logged and before epoch 1's checkpoint), resumed with experiment.resume=True: its weights end
+    bit for bit equal to a run never interrupted, and metrics.jsonl holds every step once."""
+    cwd, _ = demo
+    with open(cwd / "midepoch.log", "w") as log:
+        held = _distill_command(cwd, "train.log_every = 1", name="midepoch",
+                                runner=(str(ROOT / "tests/paused_run.py"), "step=4"))
+        killed = subprocess.Popen(**held, stdout=log, stderr=subprocess.STDOUT)
+        run_dir = kill_once_paused(killed, cwd / "output", "*/*_midepoch")
+    assert killed.returncode == -9, (cwd / "midepoch.log").read_text()[-2000:]
+    assert saved_epoch(run_dir) == 0  # 2 steps an epoch: the checkpoint is epoch 0's (step 2)
+    logged = [json.loads(line).get("step") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert 3 in logged and 4 not in logged  # it died mid-epoch, past its checkpoint
+    resumed = _distill(cwd, "train.log_every = 1", "experiment.resume = True", name="midepoch")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = _distill(cwd, "train.log_every = 1", name="straight_midepoch")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    (straight_dir,) = (cwd / "output").glob("*/*_straight_midepoch")
+    a = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(straight_dir / "checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6 and a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(line)["step"] for line in (straight_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == reference
+
+
 def test_sigterm_is_recorded_as_interrupted(demo):
     """A scheduler's SIGTERM: summary.json says 'interrupted' and the last checkpoint is whole."""
     import signal
