@@ -17,6 +17,7 @@ from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.heads import NormedPooling
 from mmdistill.train.training_checkpoint import models_for_evaluation
 
+
 def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
     """The encoder (and, for our distillation checkpoints, the CMT heads) stored in `path`."""
     model, heads, report = models_for_evaluation(path, prefix, trust)
@@ -62,7 +63,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     for name, path in models.items():
         modality = modality_of[name]
         model, heads = _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint)
-        _check_input_channels(name, model, modality)
+        _check_input_channels(name, model, modality, _channels(loaders[modality].dataset, modality))
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
         report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
                              amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
@@ -114,12 +115,25 @@ def _fewshot_loaders(ctx: RunContext, modalities: Sequence[str]) -> dict[str, An
     return loaders
 
 
-def _check_input_channels(name: str, model, modality: str) -> None:
-    """A non-RGB checkpoint evaluated on RGB is a missing evaluate.modalities entry, say so."""
+def _channels(dataset, modality: str) -> int | None:
+    """Input channels a modality's clips have: 3 RGB, 2 flow, one per joint for heatmaps."""
+    source = dataset.sources.get(modality)
+    if getattr(source, "kind", None) == "keypoints":
+        return getattr(source, "num_joints", None)
+    return {"image": 3, "flow": 2}.get(getattr(source, "kind", None))
+
+
+def _check_input_channels(name: str, model, modality: str, channels: int | None = None) -> None:
+    """A model read on a modality with other channels is a wrong evaluate.modalities entry (or a
+    missing one, for a non-RGB checkpoint read as RGB): say so before the ViT fails on shapes."""
     if modality == "rgb" and model.in_chans != 3:
         raise ValueError(f"evaluate: '{name}' takes {model.in_chans} input channels, not RGB's 3; "
                          f"name its modality: evaluate.modalities = {{'{name}': 'flow'}} "
                          f"(or 'skeleton')")
+    if channels is not None and model.in_chans != channels:
+        raise ValueError(f"evaluate: '{name}' takes {model.in_chans} input channels but its "
+                         f"modality '{modality}' (evaluate.modalities) has {channels}; give it the "
+                         f"modality it was trained on")
 
 
 def comparison_table(reports: Mapping[str, Any],

@@ -71,6 +71,10 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
             summary = experiment(config_name=config_name, step=step, argv=argv)
             timings[step] = round(time.perf_counter() - began, 1)
             if output is not None:
+                if not summary.get("checkpoint"):
+                    raise ValueError(f"pipeline.outputs names a file for step '{step}', but that "
+                                     f"step trained no checkpoint (experiment.train=False or an "
+                                     f"evaluate task); drop it from pipeline.outputs")
                 _keep(Path(summary["checkpoint"]), output)
             results[step] = summary
     print("[pipeline] seconds per step: "

@@ -58,6 +58,14 @@ def test_a_non_rgb_checkpoint_without_its_modality_is_refused_by_name(tmp_path, 
         evaluate_stage(ctx, None, baselines=teachers, modalities={"student": "flow"})
 
 
+def test_a_model_given_another_modality_than_its_channels_is_refused_by_name(tmp_path, teachers):
+    """An RGB checkpoint mapped to flow would fail deep in the ViT on shapes; it is named first."""
+    ctx = cpu_context(tmp_path / "run")
+    with pytest.raises(ValueError, match="'teacher_rgb' takes 3 input channels but its modality 'flow'"):
+        evaluate_stage(ctx, None, baselines={"teacher_rgb": teachers["teacher_rgb"]},
+                       modalities={"teacher_rgb": "flow"}, cache_features=False)
+
+
 def test_modalities_with_different_clips_are_refused(tmp_path, teachers, monkeypatch):
     import mmdistill.evaluation as stages
 

@@ -47,3 +47,16 @@ def test_a_second_pipeline_waits_then_reuses_the_kept_output(tmp_path, monkeypat
     assert results["second"]["steps"]["teacher"]["status"] == "skipped"
     assert "waiting for another process that is making" in capsys.readouterr().out
     gin.clear_config()
+
+
+def test_an_output_for_a_step_that_trains_nothing_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "experiment", lambda config_name, step, argv: {"status": "finished"})
+    monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: None)
+    monkeypatch.setattr(pipeline, "pipeline_settings", lambda: {
+        "steps": {"evaluate": ["x.gin"]}, "setup": None,
+        "outputs": {"evaluate": str(tmp_path / "kept.ckpt")}})
+    import pytest
+
+    with pytest.raises(ValueError, match="step 'evaluate' trained no checkpoint"):
+        pipeline.run_pipeline("demo", [])
+    assert not (tmp_path / "kept.ckpt").exists()

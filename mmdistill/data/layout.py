@@ -1,6 +1,6 @@
 """The on-disk layout of a data root, defined once.
 
-The readers' defaults (`sources.py`), the class-folder reader (`annotations.py`), the preparation
+The readers' defaults (`sources.py`, `flow_sources.py`), the class-folder reader (`annotations.py`), the preparation
 tools (`mmdistill/prepare/`) and the demo writer (`mmdistill/demo/`) all take their folder names
 and file templates from here, so what one writes is what the others read without path settings.
 
@@ -18,7 +18,7 @@ FIRST_FRAME_NUMBER = 1
 FRAME_FILE = "{frame:06d}.jpg"
 FLOW_PAIR_FILE = "pair_{frame:05d}.npy"
 
-# Paths under a data root; the gin defaults of the readers in sources.py.
+# Paths under a data root; the gin defaults of the readers in sources.py and flow_sources.py.
 FRAME_TEMPLATE = FRAMES_DIR + "/{video}/" + FRAME_FILE           # frames/{video}/{frame:06d}.jpg
 FLOW_TEMPLATE = FLOWS_DIR + "/{video}/" + FLOW_PAIR_FILE         # flows/{video}/pair_{frame:05d}.npy
 FLOW_ARRAY_TEMPLATE = FLOWS_DIR + "/{video}.npy"                 # one (F-1, 2, H, W) array per video

@@ -69,8 +69,8 @@ class TubeletEmbed(nn.Module):
     """(B, C, T, H, W) -> (B, N, D): one linear map per tubelet x patch x patch block.
 
     The weights are a Conv3d's (kernel = stride = the block), as in VideoMAE, so checkpoints load
-    1:1; the forward cuts the blocks out and applies them as one matmul, which computes the same
-    thing several times faster than Conv3d on CPU (bench/patch_embed.py, BENCHMARKS.md).
+    1:1; the forward cuts the blocks out and applies them as one matmul, the same arithmetic as
+    Conv3d without its CPU kernel's overhead (bench/patch_embed.py, BENCHMARKS.md).
     Given `visible_index` (B, n) it cuts out and projects only those blocks: with a 75% tube mask
     the embedding (for 17 skeleton channels as costly as a tiny transformer) does a quarter of
     the work, and only the visible blocks are ever copied out of the input.

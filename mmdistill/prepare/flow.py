@@ -57,7 +57,7 @@ def make_flow_fn(method: str, dis_preset: str = "medium") -> FlowFn:
 
 def to_stored(flow_hw2: np.ndarray, bound: float) -> np.ndarray:
     """[H, W, 2] float -> clipped float16 [2, H, W], the layout the flow reader takes."""
-    # C order matters: np.save writes a strided view element by element (about 20x slower).
+    # C order matters: np.save writes a strided view element by element.
     return np.ascontiguousarray(np.clip(flow_hw2, -bound, bound).transpose(2, 0, 1), dtype=np.float16)
 
 

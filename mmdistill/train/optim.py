@@ -49,9 +49,9 @@ def build_optimizer(module: torch.nn.Module, lr: float, weight_decay: float = 0.
     """AdamW over the trainable parameters of `module`; no decay on biases, norms (all 1-D
     parameters) and the names `no_weight_decay()` lists. Frozen parameters are left out.
 
-    `fused=None` picks the fused kernel when every parameter is on a CUDA device: at the tennis
-    scale on an H200 it cut the optimizer's share of a step from 17.8 to 4.1 ms (BENCHMARKS.md),
-    where torch's default (foreach) is bound by the host. False/True force the choice.
+    `fused=None` picks the fused kernel when every parameter is on a CUDA device: torch's default
+    (foreach) launches many small kernels and is bound by the host at the tennis scale
+    (measured in BENCHMARKS.md). False/True force the choice.
     """
     check_number("lr", lr)
     check_optimizer_settings(weight_decay, betas)

@@ -122,6 +122,10 @@ class TrainStep:
             grad_norm = self._grad_norm()
             self.scaler.step(self.optimizer)  # itself skips steps with fp16-overflowed gradients
             self.scaler.update()
+            if not bool(torch.isfinite(grad_norm)):  # that skip, reported as one (same on every rank)
+                self.optimizer.zero_grad(set_to_none=True)
+                return StepResult(losses, torch.full((), math.nan, device=self.device), True,
+                                  clips, bad_clips)
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
