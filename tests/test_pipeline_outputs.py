@@ -57,6 +57,6 @@ def test_an_output_for_a_step_that_trains_nothing_is_refused_by_name(tmp_path, m
         "outputs": {"evaluate": str(tmp_path / "kept.ckpt")}})
     import pytest
 
-    with pytest.raises(ValueError, match="step 'evaluate' trained no checkpoint"):
+    with pytest.raises(ValueError, match="step 'evaluate', but that step trained no checkpoint"):
         pipeline.run_pipeline("demo", [])
     assert not (tmp_path / "kept.ckpt").exists()
