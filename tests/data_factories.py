@@ -155,3 +155,28 @@ def make_dataset(root: Path, videos: Sequence[str] = ("v0", "v1"), labels: Seque
                         "num_frames": num_frames, "events": events})
     written["annotations"] = write_json(root / "annotations.json", entries)
     return written
+
+
+def whole_clip_bindings(size: tuple[int, int], num_frames: int) -> str:
+    """gin bindings that read every frame of a clip at its own size, uncropped and unresized: how
+    the demo worlds' clips are compared with what was written."""
+    height, width = size
+    return (f"temporal_sampling.num_frames = {num_frames}\n"
+            "temporal_sampling.sampling_rate = 1\n"
+            "spatial_transform.short_side = None\n"
+            f"spatial_transform.crop_size = ({height}, {width})\n")
+
+
+def run_py(bindings: Sequence[str], timeout: float = 300):
+    """`python run.py --gin_param ...` in a fresh process (no parent W&B service, CI console,
+    one math thread), as a user would run it; returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    args = [sys.executable, str(Path(__file__).resolve().parent.parent / "run.py")]
+    for binding in bindings:
+        args += ["--gin_param", binding]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return subprocess.run(args, env={**env, "CI": "true", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=timeout)

@@ -4,9 +4,7 @@ run.py ending an expected error with its cause as the last line (the traceback i
 while a bug still shows its traceback."""
 import importlib.util
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -151,12 +149,7 @@ def test_a_missing_frame_ends_the_run_with_its_cause_last_and_the_traceback_in_c
     df.make_dataset(data, videos=("v0", "v1"), num_frames=6, size=(32, 32))
     missing = data / "frames" / "v1" / "000003.jpg"
     missing.unlink()
-    args = [sys.executable, str(ROOT / "run.py")]
-    for binding in _tiny_pretrain_bindings(data, tmp_path / "out", workers):
-        args += ["--gin_param", binding]
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    out = subprocess.run(args, env={**env, "CI": "true", "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=300)
+    out = df.run_py(_tiny_pretrain_bindings(data, tmp_path / "out", workers))
     assert out.returncode == 1, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "out").glob("*/*_broken")
     lines = out.stderr.strip().splitlines()

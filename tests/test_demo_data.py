@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_factories import whole_clip_bindings
 from mmdistill.demo.actions import ACTIONS
 from mmdistill.demo.cache import ensure_demo_dataset
 from mmdistill.demo.clip import render_clip
@@ -328,10 +329,7 @@ def test_the_project_reader_loads_a_demo_clip_in_all_modalities(tiny):
 
     height, width = TINY['size']
     frames = TINY['num_frames']
-    gin.parse_config(f'temporal_sampling.num_frames = {frames}\n'
-                     'temporal_sampling.sampling_rate = 1\n'
-                     'spatial_transform.short_side = None\n'
-                     f'spatial_transform.crop_size = ({height}, {width})\n')
+    gin.parse_config(whole_clip_bindings(TINY['size'], frames))
     dataset = build_clip_dataset(tiny / 'fewshot.json', mode='eval',
                                  mean={'rgb': (0, 0, 0)}, std={'rgb': (1, 1, 1)})
     assert dataset.class_names == sorted(list(ACTIONS)[:2])

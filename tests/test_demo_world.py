@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_factories import whole_clip_bindings
 from mmdistill.demo.cli import main as demo_main
 from mmdistill.demo.clip import render_clip
 from mmdistill.demo.writer import demo_data_params, generate_demo_dataset
@@ -78,10 +79,7 @@ def test_every_file_of_every_domain_reads_with_the_project_readers(world):
 
     height, width = SMALL['size']
     frames = SMALL['num_frames']
-    gin.parse_config(f'temporal_sampling.num_frames = {frames}\n'
-                     'temporal_sampling.sampling_rate = 1\n'
-                     'spatial_transform.short_side = None\n'
-                     f'spatial_transform.crop_size = ({height}, {width})\n')
+    gin.parse_config(whole_clip_bindings(SMALL['size'], frames))
     expected = {'source.json': 2 * 2, 'unlabeled.json': 3, 'fewshot.json': 2 * 2,
                 'fewshot_val.json': 1 * 2}
     for name, count in expected.items():

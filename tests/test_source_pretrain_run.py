@@ -1,9 +1,6 @@
 """run.py stage-1 pretraining end to end on tiny generated data: labelled source clips paired
 with unlabelled target clips; its checkpoint then loads as a teacher (the encoder only)."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -36,12 +33,7 @@ def test_run_py_pretrains_with_a_source_and_the_checkpoint_loads_as_a_teacher(tm
         "data_loader.batch_size = 2", "data_loader.num_workers = 0",
         "train.epochs = 2", "train.warmup_epochs = 0", "train.log_every = 1",
     ]
-    args = [sys.executable, str(ROOT / "run.py")]
-    for binding in bindings:
-        args += ["--gin_param", binding]
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    out = subprocess.run(args, env={**env, "CI": "true", "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=600)
+    out = df.run_py(bindings, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (tmp_path / "out").glob("*/*_stage1")
     assert "6 labelled source clips in 3 classes, paired with 3 target clips" in out.stdout
