@@ -180,3 +180,26 @@ def run_py(bindings: Sequence[str], timeout: float = 300):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     return subprocess.run(args, env={**env, "CI": "true", "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=timeout)
+
+
+def content_digest(root: Path, paths=None) -> str:
+    """Digest of what the readers see in `paths` (default: every file under `root`): decoded
+    pixels, arrays and pickled values, not bytes; a manifest counts by name only (it records the
+    generation time)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    paths = (p for p in root.rglob("*") if p.is_file()) if paths is None else paths
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.suffix == ".jpg":
+            digest.update(np.asarray(Image.open(path)).tobytes())
+        elif path.suffix == ".npy":
+            digest.update(np.load(path).tobytes())
+        elif path.suffix == ".pkl":
+            data = pickle.loads(path.read_bytes())
+            for key in sorted(data):
+                digest.update(key.encode() + np.asarray(data[key]).tobytes())
+        elif path.name != "manifest.json":
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -1,5 +1,4 @@
 """The demo data generator: real on-disk formats, consistent modalities, determinism, caching."""
-import hashlib
 import json
 import os
 import pickle
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_factories import whole_clip_bindings
+from data_factories import content_digest, whole_clip_bindings
 from mmdistill.demo.actions import ACTIONS
 from mmdistill.demo.cache import ensure_demo_dataset
 from mmdistill.demo.clip import render_clip
@@ -34,24 +33,6 @@ def tiny(tmp_path_factory):
 
 def _videos(root, name):
     return json.loads((root / name).read_text())
-
-
-def _content_digest(root):
-    """Digest of decoded contents (not bytes), so it checks what readers see."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob('*') if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.suffix == '.jpg':
-            digest.update(np.asarray(Image.open(path)).tobytes())
-        elif path.suffix == '.npy':
-            digest.update(np.load(path).tobytes())
-        elif path.suffix == '.pkl':
-            data = pickle.loads(path.read_bytes())
-            for key in sorted(data):
-                digest.update(key.encode() + np.asarray(data[key]).tobytes())
-        elif path.name != 'manifest.json':  # it records the generation time
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_writes_every_format_with_the_documented_shapes(tiny):
@@ -234,8 +215,8 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path):
     first = generate_demo_dataset(tmp_path / 'a', seed=5, progress=False, **params)
     again = generate_demo_dataset(tmp_path / 'b', seed=5, progress=False, **params)
     other = generate_demo_dataset(tmp_path / 'c', seed=6, progress=False, **params)
-    assert _content_digest(first) == _content_digest(again)
-    assert _content_digest(first) != _content_digest(other)
+    assert content_digest(first) == content_digest(again)
+    assert content_digest(first) != content_digest(other)
 
 
 def test_ensure_reuses_then_regenerates_its_own_folder(tmp_path):

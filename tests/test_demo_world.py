@@ -1,16 +1,13 @@
 """The cross-domain demo world: determinism and readable files per domain, class-disjoint splits
 read back from the written files, the class-tied source tint, and the single world unchanged."""
 import colorsys
-import hashlib
 import json
-import pickle
 
 import gin
 import numpy as np
 import pytest
-from PIL import Image
 
-from data_factories import whole_clip_bindings
+from data_factories import content_digest, whole_clip_bindings
 from mmdistill.demo.cli import main as demo_main
 from mmdistill.demo.clip import render_clip
 from mmdistill.demo.writer import demo_data_params, generate_demo_dataset
@@ -36,25 +33,6 @@ def _labels(root, name):
     return {e['events'][0]['label'] for e in _entries(root, name)}
 
 
-def _file_digest(root, paths):
-    """Digest of decoded contents (what readers see) of the given files; a manifest counts by
-    name only (it records the generation time)."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.suffix == '.jpg':
-            digest.update(np.asarray(Image.open(path)).tobytes())
-        elif path.suffix == '.npy':
-            digest.update(np.load(path).tobytes())
-        elif path.suffix == '.pkl':
-            data = pickle.loads(path.read_bytes())
-            for key in sorted(data):
-                digest.update(key.encode() + np.asarray(data[key]).tobytes())
-        elif path.name != 'manifest.json':
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _domain_digest(root, name):
     """The annotation file and every frame, flow and skeleton file of its videos."""
     paths = [root / name]
@@ -62,7 +40,7 @@ def _domain_digest(root, name):
         video = entry['video']
         paths += list((root / 'frames' / video).iterdir()) + list((root / 'flows' / video).iterdir())
         paths.append(root / 'skeletons' / f'{video}.pkl')
-    return _file_digest(root, paths)
+    return content_digest(root, paths)
 
 
 def test_each_domain_is_deterministic_and_seed_dependent(world, tmp_path):
@@ -154,7 +132,7 @@ DEFAULT_SMALL_DIGEST = '3ef5dbf5651847cf02c51e35320e231a25c979a1c803c61dea9efb8d
 def test_the_single_world_is_unchanged(tmp_path):
     root = generate_demo_dataset(tmp_path / 'single', progress=False, **DEFAULT_SMALL)
     files = [p for p in root.rglob('*') if p.is_file()]
-    assert _file_digest(root, files) == DEFAULT_SMALL_DIGEST
+    assert content_digest(root, files) == DEFAULT_SMALL_DIGEST
     assert not (root / 'source.json').exists()
     # Its manifest keeps the historical parameter set, so existing caches are reused.
     params = json.loads((root / 'manifest.json').read_text())['params']
