@@ -8,6 +8,7 @@ decoding costs what it costs on real data.
 
     python bench/data.py [--workers 0 1 2] [--videos 8] [--batch_size 4]
     python bench/data.py --only cache          # decoded-clip cache vs JPEG/npy, 2 workers
+    python bench/data.py --only decode         # JPEG decoded in the loader vs on the device
 
 The cache comparison reads the same tennis-sized clips (heatmaps drawn on the device, as the
 tennis configs do) from the files and from `clip_data.cache_dir`, in interleaved rounds, and
@@ -79,12 +80,12 @@ def write_tennis_sized(root: Path, num_videos: int, seed: int = 0) -> list[Clip]
 
 
 def make_dataset(root: Path, clips: list[Clip], modalities=("rgb", "flow", "skeleton"), mode: str = "train",
-                 render_on: str = "loader", cache_dir: Path | None = None):
+                 render_on: str = "loader", cache_dir: Path | None = None, decode_on: str = "loader"):
     import gin
     gin.clear_config()
     gin.parse_config(["temporal_sampling.num_frames = 16", "temporal_sampling.sampling_rate = 2",
                       "spatial_transform.short_side = 224", "spatial_transform.crop_size = (224, 384)",
-                      f"skeleton_heatmaps.render_on = '{render_on}'"])
+                      f"skeleton_heatmaps.render_on = '{render_on}'", f"rgb_frames.decode_on = '{decode_on}'"])
     mask = tube_mask(ratio=0.75) if mode == "train" else None
     return build_clip_dataset(clips, root=root, modalities=list(modalities), mode=mode, mask=mask,
                               cache_dir=cache_dir)
@@ -179,6 +180,29 @@ def cache_where(root: Path, clips: list[Clip], workers: int, batch_size: int, ro
               f"{1000 * (time.perf_counter() - start):6.1f} ms (dequantise, normalise, heatmaps)")
 
 
+def decode_where(root: Path, clips: list[Clip], workers: int, batch_size: int, rounds: int = 3) -> None:
+    """RGB only (eval): JPEG decoded in the loader vs shipped as bytes (`rgb_frames.decode_on`),
+    loader clips/s side by side and the device stage's time per batch here on the CPU. The point
+    is a GPU (nvjpeg); on the CPU the decode only moves from the workers to the main process."""
+    import statistics
+    datasets = {where: make_dataset(root, clips, modalities=("rgb",), mode="eval", decode_on=where)
+                for where in ("loader", "device")}
+    rates = {where: [] for where in datasets}
+    for _ in range(rounds):
+        for where, dataset in datasets.items():
+            rates[where].append(loader_speed(dataset, workers, batch_size)[0])
+    for where, dataset in datasets.items():
+        loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, seed=0, pin_memory=False)
+        shipped = next(iter(loader))
+        megabytes = batch_megabytes(shipped) + sum(len(b) for b in shipped.get("rgb_jpeg", [])) / 2 ** 20
+        finish_batch(shipped, "cpu", heatmap_drawer(dataset))  # once untimed: imports torchvision
+        start = time.perf_counter()
+        finish_batch(shipped, "cpu", heatmap_drawer(dataset))
+        print(f"  decoded on the {where:6s}: {statistics.median(rates[where]):6.1f} clips/s from the loader "
+              f"({workers} workers, median of {rounds}); a batch ships {megabytes:6.1f} MB; finish_batch on "
+              f"the CPU {1000 * (time.perf_counter() - start):7.1f} ms")
+
+
 def breakdown(dataset, repeats: int = 5) -> dict[str, float]:
     """Milliseconds per clip for each stage, in this process (median of `repeats`)."""
     from mmdistill.data.transforms import apply_to_frames, apply_to_keypoints
@@ -232,12 +256,19 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--videos", type=int, default=8, help="videos written (4 clips each)")
     parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--only", choices=["cache"], default=None, help="run only this comparison")
+    parser.add_argument("--only", choices=["cache", "decode"], default=None, help="run only this comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)  # like a DataLoader worker: one core per decoding process
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores available, load average "
           f"{os.getloadavg()[0]:.1f}; one torch thread per process, as in a DataLoader worker")
 
+    if args.only == "decode":
+        with tempfile.TemporaryDirectory() as folder:
+            clips = write_tennis_sized(Path(folder), args.videos)
+            print(f"\nJPEG decoded in the loader vs on the device (rgb_frames.decode_on), {len(clips)} clips, "
+                  f"batch {args.batch_size}, {'real' if REAL_VIDEO.is_file() else 'synthetic'} frames:")
+            decode_where(Path(folder), clips, max(args.workers), args.batch_size)
+        return 0
     if args.only == "cache":
         with tempfile.TemporaryDirectory() as folder:
             clips = write_tennis_sized(Path(folder), args.videos)

@@ -22,6 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, read_annotations
 from mmdistill.data.clip_cache import QUANTISED_SUFFIX, STEP_SUFFIX, ClipCache, dequantise
 from mmdistill.data.heatmaps import HeatmapRenderer
+from mmdistill.data.jpeg_on_device import JPEG_SUFFIX, OFFSETS_SUFFIX, PLAN_SUFFIX, EncodedFrames, decode_clips
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.flow_sources import FlowFrameSource
 from mmdistill.data.sources import (BadClipError, FrameFolderSource, SkeletonSource,
@@ -84,6 +85,11 @@ class ClipDataset(Dataset):
         self.on_bad_clip = on_bad_clip
         self.seed = int(seed)
         self.frame_counts = frame_counts
+        on_device = [name for name, source in self.sources.items() if _decodes_on_device(source)]
+        if cache is not None and on_device:
+            raise ValueError(f"rgb_frames.decode_on='device' (modalities {on_device}) cannot be used with the "
+                             f"clip cache (clip_data.cache_dir={str(cache.folder)!r}), which stores decoded "
+                             f"frames: set decode_on='loader', or clip_data.cache_dir=None")
         self.cache = cache
         self.epoch = 0
         self.num_skipped = 0
@@ -157,7 +163,9 @@ class ClipDataset(Dataset):
         else:
             cached, ship = None, False
             counts = {name: source.num_frames(clip.video) for name, source in self.sources.items()}
-            read = lambda name, indices: self.sources[name].read(clip.video, indices)  # noqa: E731
+            read = lambda name, indices: (self.sources[name].read_encoded  # noqa: E731
+                                          if _decodes_on_device(self.sources[name])
+                                          else self.sources[name].read)(clip.video, indices)
         if len(set(counts.values())) > 1 and self.frame_counts == "equal":
             raise BadClipError(f"video '{clip.video}': modalities disagree on its number of frames {counts}; "
                                f"fix the data, or set frame_counts='min' to use the frames all of them have")
@@ -175,6 +183,9 @@ class ClipDataset(Dataset):
                         [moved.xy, moved.score[..., None]], axis=-1).astype(np.float32))
                     continue
                 array = self.heatmaps(moved.xy, moved.score, plan.crop)
+            elif isinstance(data, EncodedFrames):  # decoded, transformed and normalised by finish_on_device
+                tensors.update(data.ship(name, plan))
+                continue
             elif ship:  # cropped integers; made float and normalised by finish_on_device
                 tensors.update(cached.ship(name, data, plan))
                 continue
@@ -185,8 +196,15 @@ class ClipDataset(Dataset):
 
     def finish_on_device(self, batch: dict) -> dict:
         """What the loader left to the batch's device: cached integers made float and normalised
-        (`clip_cache.finish_on='device'`), heatmaps drawn from keypoints (`draw_heatmaps`)."""
+        (`clip_cache.finish_on='device'`), JPEG frames decoded (`rgb_frames.decode_on='device'`),
+        heatmaps drawn from keypoints (`draw_heatmaps`)."""
         for name in self.sources:
+            encoded = batch.pop(name + JPEG_SUFFIX, None)
+            if encoded is not None:
+                offsets, plans = batch.pop(name + OFFSETS_SUFFIX), batch.pop(name + PLAN_SUFFIX)
+                device = offsets.device
+                pixels = decode_clips(encoded, offsets, plans, device, _as_list(batch.get("video")))
+                batch[name] = self.normalize[name].apply_to_batch(pixels)
             quantised = batch.pop(name + QUANTISED_SUFFIX, None)
             if quantised is not None:
                 values = dequantise(quantised, batch.pop(name + STEP_SUFFIX))
@@ -226,6 +244,14 @@ class ClipDataset(Dataset):
                 raise BadClipError(_aspect_message(video, name, self.sources[name].kind, sizes[name],
                                                    reference, sizes[reference]))
         return sizes[reference]
+
+
+def _decodes_on_device(source: Any) -> bool:
+    return getattr(source, "decode_on", "loader") == "device"
+
+
+def _as_list(videos: Any) -> list[str] | None:
+    return [videos] if isinstance(videos, str) else videos  # finish_item: one video, not a list
 
 
 # What a modality's size is, and how to fix one of another aspect ratio than the reference frames.

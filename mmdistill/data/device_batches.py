@@ -6,7 +6,8 @@ A finished batch holds, besides the collate's other keys:
 - every modality as a float tensor `(B, C, T, H, W)` on the device; with
   `skeleton_heatmaps.render_on='device'` the `<name>_keypoints` the loader shipped are drawn here,
   and with a clip cache (`clip_cache.finish_on='device'`) its `<name>_quantised` integers are
-  made float and normalised here;
+  made float and normalised here; with `rgb_frames.decode_on='device'` its `<name>_jpeg` frames
+  are decoded, resized, cropped, flipped and normalised here;
 - with a tube mask, `'visible_index'` `(B, n_visible)` and `'masked_index'` `(B, n_masked)`
   (long, ascending) instead of the bool `'mask'` `(B, N)`: one host sync per batch, here, so
   the (possibly compiled) forward holds none, and the student and every teacher share them.
@@ -24,6 +25,7 @@ import torch
 
 from mmdistill.data.clip_cache import QUANTISED_SUFFIX
 from mmdistill.data.dataset import KEYPOINTS_SUFFIX, ClipDataset
+from mmdistill.data.jpeg_on_device import JPEG_SUFFIX
 from mmdistill.data.masking import token_indices
 from mmdistill.data.paired import PairedClipDataset
 
@@ -55,12 +57,13 @@ def finish_batch(batch: dict, device: torch.device | str,
     """A collated batch, finished on `device` (see the module docstring); the input is left as is.
     `draw_heatmaps`: the dataset's (`heatmap_drawer`), needed when the batch holds keypoints."""
     batch = to_device(batch, torch.device(device))
-    deferred = sorted(key for key in batch if key.endswith((KEYPOINTS_SUFFIX, QUANTISED_SUFFIX)))
+    deferred = sorted(key for key in batch if key.endswith((KEYPOINTS_SUFFIX, QUANTISED_SUFFIX, JPEG_SUFFIX)))
     if deferred:
         if draw_heatmaps is None:
             raise ValueError(f"the batch holds keypoints {deferred} to be drawn as heatmaps "
-                             f"(skeleton_heatmaps.render_on='device') or cached integers to be made "
-                             f"float (clip_cache.finish_on='device') but nothing to finish them "
+                             f"(skeleton_heatmaps.render_on='device'), cached integers to be made "
+                             f"float (clip_cache.finish_on='device') or JPEG frames to decode "
+                             f"(rgb_frames.decode_on='device') but nothing to finish them "
                              f"with: pass the ClipDataset's heatmap_drawer(dataset)")
         batch = draw_heatmaps(batch)
     mask = batch.pop("mask", None)

@@ -26,6 +26,7 @@ import gin
 import numpy as np
 from PIL import Image
 
+from mmdistill.data.jpeg_on_device import DECODE_ON, CorruptJpegError, EncodedFrames, read_encoded
 from mmdistill.data.layout import FIRST_FRAME_NUMBER, FRAME_TEMPLATE, SKELETON_TEMPLATE, VIDEO_TEMPLATE
 
 # COCO-17 order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles (left, right).
@@ -180,14 +181,25 @@ def _load_npy(path: Path, video: str, mmap: bool = False) -> np.ndarray:
 
 @gin.configurable("rgb_frames")
 class FrameFolderSource(_NumberedFiles):
-    """RGB frames as image files (JPEG/PNG/...), one folder per video."""
+    """RGB frames as image files (JPEG/PNG/...), one folder per video.
+
+    `decode_on='device'` (JPEG only, no clip cache): the dataset takes `read_encoded`'s bytes
+    instead of `read`'s pixels and the batch's device decodes them (`jpeg_on_device.py`).
+    """
 
     kind = "image"
     gin_name = "rgb_frames"
 
     def __init__(self, template: str = FRAME_TEMPLATE, root: str | Path | None = None,
-                 first_frame: int = FIRST_FRAME_NUMBER):
+                 first_frame: int = FIRST_FRAME_NUMBER, decode_on: str = "loader"):
         super().__init__(template, root, first_frame)
+        if decode_on not in DECODE_ON:
+            raise ValueError(f"rgb_frames.decode_on={decode_on!r}: choose one of {list(DECODE_ON)}")
+        self._decode_on = decode_on  # private: where frames decode does not change a cache entry's key
+
+    @property
+    def decode_on(self) -> str:
+        return self._decode_on
 
     def num_frames(self, video: str) -> int:
         return self._counted(video, "RGB frames")
@@ -199,6 +211,19 @@ class FrameFolderSource(_NumberedFiles):
         indices = _check_indices(indices, self.num_frames(video), video, "RGB frames")
         frames = [_read_image(self.path(video, frame=int(i) + self.first_frame), video, "RGB") for i in indices]
         return _stack_same_size(frames, video, "RGB frames")
+
+    def read_encoded(self, video: str, indices: Sequence[int]) -> EncodedFrames:
+        """The frames' JPEG files undecoded, checked to be whole JPEGs of one size."""
+        indices = _check_indices(indices, self.num_frames(video), video, "RGB frames")
+        paths = [self.path(video, frame=int(i) + self.first_frame) for i in indices]
+        try:
+            return read_encoded(paths)
+        except FileNotFoundError as err:
+            raise BadClipError(f"video '{video}': missing frame file {err.filename}") from None
+        except CorruptJpegError as err:
+            raise BadClipError(f"video '{video}': {err}") from None
+        except ValueError as err:
+            raise BadClipError(f"RGB frames of video '{video}': {err}") from None
 
 
 @gin.configurable("rgb_video")
