@@ -47,7 +47,8 @@ def import_configurables() -> None:
     import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
     import mmdistill.data.masking  # noqa: F401  tube_mask
     import mmdistill.data.flow_sources  # noqa: F401  flow_frames, flow_array, flow_jpeg
-    import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video, skeleton_pickle
+    import mmdistill.data.skeleton_source  # noqa: F401  skeleton_pickle
+    import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video
     import mmdistill.demo.cache  # noqa: F401  demo_data_cache
     import mmdistill.demo.writer  # noqa: F401  demo_data
     import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform

@@ -10,7 +10,8 @@ from mmdistill.data.annotations import AnnotationError, Clip
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset, build_loader, collate_clips, set_epoch
 from mmdistill.data.device_batches import finish_batch, finish_item, heatmap_drawer
 from mmdistill.data.masking import TubeMaskGenerator
-from mmdistill.data.sources import BadClipError, FrameFolderSource, SkeletonSource
+from mmdistill.data.skeleton_source import SkeletonSource
+from mmdistill.data.sources import BadClipError, FrameFolderSource
 from mmdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SpatialTransform, TemporalSampler
 
 SMALL = dict(temporal=TemporalSampler(num_frames=4, sampling_rate=2),

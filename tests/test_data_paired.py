@@ -11,7 +11,8 @@ from mmdistill.data.device_batches import DeviceBatches, finish_batch, heatmap_d
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.paired import PairedClipDataset, source_seed
-from mmdistill.data.sources import FrameFolderSource, SkeletonSource
+from mmdistill.data.skeleton_source import SkeletonSource
+from mmdistill.data.sources import FrameFolderSource
 from mmdistill.data.transforms import SpatialTransform, TemporalSampler
 
 GRID = (2, 2, 2)

@@ -8,7 +8,8 @@ import pytest
 from data_factories import (random_skeleton, smooth_frames, write_flow_array, write_flow_jpeg, write_flow_pairs,
                             write_frames, write_skeleton_pickle, write_video)
 from mmdistill.data.flow_sources import FlowArraySource, FlowFrameSource, FlowJpegSource
-from mmdistill.data.sources import BadClipError, FrameFolderSource, SkeletonSource, VideoFileSource, load_plain_pickle
+from mmdistill.data.skeleton_source import SkeletonSource, load_plain_pickle
+from mmdistill.data.sources import BadClipError, FrameFolderSource, VideoFileSource
 
 RNG = np.random.default_rng(0)
 

@@ -8,7 +8,8 @@ from mmdistill.data.annotations import Clip, read_annotations
 from mmdistill.data.dataset import ClipDataset
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.flow_sources import FlowFrameSource
-from mmdistill.data.sources import BadClipError, FrameFolderSource, Keypoints, SkeletonSource
+from mmdistill.data.skeleton_source import SkeletonSource
+from mmdistill.data.sources import BadClipError, FrameFolderSource, Keypoints
 from mmdistill.data.transforms import (Normalize, SpatialPlan, SpatialTransform, TemporalSampler, apply_to_frames,
                                        apply_to_keypoints, same_aspect)
 

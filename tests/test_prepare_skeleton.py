@@ -8,7 +8,7 @@ from mmdistill.prepare.common import OutputExists, PrepareError
 from mmdistill.prepare.frames import prepare_frames
 from mmdistill.prepare.skeleton import COCO17, mediapipe_available, prepare_skeletons
 
-sources = pytest.importorskip("mmdistill.data.sources", reason="the project's skeleton reader")
+sources = pytest.importorskip("mmdistill.data.skeleton_source", reason="the project's skeleton reader")
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tennis_strokes"
 pytestmark = pytest.mark.skipif(not CLIPS.is_dir(), reason=f"real clips not found at {CLIPS}")

@@ -27,7 +27,8 @@ import mmdistill.data.annotations  # noqa: F401  clip_annotations
 import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
 import mmdistill.data.masking  # noqa: F401  tube_mask
 import mmdistill.data.flow_sources  # noqa: F401  flow_frames, flow_array, flow_jpeg
-import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video, skeleton_pickle
+import mmdistill.data.skeleton_source  # noqa: F401  skeleton_pickle
+import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video
 import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
 from mmdistill.config import ConfigError, parse_config
 from mmdistill.data.annotation_fields import describe_keys

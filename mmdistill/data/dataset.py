@@ -25,8 +25,8 @@ from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.jpeg_on_device import JPEG_SUFFIX, OFFSETS_SUFFIX, PLAN_SUFFIX, EncodedFrames, decode_clips
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.flow_sources import FlowFrameSource
-from mmdistill.data.sources import (BadClipError, FrameFolderSource, SkeletonSource,
-                                    VideoFileSource)
+from mmdistill.data.skeleton_source import SkeletonSource
+from mmdistill.data.sources import (BadClipError, FrameFolderSource, VideoFileSource)
 from mmdistill.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalize, SpatialTransform,
                                        TemporalSampler, apply_to_frames, apply_to_keypoints, same_aspect)
 
