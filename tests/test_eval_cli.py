@@ -43,7 +43,7 @@ def checkpoints(tmp_path):
 def run(argv, capsys):
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
-    print(captured.err)
+    print(captured.err)  # shown by pytest when an assertion fails
     return code, captured.out, captured.err
 
 
