@@ -1,0 +1,142 @@
+"""python -m mmdistill.eval: saved models evaluated on a folder per class of videos, end to end."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from ckpt_factories import write_mmdistill_ckpt
+from data_factories import smooth_frames, write_video
+
+from mmdistill.ckpt import write_official
+from mmdistill.eval.__main__ import main
+from mmdistill.models.vit import video_vit
+
+TINY = dict(num_frames=4, img_size=(32, 32), patch_size=16, tubelet_size=2, embed_dim=32,
+            depth=1, num_heads=2)
+CLASSES = ("serve", "smash", "volley")
+PROTOCOL = ["--way", "3", "--shot", "1", "--shot", "2", "--queries", "3", "--episodes", "20",
+            "--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture
+def clips(tmp_path):
+    """3 classes x 6 short mp4 clips, each class its own colour pattern."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "clips"
+    for label in CLASSES:
+        for number in range(1, 7):
+            write_video(root / label / f"{label}{number}.mp4", smooth_frames(rng, 10, (32, 64)))
+    return root
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    """One checkpoint in our pretraining format, one in the official VideoMAE layout."""
+    torch.manual_seed(0)
+    ours = write_mmdistill_ckpt(tmp_path / "pretrain.ckpt", {"encoder.": video_vit(**TINY)})
+    torch.manual_seed(1)
+    official = write_official(video_vit(**TINY), tmp_path / "official.pth")
+    return {"ours": ours, "official": official}
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    print(captured.err)  # shown by pytest when an assertion fails
+    return code, captured.out, captured.err
+
+
+def test_two_checkpoints_are_evaluated_on_the_same_episodes(tmp_path, clips, checkpoints, capsys):
+    out = tmp_path / "eval"
+    code, stdout, _ = run(["--checkpoint", f"pretrained={checkpoints['ours']}",
+                           "--checkpoint", checkpoints["official"], "--clips", clips,
+                           "--out", out, *PROTOCOL], capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    for name in ("pretrained", "official"):  # the second is named by its file
+        for setting in ("3way_1shot", "3way_2shot"):
+            assert 0 <= summary[f"{name}/fewshot/{setting}/acc"] <= 100
+            assert summary[f"{name}/fewshot/{setting}/episodes"] == 20
+        assert summary[f"evaluated/{name}/modality"] == "rgb"
+    assert summary["evaluated/pretrained/checkpoint"] == str(checkpoints["ours"])
+    assert summary["evaluated/official/checkpoint"] == str(checkpoints["official"])
+    # Different weights, different features, but the same clips and episodes.
+    assert summary["evaluated/pretrained/weights_sha"] != summary["evaluated/official/weights_sha"]
+    reports = [json.loads((out / f"fewshot_{n}.json").read_text()) for n in ("pretrained", "official")]
+    for report in reports:
+        assert report["num_clips"] == 18 and report["num_classes"] == 3
+    assert reports[0]["settings"][0]["per_class_queries"] == reports[1]["settings"][0]["per_class_queries"]
+    # The stage's comparison table, one column per model, with the 95% CI.
+    assert "mean +/- 95% CI over the same episodes" in stdout
+    assert "pretrained (rgb)" in stdout and "official (rgb)" in stdout
+    # Geometry came from the models: 4 frames of 32x32.
+    config = (out / "operative_config.gin").read_text()
+    assert "temporal_sampling.num_frames = 4" in config
+    assert "spatial_transform.crop_size = (32, 32)" in config
+
+
+def test_the_same_run_gives_the_same_numbers(tmp_path, clips, checkpoints, capsys):
+    """Episodes come from --seed alone: a rerun (features from the cache) repeats every number."""
+    argv = ["--checkpoint", f"a={checkpoints['ours']}", "--clips", clips, "--out", tmp_path / "e",
+            *PROTOCOL]
+    assert run(argv, capsys)[0] == 0
+    first = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert run([*argv, "--overwrite"], capsys)[0] == 0
+    second = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert first["a/fewshot/3way_1shot/acc"] == second["a/fewshot/3way_1shot/acc"]
+    assert run([*argv, "--overwrite", "--seed", "7"], capsys)[0] == 0
+    other = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert other["a/fewshot/3way_2shot/acc"] != first["a/fewshot/3way_2shot/acc"]
+
+
+@pytest.mark.parametrize("case, extra, message", [
+    ("missing folder", ["--clips", "{tmp}/nowhere"], r"--clips .*nowhere: no such folder"),
+    ("flow from videos", ["--clips", "{clips}", "--modality", "flow"],
+     r"--modality ours=flow needs prepared data.*--annotations FILE --data-root DIR"),
+    ("unknown model", ["--clips", "{clips}", "--modality", "student=rgb"],
+     r"--modality student=rgb: no model named 'student'; the models are ours"),
+    ("wrong size", ["--clips", "{clips}", "--size", "64", "64"],
+     r"--size 64 64: the models take 32x32 crops .*leave --size out or give 32 32"),
+    ("no clips", [], r"--clips DIR .* or --annotations FILE --data-root DIR"),
+])
+def test_a_bad_argument_is_named_with_its_fix(tmp_path, clips, checkpoints, capsys, case, extra,
+                                              message):
+    extra = [a.format(tmp=tmp_path, clips=clips) for a in extra]
+    code, _, err = run(["--checkpoint", f"ours={checkpoints['ours']}", "--out", tmp_path / "e",
+                        *PROTOCOL, *extra], capsys)
+    assert code == 2
+    assert re.search(message, err), err
+    assert not (tmp_path / "e").exists()  # refused before anything was written
+
+
+def test_existing_results_are_kept_without_overwrite(tmp_path, clips, checkpoints, capsys):
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / "summary.json").write_text("{\"mine\": 1}")
+    code, _, err = run(["--checkpoint", checkpoints["ours"], "--clips", clips, "--out", out,
+                        *PROTOCOL], capsys)
+    assert code == 2
+    assert "--out" in err and "--overwrite" in err
+    assert json.loads((out / "summary.json").read_text()) == {"mine": 1}
+
+
+def test_a_missing_checkpoint_and_a_duplicate_name_are_refused(tmp_path, clips, checkpoints,
+                                                               capsys):
+    base = ["--clips", clips, "--out", tmp_path / "e", *PROTOCOL]
+    code, _, err = run(["--checkpoint", f"x={tmp_path / 'gone.ckpt'}", *base], capsys)
+    assert code == 2 and "gone.ckpt does not exist" in err
+    code, _, err = run(["--checkpoint", f"x={checkpoints['ours']}",
+                        "--checkpoint", f"x={checkpoints['official']}", *base], capsys)
+    assert code == 2 and "two models are named 'x'" in err
+
+
+def test_models_built_for_other_clip_sizes_are_refused_together(tmp_path, clips, checkpoints,
+                                                                capsys):
+    torch.manual_seed(2)
+    longer = write_official(video_vit(**{**TINY, "num_frames": 8}), tmp_path / "longer.pth")
+    code, _, err = run(["--checkpoint", checkpoints["ours"], "--checkpoint", longer,
+                        "--clips", clips, "--out", tmp_path / "e", *PROTOCOL], capsys)
+    assert code == 2
+    assert "pretrain 4x32x32, longer 8x32x32" in err and "separate runs" in err
