@@ -138,6 +138,10 @@ def test_run_creates_the_run_dir_layout(tmp_path, monkeypatch):
     # W&B offline run with our keys in its files
     offline = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1
+    # W&B's service process may still be flushing the file when finish() returns on a busy machine.
+    deadline = time.monotonic() + 60
+    while b"train/loss" not in offline[0].read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert b"train/loss" in offline[0].read_bytes()
     # operative config re-parses to the same bindings, and the flat config holds every one
     text = (run_dir / "operative_config.gin").read_text()
