@@ -158,20 +158,18 @@ def _check_input_channels(name: str, model, modality: str) -> None:
 
 def comparison_table(reports: Mapping[str, Any],
                      modalities: Mapping[str, str] | None = None) -> str:
-    """Side by side: one row per setting, one column per model (and its input modality when
-    given), mean +/- 95% CI."""
+    """Side by side: one row per model (with its input modality when given), one column per
+    setting, mean +/- 95% CI."""
     names = list(reports)
     labels = {n: f"{n} ({modalities[n]})" if modalities else n for n in names}
     settings = [r.setting.name for r in next(iter(reports.values())).results]
-    width = max(20, *(len(labels[n]) + 2 for n in names))
+    width = max(len("model"), *(len(labels[n]) for n in names)) + 2
     lines = ["Few-shot accuracy (%, mean +/- 95% CI over the same episodes)",
-             f"{'setting':<14}" + "".join(f"{labels[n]:>{width}}" for n in names)]
-    for setting in settings:
-        cells = []
-        for name in names:
-            acc = reports[name][setting].accuracy
-            cells.append(f"{acc.mean:.2f} +/- {acc.ci95:.2f}".rjust(width))
-        lines.append(f"{setting:<14}" + "".join(cells))
+             f"{'model':<{width}}" + "".join(f"{s:>16}" for s in settings)]
+    for name in names:
+        cells = "".join(f"{reports[name][s].accuracy.mean:.1f} +/- {reports[name][s].accuracy.ci95:.1f}"
+                        .rjust(16) for s in settings)
+        lines.append(f"{labels[name]:<{width}}" + cells)
     return "\n".join(lines)
 
 
