@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import gin
+import torch
 
 from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.heads import NormedPooling
+from mmdistill.models.vit import video_vit
 from mmdistill.train.training_checkpoint import models_for_evaluation
 
+UNTRAINED = "untrained"
 
 def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
     """The encoder (and, for our distillation checkpoints, the CMT heads) stored in `path`."""
@@ -26,11 +29,24 @@ def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
     return model, heads
 
 
+def _untrained_model(seed: int):
+    """The floor every trained model must clear: the student's architecture (student/video_vit)
+    at its seeded random initialisation, no checkpoint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with gin.config_scope("student"):
+            model = video_vit()
+    print(f"[evaluate] {UNTRAINED}: student/video_vit at random initialisation (seed {seed}), "
+          f"no checkpoint", flush=True)
+    return model, {}
+
+
 @gin.configurable("evaluate")
 def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True,
-                   modalities: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   modalities: Mapping[str, str] | None = None,
+                   untrained: bool = False) -> dict[str, Any]:
     """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
     checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
 
@@ -38,10 +54,20 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     'flow', 'teacher_skeleton': 'skeleton'}, so a teacher is judged on what it was trained on.
     Each modality's clips come from the same `fewshot_data/clip_data` annotations, checked equal,
     so every model meets identical episodes. The returned numbers reach summary.json and the W&B
-    summary through experiment()."""
-    models: dict[str, str | Path] = {}
+    summary through experiment().
+
+    untrained: also evaluate 'untrained', the student's architecture at its seeded random
+    initialisation (`experiment.seed`), so a trained model is judged against what no training
+    gives. The 'trained' model is compared with every other one per setting from the 95% CIs
+    (`fewshot/<setting>/vs_<name>` = 'better' | 'overlap' | 'worse'), printed under the table."""
+    models: dict[str, str | Path | None] = {}
     if ckpt_path is not None:
         models["trained"] = ckpt_path
+    if untrained:
+        if UNTRAINED in (baselines or {}):
+            raise ValueError(f"evaluate.baselines names '{UNTRAINED}', which evaluate.untrained "
+                             f"= True adds itself: rename that baseline")
+        models[UNTRAINED] = None
     models.update(baselines or {})
     if not models:
         raise ValueError("nothing to evaluate: set experiment.ckpt_path (or train first), or "
@@ -51,7 +77,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
         raise ValueError(f"evaluate.modalities names {sorted(unknown)}, which are not evaluated "
                          f"models {sorted(models)} ('trained' or an evaluate.baselines name)")
     for name, path in models.items():
-        if not Path(path).exists():
+        if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
     if not ctx.is_main:
         return {}
@@ -62,7 +88,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     reports = {}
     for name, path in models.items():
         modality = modality_of[name]
-        model, heads = _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint)
+        model, heads = (_untrained_model(ctx.seed) if path is None else
+                        _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint))
         _check_input_channels(name, model, modality, _channels(loaders[modality].dataset, modality))
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
         report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
@@ -72,7 +99,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                              input_key=modality, **extra)
         reports[name] = report
         # Which weights produced these numbers, so a run can prove it evaluated what it names.
-        summary[f"evaluated/{name}/checkpoint"] = str(path)
+        summary[f"evaluated/{name}/checkpoint"] = (f"none (random init, seed {ctx.seed})"
+                                                    if path is None else str(path))
         encoder = model.encoder if isinstance(model, NormedPooling) else model
         summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([encoder])
         if encoder is not model:  # the trained pooled LayerNorm, fingerprinted on its own
@@ -90,6 +118,11 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                          f"one modality (fewshot_data/clip_data.on_bad_clip = 'error' names them)")
     if len(reports) > 1:
         print(comparison_table(reports, modality_of), flush=True)
+    if "trained" in reports and len(reports) > 1:
+        verdicts = compare_with_baselines(reports)
+        print(verdict_lines(reports, verdicts), flush=True)
+        summary.update({f"fewshot/{setting}/vs_{name}": word
+                        for (setting, name), word in verdicts.items()})
     return summary
 
 
@@ -138,18 +171,55 @@ def _check_input_channels(name: str, model, modality: str, channels: int | None 
 
 def comparison_table(reports: Mapping[str, Any],
                      modalities: Mapping[str, str] | None = None) -> str:
-    """Side by side: one row per setting, one column per model (and its input modality when
-    given), mean +/- 95% CI."""
+    """Side by side: one row per model (with its input modality when given), one column per
+    setting, mean +/- 95% CI."""
     names = list(reports)
     labels = {n: f"{n} ({modalities[n]})" if modalities else n for n in names}
     settings = [r.setting.name for r in next(iter(reports.values())).results]
-    width = max(20, *(len(labels[n]) + 2 for n in names))
+    width = max(len("model"), *(len(labels[n]) for n in names)) + 2
     lines = ["Few-shot accuracy (%, mean +/- 95% CI over the same episodes)",
-             f"{'setting':<14}" + "".join(f"{labels[n]:>{width}}" for n in names)]
-    for setting in settings:
-        cells = []
-        for name in names:
-            acc = reports[name][setting].accuracy
-            cells.append(f"{acc.mean:.2f} +/- {acc.ci95:.2f}".rjust(width))
-        lines.append(f"{setting:<14}" + "".join(cells))
+             f"{'model':<{width}}" + "".join(f"{s:>16}" for s in settings)]
+    for name in names:
+        cells = "".join(f"{reports[name][s].accuracy.mean:.1f} +/- {reports[name][s].accuracy.ci95:.1f}"
+                        .rjust(16) for s in settings)
+        lines.append(f"{labels[name]:<{width}}" + cells)
+    return "\n".join(lines)
+
+
+def verdict(mean: float, ci95: float, other_mean: float, other_ci95: float) -> str:
+    """'better' or 'worse' only when the two 95% intervals do not overlap, else 'overlap'."""
+    if mean - ci95 > other_mean + other_ci95:
+        return "better"
+    if mean + ci95 < other_mean - other_ci95:
+        return "worse"
+    return "overlap"
+
+
+def compare_with_baselines(reports: Mapping[str, Any],
+                           trained: str = "trained") -> dict[tuple[str, str], str]:
+    """(setting, other model) -> verdict of `trained` against it, for every setting and model."""
+    ours = reports[trained]
+    out = {}
+    for result in ours.results:
+        setting = result.setting.name
+        for name, report in reports.items():
+            if name != trained:
+                other = report[setting].accuracy
+                out[setting, name] = verdict(result.accuracy.mean, result.accuracy.ci95,
+                                             other.mean, other.ci95)
+    return out
+
+
+_WORDS = {"better": "better (CIs do not overlap)", "worse": "worse (CIs do not overlap)",
+          "overlap": "not distinguishable (CIs overlap)"}
+
+
+def verdict_lines(reports: Mapping[str, Any], verdicts: Mapping[tuple[str, str], str],
+                  trained: str = "trained") -> str:
+    """The 'did distillation help' lines, one per setting and compared model, from the CIs."""
+    lines = [f"Did distillation help? ({trained} against each model, 95% CIs)"]
+    for (setting, name), word in verdicts.items():
+        a, b = reports[trained][setting].accuracy, reports[name][setting].accuracy
+        lines.append(f"{setting}: {trained} {a.mean:.1f} +/- {a.ci95:.1f} vs {name} "
+                     f"{b.mean:.1f} +/- {b.ci95:.1f}: {_WORDS[word]}")
     return "\n".join(lines)

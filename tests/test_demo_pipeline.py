@@ -1,7 +1,9 @@
-"""The embedded demo, reduced to seconds: data generation, three teacher pretrainings,
-distillation, few-shot evaluation of student and RGB teacher, all through run.py."""
+"""The embedded demo, reduced to seconds: the cross-domain world, three stage-1 teacher
+pretrainings, single-teacher and all-teacher distillation, and the comparison (untrained network,
+teachers on their own modality, students) on the same episodes, all through run.py."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,10 @@ from mmdistill.models.loading import build_from_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
-    "demo_data.num_classes = 5", "demo_data.clips_per_class = 4", "demo_data.unlabeled_clips = 8",
+    "demo_data.source_classes = ('wave', 'squat')", "demo_data.source_clips_per_class = 4",
+    "demo_data.target_classes = ('clap', 'kick', 'arm_circles', 'jump', 'march')",
+    "demo_data.target_val_classes = ('side_bend', 'spin', 'bow', 'reach', 'jumping_jacks')",
+    "demo_data.clips_per_class = 4", "demo_data.unlabeled_clips = 8",
     "demo_data.num_frames = 8", "demo_data.size = (32, 32)",
     "video_vit.embed_dim = 32", "video_vit.depth = 1", "video_vit.num_heads = 2",
     "video_vit.num_frames = 4", "video_vit.img_size = (32, 32)",
@@ -23,7 +28,7 @@ SMALL = [
     "data_loader.batch_size = 4", "data_loader.num_workers = 0",
     "train.epochs = 2", "train.warmup_epochs = 0", "train.log_every = 1",
     "fewshot.settings = [(5, 1, 2, 30), (5, 2, 2, 30)]",
-    "demo_data.val_classes = 5", "validation.eval_every = 1",
+    "validation.eval_every = 1",
     "validation.annotations = '.cache/demo_data/fewshot_val.json'",
 ]
 
@@ -66,6 +71,37 @@ def test_demo_runs_every_stage_and_prints_the_comparison(demo):
                 "teacher_rgb/fewshot/5way_1shot/acc", "top1_action_ensemble"):
         assert key in summary, key
     assert 0 <= summary["fewshot/5way_1shot/acc"] <= 100
+
+
+MODELS = ("trained (rgb)", "untrained (rgb)", "teacher_rgb (rgb)", "teacher_flow (flow)",
+          "teacher_skeleton (skeleton)", "student_rgb_only (rgb)", "student_flow_only (rgb)",
+          "student_skeleton_only (rgb)")
+
+
+def test_demo_prints_the_full_comparison_and_its_verdicts(demo):
+    cwd, stdout = demo
+    table = stdout[stdout.index("Few-shot accuracy (%, mean +/- 95% CI over the same episodes)"):]
+    rows = [line for line in table.splitlines()[2:2 + len(MODELS)]]
+    assert [r.split("  ")[0] for r in rows] == list(MODELS)
+    assert all(len(re.findall(r"\d+\.\d \+/- \d+\.\d", r)) == 2 for r in rows)
+    summary = json.loads((_run_dir(cwd, "distill") / "summary.json").read_text())
+    for setting in ("5way_1shot", "5way_2shot"):
+        for other in ("untrained", "teacher_rgb", "teacher_flow", "teacher_skeleton",
+                      "student_rgb_only", "student_flow_only", "student_skeleton_only"):
+            word = summary[f"fewshot/{setting}/vs_{other}"]
+            assert word in ("better", "overlap", "worse")
+            ours, theirs = summary[f"fewshot/{setting}/acc"], summary[f"{other}/fewshot/{setting}/acc"]
+            line = re.search(rf"^{setting}: trained .* vs {other} .*: (.*)$", table, re.M)
+            assert line and line.group(1).startswith(
+                {"better": "better", "worse": "worse", "overlap": "not distinguishable"}[word])
+            if word == "better":
+                assert ours > theirs
+    assert summary["evaluated/teacher_flow/modality"] == "flow"
+    assert summary["evaluated/untrained/checkpoint"].startswith("none")
+    for modality in ("rgb", "flow", "skeleton"):
+        kept = cwd / ".cache/demo_students" / f"{modality}_only.ckpt"
+        assert summary[f"evaluated/student_{modality}_only/checkpoint"] == str(kept.relative_to(cwd))
+        assert kept.is_file()
 
 
 def test_validation_runs_every_epoch_on_disjoint_classes(demo):
@@ -111,6 +147,7 @@ def test_rerun_reuses_data_and_teachers(demo):
     stamp = teacher.stat().st_mtime_ns
     stdout = run_demo(cwd)
     assert "pretrain_rgb: skipped" in stdout and "pretrain_skeleton: skipped" in stdout
+    assert "student_flow: skipped" in stdout
     assert teacher.stat().st_mtime_ns == stamp
     assert len(list((cwd / "output").glob("*/*_demo_distill*"))) == 2
 
