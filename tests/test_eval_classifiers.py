@@ -37,7 +37,8 @@ def sklearn_probabilities(support, support_labels, query, dtype=np.float64, **kw
     """scikit-learn's LogisticRegression(C=1, lbfgs) fitted per episode, as MM-CDFSL's LR_ensemble.
 
     With more than two classes lbfgs fits the multinomial model in every scikit-learn version
-    (the original also passed `multi_class="multinomial"`, which current versions no longer take).
+    (MM-CDFSL's models/lit_MMDistillTrainer.py LR_ensemble also passed `multi_class="multinomial"`,
+    which current versions no longer take).
     One BLAS/OpenMP thread: tiny fits on a shared machine are otherwise mostly thread overhead.
     """
     from sklearn.linear_model import LogisticRegression
@@ -91,7 +92,8 @@ def test_logistic_regression_on_l2_normalised_features_matches_scikit_learn(k_sh
 @pytest.mark.parametrize("scale", [1.0, 4.0])
 def test_logistic_regression_on_raw_features_matches_scikit_learn(k_shot, scale):
     # A pooled ViT-S feature after fc_norm: LayerNorm output, norm ~ sqrt(384) ~ 20 times the
-    # LayerNorm gain (4: a trained gain, norm ~ 80). Used as given, as the original's LR_ensemble.
+    # LayerNorm gain (4: a trained gain, norm ~ 80). Used as given, as MM-CDFSL's
+    # LR_ensemble does (models/lit_MMDistillTrainer.py, norm=False).
     s, sl, q, ql = gaussian_episodes(30, 5, k_shot, 15, 384, spread=0.15, seed=k_shot)
     s, q = scale * F.layer_norm(s, (384,)), scale * F.layer_norm(q, (384,))
     ours = logistic_regression(s, sl, q, 5)

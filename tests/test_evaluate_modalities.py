@@ -1,35 +1,22 @@
 """evaluate.modalities: each teacher judged on its own modality, on the same clips and episodes."""
 import json
 
-import gin
 import pytest
 import torch
 from ckpt_factories import write_mmdistill_ckpt
-from data_factories import make_dataset
 
-from context_factories import cpu_context
+from context_factories import TINY_VIT, bind_tiny_fewshot_data, cpu_context
 from mmdistill.models.vit import video_vit
 from mmdistill.evaluation import comparison_table, evaluate_stage
 
-TINY = dict(num_frames=4, img_size=(32, 32), patch_size=16, tubelet_size=2, embed_dim=32,
-            depth=1, num_heads=2)
-
-
 @pytest.fixture
 def teachers(tmp_path):
-    data = make_dataset(tmp_path / "data", videos=("v0", "v1", "v2", "v3"), labels=("a", "b"),
-                        events_per_video=2, num_frames=12, size=(32, 32))
-    gin.parse_config([
-        f"fewshot_data/clip_data.annotations = '{data['annotations']}'",
-        "temporal_sampling.num_frames = 4", "temporal_sampling.sampling_rate = 1",
-        "spatial_transform.short_side = None", "spatial_transform.crop_size = (32, 32)",
-        "data_loader.batch_size = 4", "data_loader.num_workers = 0",
-        "fewshot.settings = [(2, 1, 2, 12)]"])
+    bind_tiny_fewshot_data(tmp_path / "data")
     paths = {}
     for name, channels in (("teacher_rgb", 3), ("teacher_flow", 2), ("teacher_skeleton", 17)):
         torch.manual_seed(channels)
         paths[name] = write_mmdistill_ckpt(tmp_path / f"{name}.ckpt",
-                                           {"encoder.": video_vit(in_chans=channels, **TINY)})
+                                           {"encoder.": video_vit(in_chans=channels, **TINY_VIT)})
     return paths
 
 

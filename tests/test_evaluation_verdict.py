@@ -2,13 +2,11 @@
 import json
 from types import SimpleNamespace
 
-import gin
 import pytest
 import torch
 from ckpt_factories import write_mmdistill_ckpt
-from data_factories import make_dataset
 
-from context_factories import cpu_context
+from context_factories import TINY_VIT, bind_tiny_fewshot_data, cpu_context
 from mmdistill.evaluation import compare_with_baselines, evaluate_stage, verdict, verdict_lines
 from mmdistill.models.vit import video_vit
 
@@ -52,26 +50,14 @@ def test_verdict_lines_say_it_in_words_for_every_setting_and_model():
     assert "5way_1shot: trained 31.2 +/- 0.9 vs untrained 35.0 +/- 1.0: worse" in text
 
 
-TINY = dict(num_frames=4, img_size=(32, 32), patch_size=16, tubelet_size=2, embed_dim=32,
-            depth=1, num_heads=2)
-
-
 @pytest.fixture
 def trained_and_teacher(tmp_path):
-    data = make_dataset(tmp_path / "data", videos=("v0", "v1", "v2", "v3"), labels=("a", "b"),
-                        events_per_video=2, num_frames=12, size=(32, 32))
-    gin.parse_config([
-        f"fewshot_data/clip_data.annotations = '{data['annotations']}'",
-        "temporal_sampling.num_frames = 4", "temporal_sampling.sampling_rate = 1",
-        "spatial_transform.short_side = None", "spatial_transform.crop_size = (32, 32)",
-        "data_loader.batch_size = 4", "data_loader.num_workers = 0",
-        "fewshot.settings = [(2, 1, 2, 12)]",
-        *(f"student/video_vit.{k} = {v!r}" for k, v in TINY.items())])
+    bind_tiny_fewshot_data(tmp_path / "data", *(f"student/video_vit.{k} = {v!r}" for k, v in TINY_VIT.items()))
     paths = {}
     for name, seed in (("trained", 1), ("teacher_rgb", 2)):
         torch.manual_seed(seed)
         paths[name] = write_mmdistill_ckpt(tmp_path / f"{name}.ckpt",
-                                           {"encoder.": video_vit(in_chans=3, **TINY)})
+                                           {"encoder.": video_vit(in_chans=3, **TINY_VIT)})
     return paths
 
 

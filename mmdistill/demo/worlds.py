@@ -1,6 +1,6 @@
 """Which splits a demo world has: their files, classes, clip counts and looks.
 
-`single` is the original demo world: one look for everything, appearance independent of the
+`single` is the demo world this project shipped first: one look for everything, appearance independent of the
 class, fewshot.json / fewshot_val.json / unlabeled.json over the first actions.
 `cross_domain` is the cross-domain few-shot setting in miniature: a labelled source domain
 (source.json, its own actions, the 'studio' look with a class-tied backdrop tint), and a target
