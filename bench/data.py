@@ -262,19 +262,15 @@ def main() -> int:
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores available, load average "
           f"{os.getloadavg()[0]:.1f}; one torch thread per process, as in a DataLoader worker")
 
-    if args.only == "decode":
+    comparisons = {"decode": ("JPEG decoded in the loader vs on the device (rgb_frames.decode_on)", decode_where),
+                   "cache": ("decoded-clip cache vs JPEG/npy files", cache_where)}
+    if args.only:
+        title, compare = comparisons[args.only]
         with tempfile.TemporaryDirectory() as folder:
             clips = write_tennis_sized(Path(folder), args.videos)
-            print(f"\nJPEG decoded in the loader vs on the device (rgb_frames.decode_on), {len(clips)} clips, "
-                  f"batch {args.batch_size}, {'real' if REAL_VIDEO.is_file() else 'synthetic'} frames:")
-            decode_where(Path(folder), clips, max(args.workers), args.batch_size)
-        return 0
-    if args.only == "cache":
-        with tempfile.TemporaryDirectory() as folder:
-            clips = write_tennis_sized(Path(folder), args.videos)
-            print(f"\ndecoded-clip cache vs JPEG/npy files, {len(clips)} tennis-sized clips, batch {args.batch_size}, "
+            print(f"\n{title}, {len(clips)} tennis-sized clips, batch {args.batch_size}, "
                   f"{'real' if REAL_VIDEO.is_file() else 'synthetic'} frames:")
-            cache_where(Path(folder), clips, max(args.workers), args.batch_size)
+            compare(Path(folder), clips, max(args.workers), args.batch_size)
         return 0
     print("\nheatmaps, 16 frames x 17 joints at 224x384 (median of 5):")
     ok = True
