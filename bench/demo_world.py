@@ -122,7 +122,7 @@ def run_probes(params):
         rows.append((name, within_source, within_target, transfer))
     n_source, n_target = len(set(source_y)), len(set(target_y))
     print(f'\nProbes (5-fold CV; chance {1 / n_source:.2f} source, {1 / n_target:.2f} target)')
-    print(f'| features | source (studio) | target (street) | source -> target look |')
+    print('| features | source (studio) | target (street) | source -> target look |')
     print('|---|---|---|---|')
     for name, s, t, x in rows:
         print(f'| {name} | {s:.2f} | {t:.2f} | {x:.2f} |')

@@ -1,6 +1,5 @@
 """Stage-1 pairing: source clip i with target clip perm_epoch[i mod len(target)], one tube mask
 per pair, the epoch as long as the source list; both halves finished by the device stage."""
-import numpy as np
 import pytest
 import torch
 

@@ -1,7 +1,6 @@
 """The demo data cache under concurrency and crashes: one writer at a time, all or nothing."""
 import fcntl
 import json
-import os
 import select
 import signal
 import subprocess

@@ -3,7 +3,6 @@ the step's checkpoint and then skips the step, instead of training it again and 
 finds the file made meanwhile."""
 import threading
 import time
-from pathlib import Path
 
 import gin
 

@@ -1,6 +1,5 @@
 """The training checkpoint's owner: atomic writes, safe loading, RNG round trips, pruning, the
 trainer's save and resume, and rebuilding a distilled checkpoint's models for evaluation."""
-import json
 import os
 import random
 import subprocess
