@@ -168,6 +168,22 @@ def write_official(model: VideoViT, out: str | Path, overwrite: bool = False) ->
     return out
 
 
+def _check_trained_fc_norm(ckpt: Checkpoint, prefix: str | None, dropped: bool) -> None:
+    """A student distilled on pooled features (distill.student_fc_norm) has its feature after a
+    trained LayerNorm on the normed mean, stored beside the encoder (`fc_norm.*`). The HF and
+    official layouts normalise the mean of un-normed tokens instead, so exporting the encoder alone
+    silently changes the feature the student was trained and evaluated with: say so first."""
+    arch = ckpt.metadata.get("arch") or {}
+    if prefix != "student." or "fc_norm" not in arch or dropped:
+        return
+    raise CheckpointError(f"{ckpt.path}: this student was distilled through a trained pooled "
+                          f"LayerNorm (fc_norm.*, on top of its normed mean), which neither the "
+                          f"HF nor the official layout can hold; its exported features would "
+                          f"differ from the ones it was evaluated with. Pass --without-fc-norm to "
+                          f"export the encoder alone, or evaluate this checkpoint directly "
+                          f"(python -m mmdistill.eval).")
+
+
 # ----------------------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="token grid the checkpoint was trained on, when not recorded")
     export.add_argument("--overwrite", action="store_true",
                         help="replace an existing export at OUT (refused without it)")
+    export.add_argument("--without-fc-norm", action="store_true",
+                        help="export a pooled-distilled student's encoder without its trained "
+                             "pooled LayerNorm (neither layout can hold it; refused without this)")
     for sub_parser in (inspect, export):
         sub_parser.add_argument("--trust-checkpoint", action="store_true",
                                 help="allow arbitrary unpickling (only for files you trust)")
@@ -202,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         check_export_target(args.out, args.to, args.overwrite)  # before any work
         overrides = {"num_heads": args.num_heads, "num_frames": args.num_frames,
                      "img_size": tuple(args.img_size) if args.img_size else None}
-        model, report = build_from_checkpoint(args.path, args.prefix, args.trust_checkpoint,
+        ckpt = read_checkpoint(args.path, args.trust_checkpoint)
+        model, report = build_from_checkpoint(ckpt, args.prefix, args.trust_checkpoint,
                                               args.source_grid, **overrides)
+        _check_trained_fc_norm(ckpt, report.prefix, args.without_fc_norm)
         if not report.skipped:
             print(report)
         written = (write_hf if args.to == "hf" else write_official)(model, args.out, args.overwrite)

@@ -123,3 +123,18 @@ def test_evaluation_reads_the_pooled_feature_through_the_trained_fc_norm(tmp_pat
     live = objective.trainable.feature_model()
     with torch.no_grad():
         torch.testing.assert_close(live(clips)[1], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_export_of_a_pooled_student_names_the_fc_norm_it_cannot_hold(tmp_path, capsys):
+    from mmdistill.ckpt import main
+    objective = _pooled_objective()
+    ctx = cpu_context(tmp_path)
+    train(objective, DataLoader(FixedClips(), batch_size=4), ctx, epochs=1, lr=0.05,
+          scale_lr=False, warmup_epochs=0, log_every=1, save_ckpt_freq=1)
+    last = str(ctx.checkpoints_dir / training_checkpoint.LAST)
+    out = tmp_path / "student.pth"
+    assert main(["export", last, "--to", "official", str(out), "--prefix", "student."]) == 2
+    assert "--without-fc-norm" in capsys.readouterr().err and not out.exists()
+    assert main(["export", last, "--to", "official", str(out), "--prefix", "student.",
+                 "--without-fc-norm"]) == 0
+    assert out.exists()
