@@ -10,7 +10,7 @@ import pytest
 from mmdistill.config import parse_config
 from mmdistill.prepare.__main__ import main
 from mmdistill.prepare.common import OutputExists, PrepareError
-from mmdistill.prepare.source_split import split_lists
+from mmdistill.prepare.source_split import prepare_source_split, split_lists
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("b_slice", "b_volley", "backhand", "f_volley", "forehand", "serve", "smash")
@@ -58,7 +58,6 @@ def test_rerun_is_idempotent_and_a_different_split_is_refused(videos, tmp_path):
     assert main(args + ["--source-classes", "serve,smash"]) == 0
     assert main(args + ["--source-classes", "serve,smash"]) == 0
     with pytest.raises(OutputExists, match="--overwrite"):
-        from mmdistill.prepare.source_split import prepare_source_split
         prepare_source_split(videos, out, source_classes=["serve"], target_clips=(1, 20))
 
 
