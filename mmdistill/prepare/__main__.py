@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import annotations, flow, frames, skeleton
+from . import annotations, flow, frames, skeleton, source_split
 from .common import PrepareError, Report
 
 STEPS = {
@@ -12,6 +12,7 @@ STEPS = {
     "flow": (flow, "dense optical flow between consecutive frames (OpenCV)"),
     "skeleton": (skeleton, "2-D human keypoints per frame (optional MediaPipe)"),
     "annotations": (annotations, "unlabeled and labelled clip lists from class folders"),
+    "source-split": (source_split, "labelled-source, target, validation and test lists by class and clip"),
 }
 
 ORDER = """steps, in order:
@@ -19,6 +20,7 @@ ORDER = """steps, in order:
   flow         frames -> DATA/flows/<video>/pair_00001.npy ... (or DATA/flows/<video>.npy)
   skeleton     frames -> DATA/skeletons/<video>.pkl
   annotations  videos -> unlabeled.json and labelled list(s)
+  source-split videos -> source.json, unlabeled.json, val.json, test.json (labelled-source runs)
 Each step skips finished videos on rerun, refuses to replace other output without --overwrite,
 and ends with a report (done, skipped, failed with reasons). `<step> --help` has an example."""
 

@@ -1,0 +1,142 @@
+"""`source-split` step: the lists of a labelled-source few-shot experiment on one class folder.
+
+Stage 1 of the method needs a labelled SOURCE whose classes are not the few-shot test classes;
+with one real data set the only such source is some of its own classes. This step deals the
+classes (named, not drawn: which strokes make a useful source is a decision worth writing down)
+and splits each test class by clip number, so that the labels of the evaluation clips can never
+reach a training list. Writes, as flat JSON (``{"video", "label"}``, read by every reader):
+
+- ``source.json``: every clip of the ``--source-classes``, labelled (stage-1 cross-entropy);
+- ``unlabeled.json``: clips ``--target-clips`` of the other classes, no labels (stage-1 target,
+  distillation);
+- ``val.json``: the same clips with their labels, for choosing settings only;
+- ``test.json``: the other clips of the test classes, labelled, for the final evaluation only;
+- ``split.json``: the classes and clip range, to see afterwards what went where.
+
+Contiguous clip ranges keep clips cut from one source video on one side of the line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .annotations import class_of, clip_number, parse_range
+from .common import OutputExists, PrepareError, find_videos, write_bytes_atomic
+
+EXAMPLE = """example:
+  python -m mmdistill.prepare source-split --videos ../shared/data/tennis_strokes \\
+      --out .cache/tennis_strokes/source_split --source-classes serve,smash --target-clips 1-20
+  -> source.json (serve, smash: all clips), unlabeled.json + val.json (clips 1-20 of the other
+     five classes), test.json (clips 21-40 of the other five), split.json"""
+
+FILES = ("source.json", "unlabeled.json", "val.json", "test.json", "split.json")
+
+
+@dataclass
+class SplitReport:
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)   # file -> clips
+    source_classes: list[str] = field(default_factory=list)
+    test_classes: list[str] = field(default_factory=list)
+    ok: bool = True
+
+    def summary(self) -> str:
+        lines = [f"source-split: {len(self.written)} file(s) written, {len(self.unchanged)} "
+                 f"unchanged (already identical)"]
+        lines += [f"  wrote {path}" for path in self.written]
+        lines.append(f"  source classes ({len(self.source_classes)}): {', '.join(self.source_classes)}")
+        lines.append(f"  test classes ({len(self.test_classes)}): {', '.join(self.test_classes)}")
+        lines += [f"  {name}: {count} clips" for name, count in self.counts.items()]
+        return "\n".join(lines)
+
+
+def split_lists(videos: list[str], source_classes: list[str],
+                target_clips: tuple[int, int]) -> dict[str, list[dict]]:
+    """Video ids -> the four lists (see the module docstring); pure, for tests."""
+    by_class: dict[str, list[str]] = {}
+    for video in videos:
+        by_class.setdefault(class_of(video, Path(video)), []).append(video)
+    unknown = sorted(set(source_classes) - set(by_class))
+    if unknown:
+        raise PrepareError(f"--source-classes names {unknown}, not class folders of --videos "
+                           f"(classes: {', '.join(sorted(by_class))})")
+    test_classes = sorted(set(by_class) - set(source_classes))
+    if not test_classes:
+        raise PrepareError("--source-classes takes every class; leave some as test classes")
+    first, last = target_clips
+    lists: dict[str, list[dict]] = {"source": [], "unlabeled": [], "val": [], "test": []}
+    for label in sorted(source_classes):
+        lists["source"] += [{"video": v, "label": label} for v in by_class[label]]
+    for label in test_classes:
+        for video in by_class[label]:
+            if first <= clip_number(video) <= last:
+                lists["unlabeled"].append({"video": video})
+                lists["val"].append({"video": video, "label": label})
+            else:
+                lists["test"].append({"video": video, "label": label})
+    empty = [name for name, entries in lists.items() if not entries]
+    if empty:
+        raise PrepareError(f"--target-clips {first}-{last} leaves {', '.join(empty)} empty; "
+                           f"choose a range that keeps clips on both sides")
+    return lists
+
+
+def prepare_source_split(videos_root: Path, out_dir: Path, *, source_classes: list[str],
+                         target_clips: tuple[int, int], overwrite: bool = False) -> SplitReport:
+    videos = list(find_videos(Path(videos_root)))
+    lists = split_lists(videos, source_classes, target_clips)
+    test_classes = sorted({e["label"] for e in lists["test"]})
+    record = {"source_classes": sorted(source_classes), "test_classes": test_classes,
+              "target_clips": list(target_clips),
+              "files": {f"{name}.json": len(entries) for name, entries in lists.items()}}
+    out_dir = Path(out_dir)
+    contents = {out_dir / f"{name}.json": json.dumps(entries, indent=1) + "\n"
+                for name, entries in lists.items()}
+    contents[out_dir / "split.json"] = json.dumps(record, indent=1) + "\n"
+    changed = {p: text for p, text in contents.items()
+               if not (p.is_file() and p.read_text() == text)}
+    existing = [str(p) for p in changed if p.exists()]
+    if existing and not overwrite:
+        raise OutputExists("source-split: refusing to replace existing, different file(s): "
+                           + ", ".join(existing) + "; pass --overwrite or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = SplitReport(source_classes=sorted(source_classes), test_classes=test_classes,
+                         counts=record["files"],
+                         unchanged=sorted(str(p) for p in contents if p not in changed))
+    for path, text in changed.items():
+        write_bytes_atomic(path, text.encode())
+        report.written.append(str(path))
+    return report
+
+
+def _range_argument(text: str) -> tuple[int, int]:
+    try:
+        return parse_range(text)
+    except PrepareError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("--unlabeled-clips", "--target-clips")) \
+            from error
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--videos", type=Path, required=True,
+                        help="folder with one sub-folder of videos per class")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the list files")
+    parser.add_argument("--source-classes", required=True, metavar="CLASS,...",
+                        help="classes labelled as the source (all their clips); the others are "
+                             "the few-shot test classes")
+    parser.add_argument("--target-clips", type=_range_argument, required=True, metavar="FIRST-LAST",
+                        help="clip numbers of the test classes that form the unlabelled target "
+                             "(and, labelled, the validation list); the rest are test clips")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing list files that differ from the new ones")
+
+
+def main(args: argparse.Namespace) -> SplitReport:
+    classes = [c.strip() for c in args.source_classes.split(",") if c.strip()]
+    if not classes:
+        raise PrepareError("--source-classes is empty; e.g. serve,smash")
+    return prepare_source_split(args.videos, args.out, source_classes=classes,
+                                target_clips=args.target_clips, overwrite=args.overwrite)
