@@ -84,3 +84,19 @@ def test_loader_wait_counts_the_time_spent_waiting_for_the_loader():
     assert batches.loader_wait == 0.0
     assert len(list(batches)) == 2
     assert batches.loader_wait >= 8 * 0.05
+
+
+def test_asking_for_the_batches_starts_the_loader_before_the_first_one_is_taken():
+    """The training loop asks for the next epoch's batches during this epoch's last step so the
+    workers load them meanwhile: that only helps if asking already starts the loader."""
+    started = []
+
+    class Recording(DataLoader):
+        def __iter__(self):
+            started.append(True)
+            return super().__iter__()
+
+    loader = Recording(MaskedClips(), batch_size=2, collate_fn=collate_clips)
+    batches = iter(DeviceBatches(loader, "cpu"))
+    assert started == [True]  # before any next()
+    assert len(list(batches)) == 3 and started == [True]

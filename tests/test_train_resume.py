@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from process_kill import kill_once_paused, saved_epoch
 
@@ -32,9 +33,13 @@ def steps(run_dir: Path, key: str) -> list[int]:
     return [r["step"] for r in records if key in r]
 
 
-def test_killed_run_resumes_bit_identical(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1], ids=["in_process", "worker"])
+def test_killed_run_resumes_bit_identical(tmp_path, workers):
+    # With a worker, build_loader's loader is asked for the next epoch during the last step of
+    # this one (train/loop.py), before the checkpoint: the resumed run must not notice.
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    runs = [start(whole), start(broken, "--pause-after-epoch", "1")]  # in parallel
+    loader = ("--workers", str(workers))
+    runs = [start(whole, *loader), start(broken, "--pause-after-epoch", "1", *loader)]
     kill_once_paused(runs[1], broken.parent, broken.name)
     assert saved_epoch(broken) == 1
     (whole_rc, whole_out), (broken_rc, broken_out) = [finish(p) for p in runs]
@@ -47,7 +52,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     with (broken / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 14, "train/loss": 1.0}) + "\n" + '{"step": 1')
 
-    rc, out = finish(start(broken, "--resume"))
+    rc, out = finish(start(broken, "--resume", *loader))
     assert rc == 0, out
     assert "resumed from" in out and "epoch 1 done, step 12" in out
 

@@ -31,7 +31,9 @@ class ToyDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index) -> dict:
+        if isinstance(index, tuple):  # build_loader's EpochTaggedSampler: (epoch, index)
+            self.epoch, index = index
         content = np.random.default_rng((self.seed, index)).standard_normal(DIM)
         noise = np.random.default_rng((self.seed, self.epoch, index)).standard_normal(DIM)
         x = torch.tensor(content + 0.1 * noise, dtype=torch.float32)
@@ -39,7 +41,11 @@ class ToyDataset(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, world_size: int = 1, rank: int = 0,
-                seed: int = 0) -> DataLoader:
+                seed: int = 0, workers: int = 0) -> DataLoader:
+    if workers:  # the project's loader: persistent workers, epoch-tagged indices
+        from mmdistill.data.dataset import build_loader
+        return build_loader(dataset, batch_size=batch_size, num_workers=workers, seed=seed,
+                            rank=rank, world_size=world_size, drop_last=False)
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
@@ -116,6 +122,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--pause-after-epoch", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_intermixed_args(argv)
     gin.parse_config(args.bindings)
     torch.set_num_threads(1)
@@ -133,7 +140,8 @@ def main(argv: list[str]) -> None:
             MetricsFile(run_dir / "metrics.jsonl").truncate_after(
                 training_checkpoint.step_done(resume_from))
     objective = ToyObjective(dropout=args.dropout)
-    loader = make_loader(ToyDataset(n=args.clips), args.batch, world_size, rank)
+    loader = make_loader(ToyDataset(n=args.clips), args.batch, world_size, rank,
+                         workers=args.workers)
     epoch_end = None
     if args.pause_after_epoch is not None:
         from process_kill import pause_after

@@ -101,7 +101,11 @@ class DeviceBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[dict]:
-        batches = iter(self.loader)
+        # The loader's iterator is made now, not at the first next(): its workers start loading
+        # as soon as the caller asks for the iterator (the loop asks one step early).
+        return self._finished(iter(self.loader))
+
+    def _finished(self, batches) -> Iterator[dict]:
         while True:
             start = time.perf_counter()
             batch = next(batches, _END)

@@ -21,6 +21,7 @@ from torch import nn
 
 from mmdistill import checks
 from mmdistill.context import RunContext
+from mmdistill.data.dataset import EpochTaggedSampler
 from mmdistill.data.device_batches import DeviceBatches
 from mmdistill.train import distributed as dist_utils
 from mmdistill.train import optim, training_checkpoint
@@ -150,16 +151,21 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     device_batches = DeviceBatches(loader, ctx.device)
     consecutive_bad = total_bad = clips_seen = 0
     train_start = time.perf_counter()
+    upcoming = None  # the next epoch's batches, asked for during this epoch's last step
+    early = _can_start_early(loader)
     for epoch in range(start_epoch, epochs):
-        _set_epoch(loader, epoch)
+        batches, upcoming = upcoming or _epoch_batches(device_batches, loader, epoch), None
         trainable.train()
         epoch_window, window = _Window(), _Window()
         console.start_epoch(epoch, epochs, steps_per_epoch)
-        batches = iter(device_batches)
-        for _ in range(steps_per_epoch):
+        for step_in_epoch in range(steps_per_epoch):
             waited = device_batches.loader_wait
             micro_batches = [next(batches) for _ in range(accum_steps)]
             wait = device_batches.loader_wait - waited
+            if step_in_epoch == steps_per_epoch - 1 and epoch + 1 < epochs and early:
+                # Workers load the next epoch's first batches during this last step, the
+                # logging, the checkpoint and the validation, instead of after them.
+                upcoming = _epoch_batches(device_batches, loader, epoch + 1)
             step_lr = optimizer.param_groups[0]["lr"]
             result = step_fn(micro_batches)
             global_step += 1
@@ -263,6 +269,23 @@ def _check_frozen(objective: nn.Module, trainable: nn.Module) -> None:
                          f"that require grad: {leaking[:5]}{' ...' if len(leaking) > 5 else ''}. "
                          f"Freeze them (requires_grad_(False)) or return them from "
                          f"trainable_modules().")
+
+
+def _can_start_early(loader) -> bool:
+    """Whether the next epoch's batches may be asked for before this epoch's checkpoint. Only
+    for build_loader's loaders with workers: their order comes from (seed, epoch) and their worker
+    seeds from the loader's own generator, so asking early draws nothing from the global RNG the
+    checkpoint records, and a resumed run stays bit-identical. Other loaders (a plain shuffling
+    DataLoader draws its order from the global RNG) ask at the epoch's start, as before."""
+    return (isinstance(getattr(loader, "sampler", None), EpochTaggedSampler)
+            and getattr(loader, "num_workers", 0) > 0
+            and getattr(loader, "generator", None) is not None)
+
+
+def _epoch_batches(device_batches: DeviceBatches, loader, epoch: int):
+    """An epoch's finished batches; the loader starts on them at once (see DeviceBatches)."""
+    _set_epoch(loader, epoch)
+    return iter(device_batches)
 
 
 def _set_epoch(loader, epoch: int) -> None:
