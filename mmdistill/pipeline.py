@@ -10,6 +10,7 @@ built inside a `pretrain_rgb` step scope.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +30,8 @@ def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
     """steps: step name -> gin file(s) of that step, run in order.
     setup: called once before the steps (e.g. @demo_data_cache writes the demo data).
     outputs: step -> path where that step's final checkpoint is kept. A step whose output exists
-    is skipped (reruns reuse teachers); an existing file is never replaced."""
+    is skipped (reruns reuse teachers; a warning names the --gin_param bindings that differ from
+    the run that made it, recorded beside it); an existing file is never replaced."""
     steps = {name: [files] if isinstance(files, str) else list(files)
              for name, files in (steps or {}).items()}
     outputs = dict(outputs or {})
@@ -62,6 +64,7 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
             if output is not None and output.is_file():
                 print(f"[pipeline] {step}: skipped, {output} exists (delete it to redo this step)",
                       flush=True)
+                _warn_if_made_otherwise(output, bindings)
                 results[step] = {"status": "skipped", "checkpoint": str(output)}
                 continue
             print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
@@ -75,7 +78,7 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
                     raise ValueError(f"pipeline.outputs names a file for step '{step}', but that "
                                      f"step trained no checkpoint (experiment.train=False or an "
                                      f"evaluate task); drop it from pipeline.outputs")
-                _keep(Path(summary["checkpoint"]), output)
+                _keep(Path(summary["checkpoint"]), output, bindings)
             results[step] = summary
     print("[pipeline] seconds per step: "
           + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()), flush=True)
@@ -102,10 +105,38 @@ def _making(output: Path | None):
         lock.release()
 
 
-def _keep(checkpoint: Path, output: Path) -> None:
+def _made_with(output: Path) -> Path:
+    """Beside a kept output: the command-line bindings of the pipeline run that made it."""
+    return output.with_name(output.name + ".made_with.json")
+
+
+def _warn_if_made_otherwise(output: Path, bindings: Sequence[str]) -> None:
+    """A kept output is reused whatever the command line says now (a rerun with another
+    `evaluate.*` binding must not retrain the teachers), so say it when the run that made it had
+    other --gin_param bindings: `demo_data.seed=1` in a folder whose teachers were made with seed
+    0 would otherwise compare seed-0 teachers with seed-1 data without a word."""
+    record = _made_with(output)
+    if not record.is_file():
+        return
+    made = json.loads(record.read_text()).get("bindings", [])
+    if sorted(made) == sorted(bindings):
+        return
+    only_then = sorted(set(made) - set(bindings))
+    only_now = sorted(set(bindings) - set(made))
+    print(f"[pipeline] warning: {output} was made by a run with other --gin_param bindings "
+          f"(then only: {only_then or 'none'}; now only: {only_now or 'none'}); it is reused "
+          f"as it is. Delete it (and {record.name}) to make it with this run's settings, or run "
+          f"from another folder.", flush=True)
+
+
+def _keep(checkpoint: Path, output: Path, bindings: Sequence[str] = ()) -> None:
     if output.exists():
         raise FileExistsError(f"{output} appeared while the step ran; not replacing it")
     output.parent.mkdir(parents=True, exist_ok=True)
+    record = _made_with(output)
+    record_tmp = record.with_name(record.name + ".tmp")
+    record_tmp.write_text(json.dumps({"bindings": list(bindings)}, indent=1) + "\n")
+    record_tmp.rename(record)  # before the output: an output never stands without its record
     tmp = output.with_name(output.name + ".tmp")
     shutil.copyfile(checkpoint, tmp)
     tmp.rename(output)

@@ -59,3 +59,33 @@ def test_an_output_for_a_step_that_trains_nothing_is_refused_by_name(tmp_path, m
     with pytest.raises(ValueError, match="step 'evaluate', but that step trained no checkpoint"):
         pipeline.run_pipeline("demo", [])
     assert not (tmp_path / "kept.ckpt").exists()
+
+
+def test_a_kept_output_made_with_other_bindings_is_reused_with_a_warning(tmp_path, monkeypatch,
+                                                                         capsys):
+    output = tmp_path / "cache" / "teacher.ckpt"
+    trained = []
+
+    def fake_experiment(config_name, step, argv):
+        trained.append(step)
+        ckpt = tmp_path / "run.ckpt"
+        ckpt.write_bytes(b"seed-0 weights")
+        return {"checkpoint": str(ckpt)}
+
+    monkeypatch.setattr(pipeline, "experiment", fake_experiment)
+    monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: None)
+    monkeypatch.setattr(pipeline, "pipeline_settings", lambda: {
+        "steps": {"teacher": ["step.gin"]}, "setup": None, "outputs": {"teacher": str(output)}})
+    pipeline.run_pipeline("demo", ["demo_data.seed=0", "train.lr=0.1"])
+    assert trained == ["teacher"] and (tmp_path / "cache" / "teacher.ckpt.made_with.json").is_file()
+    capsys.readouterr()
+
+    pipeline.run_pipeline("demo", ["train.lr=0.1", "demo_data.seed=0"])  # same, other order
+    assert "warning" not in capsys.readouterr().out
+
+    result = pipeline.run_pipeline("demo", ["demo_data.seed=1", "train.lr=0.1"])
+    out = capsys.readouterr().out
+    assert trained == ["teacher"]  # reused, not retrained
+    assert result["steps"]["teacher"]["status"] == "skipped"
+    assert "warning" in out and "demo_data.seed=0" in out and "demo_data.seed=1" in out
+    assert "Delete it" in out and output.read_bytes() == b"seed-0 weights"
