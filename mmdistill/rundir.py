@@ -18,6 +18,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def lock_run_dir(run_dir: str | Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        owner = _read_owner(fd)
+        owner = _wait_for_owner_record(fd)
         os.close(fd)
         raise RunDirBusy(_busy_message(key, owner)) from None
     previous = _read_owner(fd)  # left behind only by an owner that died holding it
@@ -193,6 +194,17 @@ def hold_lock(run_dir: str | Path, rank: int = 0):
         yield
     finally:
         release_run_dir(run_dir)
+
+
+def _wait_for_owner_record(fd: int, seconds: float = 2.0) -> dict | None:
+    """The owner writes its record just after taking the lock; a process refused in between
+    would see none and could not say whom to wait for, so give it a moment to appear."""
+    deadline = time.monotonic() + seconds
+    owner = _read_owner(fd)
+    while not owner and time.monotonic() < deadline:
+        time.sleep(0.05)
+        owner = _read_owner(fd)
+    return owner
 
 
 def _read_owner(fd: int) -> dict | None:

@@ -182,3 +182,27 @@ def test_lock_is_reentrant_in_its_process_and_released_by_hold_lock(tmp_path):
                             "rundir.lock_run_dir(sys.argv[1]); print('locked')", str(tmp_path)],
                            env=_env(), capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "locked", probe.stderr
+
+
+def test_a_refused_process_waits_a_moment_for_the_owner_record(tmp_path):
+    """The owner writes its PID just after taking the lock; a process refused in between must
+    still name it (this race made test_two_concurrent_resumes_exactly_one_proceeds flaky)."""
+    import fcntl
+    import threading
+
+    import pytest
+
+    owner_fd = os.open(tmp_path / rundir.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, no record yet
+    record = json.dumps({"pid": 4242, "host": "here", "since": "now", "command": "x"}) + "\n"
+    writer = threading.Timer(0.3, lambda: os.pwrite(owner_fd, record.encode(), 0))
+    writer.start()
+    try:
+        with pytest.raises(rundir.RunDirBusy, match="PID 4242"):
+            rundir.lock_run_dir(tmp_path)
+        os.ftruncate(owner_fd, 0)  # an owner that never writes one: said so, after the wait
+        with pytest.raises(rundir.RunDirBusy, match="its PID is not recorded yet"):
+            rundir.lock_run_dir(tmp_path)
+    finally:
+        writer.join()
+        os.close(owner_fd)
