@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .common import OutputExists, PrepareError, find_videos, write_bytes_atomic
+from .common import PrepareError, find_videos, write_changed_files
 
 EXAMPLE = """example:
   python -m mmdistill.prepare annotations --videos ../shared/data/tennis_strokes --out data/tennis \\
@@ -225,18 +225,7 @@ def prepare_annotations(videos_root: Path, out_dir: Path, *, fmt: str = "tennis"
 
     report = AnnotationReport(groups=groups, clips_per_class=dict(sorted(
         Counter(i.label for i in labelled).items())))
-    changed = {p: text for p, text in contents.items()
-               if not (p.is_file() and p.read_text() == text)}
-    report.unchanged = sorted(str(p) for p in contents if p not in changed)
-    existing = [p for p in changed if p.exists()]
-    if existing and not overwrite:
-        raise OutputExists("annotations: refusing to replace existing, different file(s): "
-                           + ", ".join(str(p) for p in existing)
-                           + "; pass --overwrite to replace them, or choose another --out folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path, text in changed.items():
-        write_bytes_atomic(path, text.encode())
-        report.written.append(str(path))
+    report.written, report.unchanged = write_changed_files("annotations", contents, overwrite)
     return report
 
 

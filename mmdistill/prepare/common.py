@@ -153,6 +153,24 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_changed_files(step: str, contents: dict[Path, str],
+                        overwrite: bool) -> tuple[list[str], list[str]]:
+    """Write the small text outputs (annotation lists) whose content differs from what is on
+    disk; refuse, naming them, to replace different existing ones without --overwrite, so a rerun
+    with the same arguments is a no-op and one with other arguments never silently replaces
+    lists a run was made from. Returns (written, unchanged) paths."""
+    changed = {p: text for p, text in contents.items()
+               if not (p.is_file() and p.read_text() == text)}
+    existing = [str(p) for p in changed if p.exists()]
+    if existing and not overwrite:
+        raise OutputExists(f"{step}: refusing to replace existing, different file(s): "
+                           + ", ".join(existing) + "; pass --overwrite to replace them, or "
+                           "choose another --out folder")
+    for path, text in changed.items():
+        write_bytes_atomic(path, text.encode())
+    return [str(p) for p in changed], sorted(str(p) for p in contents if p not in changed)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .annotations import class_of, clip_number, parse_range
-from .common import OutputExists, PrepareError, find_videos, write_bytes_atomic
+from .common import PrepareError, find_videos, write_changed_files
 
 EXAMPLE = """example:
   python -m mmdistill.prepare source-split --videos ../shared/data/tennis_strokes \\
@@ -96,20 +96,10 @@ def prepare_source_split(videos_root: Path, out_dir: Path, *, source_classes: li
     contents = {out_dir / f"{name}.json": json.dumps(entries, indent=1) + "\n"
                 for name, entries in lists.items()}
     contents[out_dir / "split.json"] = json.dumps(record, indent=1) + "\n"
-    changed = {p: text for p, text in contents.items()
-               if not (p.is_file() and p.read_text() == text)}
-    existing = [str(p) for p in changed if p.exists()]
-    if existing and not overwrite:
-        raise OutputExists("source-split: refusing to replace existing, different file(s): "
-                           + ", ".join(existing) + "; pass --overwrite or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = SplitReport(source_classes=sorted(source_classes), test_classes=test_classes,
-                         counts=record["files"],
-                         unchanged=sorted(str(p) for p in contents if p not in changed))
-    for path, text in changed.items():
-        write_bytes_atomic(path, text.encode())
-        report.written.append(str(path))
-    return report
+    written, unchanged = write_changed_files("source-split", contents, overwrite)
+    return SplitReport(written=written, unchanged=unchanged,
+                       source_classes=sorted(source_classes), test_classes=test_classes,
+                       counts=record["files"])
 
 
 def _range_argument(text: str) -> tuple[int, int]:
