@@ -118,11 +118,10 @@ def _warn_if_made_otherwise(output: Path, bindings: Sequence[str]) -> None:
     record = _made_with(output)
     if not record.is_file():
         return
-    made = json.loads(record.read_text()).get("bindings", [])
-    if sorted(made) == sorted(bindings):
+    made = set(json.loads(record.read_text()).get("bindings", []))
+    only_then, only_now = sorted(made - set(bindings)), sorted(set(bindings) - made)
+    if not only_then and not only_now:
         return
-    only_then = sorted(set(made) - set(bindings))
-    only_now = sorted(set(bindings) - set(made))
     print(f"[pipeline] warning: {output} was made by a run with other --gin_param bindings "
           f"(then only: {only_then or 'none'}; now only: {only_now or 'none'}); it is reused "
           f"as it is. Delete it (and {record.name}) to make it with this run's settings, or run "
