@@ -92,3 +92,17 @@ def test_bad_values_are_refused_with_the_choices():
     optimizer = optim.build_optimizer(model, lr=0.1)
     with pytest.raises(ValueError, match="train.cosine_period='epochs'.*'remaining'.*'all_epochs'"):
         optim.build_scheduler(optimizer, 10, 2, period="epochs")
+
+
+@pytest.mark.parametrize("setting, value", [("weight_decay_groups", "none"),
+                                            ("cosine_period", "epochs")])
+def test_train_refuses_a_bad_choice_before_anything_runs(tmp_path, setting, value):
+    from context_factories import cpu_context
+    from toy_objective import ToyDataset, ToyObjective, make_loader
+
+    from mmdistill.train.loop import train
+
+    ctx = cpu_context(tmp_path)
+    with pytest.raises(ValueError, match=f"^train.{setting}='{value}': choose"):
+        train(ToyObjective(), make_loader(ToyDataset(n=8), 4), ctx, **{setting: value})
+    assert not list(ctx.checkpoints_dir.iterdir())

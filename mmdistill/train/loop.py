@@ -119,6 +119,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
                     keep_last_k=keep_last_k, keep_best_k=keep_best_k, lr=lr, min_lr=min_lr,
                     warmup_lr=warmup_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay, betas=betas,
                     clip_grad=clip_grad)
+    optim.check_choices(weight_decay_groups, cosine_period)
     _check_best_k(keep_best_k, best_mode, epoch_end)
     _check_loader(loader, ctx)
     objective.to(ctx.device)

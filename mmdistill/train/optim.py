@@ -9,7 +9,7 @@ import torch
 from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 
-from mmdistill.checks import check_fractions, check_number
+from mmdistill.checks import SettingError, check_fractions, check_number
 
 LR_REFERENCE_BATCH = 256
 
@@ -31,6 +31,16 @@ def check_optimizer_settings(weight_decay: float, betas: tuple[float, float], mi
     check_fractions("train.betas", betas, 2, (0.9, 0.999))
     check_number("train.min_lr", min_lr, example=1e-6)
     check_number("train.warmup_lr", warmup_lr, example=1e-6)
+
+
+def check_choices(decay_groups: str = "timm", period: str = "remaining") -> None:
+    """train.weight_decay_groups and train.cosine_period, named as users bind them."""
+    if decay_groups not in DECAY_GROUPS:
+        raise SettingError(f"train.weight_decay_groups={decay_groups!r}: choose 'timm' (no decay on "
+                         f"biases, norms, position tables) or 'all' (every parameter decays)")
+    if period not in COSINE_PERIODS:
+        raise SettingError(f"train.cosine_period={period!r}: choose 'remaining' (min_lr on the last "
+                         f"step) or 'all_epochs' (cosine of epochs x steps after the warmup)")
 
 
 def scaled_lr(base_lr: float, total_batch: int, scale: bool = True) -> float:
@@ -65,9 +75,7 @@ def build_optimizer(module: torch.nn.Module, lr: float, weight_decay: float = 0.
     """
     check_number("lr", lr)
     check_optimizer_settings(weight_decay, betas)
-    if decay_groups not in DECAY_GROUPS:
-        raise ValueError(f"train.weight_decay_groups={decay_groups!r}: choose 'timm' (no decay on "
-                         f"biases, norms, position tables) or 'all' (every parameter decays)")
+    check_choices(decay_groups=decay_groups)
     if decay_groups == "all":
         trainable = [p for p in module.parameters() if p.requires_grad]
         groups = [{"params": trainable, "weight_decay": weight_decay}] if trainable else []
@@ -111,9 +119,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
     optimizer step (timm's convention)."""
     check_number("train.min_lr", min_lr, example=1e-6)
     check_number("train.warmup_lr", warmup_lr, example=1e-6)
-    if period not in COSINE_PERIODS:
-        raise ValueError(f"train.cosine_period={period!r}: choose 'remaining' (min_lr on the last "
-                         f"step) or 'all_epochs' (cosine of epochs x steps after the warmup)")
+    check_choices(period=period)
     if warmup_steps >= total_steps:
         raise ValueError(f"warmup ({warmup_steps} steps) must be shorter than training "
                          f"({total_steps} steps): lower train.warmup_epochs or raise train.epochs.")
