@@ -87,3 +87,30 @@ def test_source_length_without_a_source_list_and_bad_values_are_refused():
         distill_epoch_length("source")
     with pytest.raises(ValueError, match="distill_data.epoch_length='ego4d'.*'target'.*'source'"):
         distill_epoch_length("ego4d")
+
+
+def test_the_distillation_loader_cycles_real_clips(tmp_path):
+    """stages._train_loader with an epoch length: real clips, masks and the device finisher."""
+    import data_factories as df
+    from context_factories import cpu_context
+    from mmdistill.data.device_batches import finish_batch
+    from mmdistill.stages import _train_loader
+
+    target = df.make_dataset(tmp_path / "target", videos=("t0", "t1", "t2"), num_frames=6,
+                             size=(32, 32))
+    gin.clear_config()
+    try:
+        gin.parse_config([f"unlabeled/clip_data.annotations = '{target['annotations']}'",
+                          "temporal_sampling.num_frames = 4", "temporal_sampling.sampling_rate = 1",
+                          "spatial_transform.short_side = None",
+                          "spatial_transform.crop_size = (32, 32)",
+                          "data_loader.batch_size = 2", "data_loader.num_workers = 0"])
+        loader = _train_loader(cpu_context(tmp_path / "run"), ["rgb"], (2, 2, 2), 0.5,
+                               epoch_length=8)
+        assert isinstance(loader.dataset, CycledClips) and len(loader) == 4
+        batches = [finish_batch(b, "cpu", heatmap_drawer(loader.dataset)) for b in loader]
+    finally:
+        gin.clear_config()
+    videos = [v for b in batches for v in b["video"]]
+    assert sorted(Counter(videos).values()) == [2, 3, 3]
+    assert all(b["rgb"].shape == (2, 3, 4, 32, 32) and "visible_index" in b for b in batches)
