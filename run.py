@@ -43,6 +43,7 @@ def import_configurables() -> None:
     tests/test_imports.py checks that every module with a configurable is listed here."""
     import mmdistill.data.annotations  # noqa: F401  clip_annotations
     import mmdistill.data.clip_cache  # noqa: F401  clip_cache
+    import mmdistill.data.cycled  # noqa: F401  distill_data
     import mmdistill.data.dataset  # noqa: F401  clip_data, data_loader
     import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
     import mmdistill.data.masking  # noqa: F401  tube_mask

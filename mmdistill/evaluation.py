@@ -15,18 +15,40 @@ from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
-from mmdistill.models.heads import NormedPooling
+from mmdistill.models.heads import FC_NORM_EPS, NormedPooling
 from mmdistill.models.vit import video_vit
+from mmdistill.train.checkpoint_format import FORMAT
 from mmdistill.train.training_checkpoint import models_for_evaluation
 
 UNTRAINED = "untrained"
+# evaluate.foreign_pooling: how the pooled feature of a checkpoint not written by mmdistill is
+# read. 'mean': the encoder's own pooling (a pretraining encoder: mean of its normed tokens).
+# 'fresh_layer_norm': that mean through an untrained LayerNorm (eps 1e-5, weight 1, bias 0), as
+# MM-CDFSL's evaluation does: its classifier builds fc_norm with torch's default LayerNorm
+# (models/videomae_classifier.py:196, 218-219) and loads only the checkpoint's `encoder.` keys
+# (videomae_classifier.py:249-263), so even a distilled student's trained fc_norm is dropped.
+FOREIGN_POOLING = ("mean", "fresh_layer_norm")
 
-def _load_for_eval(path: str | Path, prefix: str | None, trust: bool):
+
+def _load_for_eval(path: str | Path, prefix: str | None, trust: bool, pooling: str = "mean"):
     """The encoder (and, for our distillation checkpoints, the CMT heads) stored in `path`."""
     model, heads, report = models_for_evaluation(path, prefix, trust)
     print(f"[evaluate] {path}: {report.format} checkpoint, model {report.prefix or '(root)'}"
           f", {report.loaded} tensors loaded", flush=True)
-    return model, heads
+    return _foreign_pooling(model, report.format, pooling, path), heads
+
+
+def _foreign_pooling(model, checkpoint_format: str, pooling: str, path: str | Path):
+    """`model`, or for a foreign checkpoint under 'fresh_layer_norm' a NormedPooling of it."""
+    if pooling == "mean" or checkpoint_format == FORMAT:
+        return model
+    if model.arch["use_mean_pooling"]:
+        print(f"[evaluate] {path}: evaluate.foreign_pooling='fresh_layer_norm' not applied: the "
+              f"model pools through its own trained fc_norm", flush=True)
+        return model
+    print(f"[evaluate] {path}: pooled feature through a fresh LayerNorm (eps {FC_NORM_EPS:g}; "
+          f"evaluate.foreign_pooling='fresh_layer_norm')", flush=True)
+    return NormedPooling(model, torch.nn.LayerNorm(model.embed_dim, eps=FC_NORM_EPS))
 
 
 def _untrained_model(seed: int):
@@ -46,7 +68,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True,
                    modalities: Mapping[str, str] | None = None,
-                   untrained: bool = False) -> dict[str, Any]:
+                   untrained: bool = False, foreign_pooling: str = "mean") -> dict[str, Any]:
     """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
     checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
 
@@ -59,7 +81,13 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     untrained: also evaluate 'untrained', the student's architecture at its seeded random
     initialisation (`experiment.seed`), so a trained model is judged against what no training
     gives. The 'trained' model is compared with every other one per setting from the 95% CIs
-    (`fewshot/<setting>/vs_<name>` = 'better' | 'overlap' | 'worse'), printed under the table."""
+    (`fewshot/<setting>/vs_<name>` = 'better' | 'overlap' | 'worse'), printed under the table.
+
+    foreign_pooling: 'mean' | 'fresh_layer_norm' for checkpoints mmdistill did not write (see
+    FOREIGN_POOLING); ours always pool as they were trained."""
+    if foreign_pooling not in FOREIGN_POOLING:
+        raise ValueError(f"evaluate.foreign_pooling={foreign_pooling!r}: choose 'mean' (the "
+                         f"encoder's own pooling) or 'fresh_layer_norm' (MM-CDFSL's evaluation)")
     models: dict[str, str | Path | None] = {}
     if ckpt_path is not None:
         models["trained"] = ckpt_path
@@ -89,7 +117,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     for name, path in models.items():
         modality = modality_of[name]
         model, heads = (_untrained_model(ctx.seed) if path is None else
-                        _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint))
+                        _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint,
+                                       foreign_pooling))
         _check_input_channels(name, model, modality, _channels(loaders[modality].dataset, modality))
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
         report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
@@ -103,7 +132,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                                                     if path is None else str(path))
         encoder = model.encoder if isinstance(model, NormedPooling) else model
         summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([encoder])
-        if encoder is not model:  # the trained pooled LayerNorm, fingerprinted on its own
+        if encoder is not model:  # the pooled LayerNorm, fingerprinted on its own
             summary[f"evaluated/{name}/fc_norm_sha"] = weights_fingerprint([model.fc_norm])
         summary[f"evaluated/{name}/modality"] = modality
         for key, value in report.as_summary().items():

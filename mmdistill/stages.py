@@ -17,6 +17,7 @@ import gin
 import torch
 
 from mmdistill.context import RunContext
+from mmdistill.data.cycled import CycledClips, distill_epoch_length
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.paired import PairedClipDataset, source_seed
@@ -112,11 +113,16 @@ def _copy_teacher_into(student: VideoViT, teachers: dict[str, VideoViT], modalit
         student.use_sincos_table_of(source.arch["sincos_grid"])
 
 
-def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: float):
+def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: float,
+                  epoch_length: int | None = None):
     mask = TubeMaskGenerator(grid, mask_ratio) if mask_ratio > 0 else None
     with gin.config_scope("unlabeled"):
         dataset = build_clip_dataset(modalities=list(modalities), mode="train", mask=mask,
                                      seed=ctx.seed)
+        if epoch_length is not None:  # distill_data.epoch_length: the clips cycled
+            print(f"[data] {len(dataset)} target clips cycled to {epoch_length} items per epoch, "
+                  f"reshuffled every epoch", flush=True)
+            dataset = CycledClips(dataset, epoch_length, ctx.seed)
         loader = build_loader(dataset, seed=ctx.seed, rank=ctx.rank, world_size=ctx.world_size)
     print(f"[data] {len(dataset)} training clips, modalities {list(modalities)}, "
           f"mask ratio {mask_ratio}", flush=True)
@@ -126,7 +132,8 @@ def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: 
 def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
     objective, mask_ratio = build_distillation()
     modalities = sorted(set(objective.teachers) | {objective.student_input})
-    loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio)
+    loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio,
+                           distill_epoch_length())
     summary = train(objective, loader, ctx, resume_from=resume_from,
                     epoch_end=validation_hook(ctx, objective.trainable.feature_model()))
     return Path(summary["checkpoint"])

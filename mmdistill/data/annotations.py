@@ -24,6 +24,7 @@ import gin
 
 from mmdistill.data.annotation_fields import (EVENTS_KEY, TENNIS_EVENT_KEYS, TENNIS_VIDEO_KEYS, FieldMap,
                                               describe_keys, did_you_mean, joined, misspelt, unread_keys)
+from mmdistill.data.exclude import Exclude, exclude_entries
 from mmdistill.data.layout import VIDEO_EXTENSIONS
 
 log = logging.getLogger("mmdistill.data")
@@ -276,7 +277,8 @@ LAYOUTS = ("auto", "tennis", "flat", "folders")
 def read_annotations(path: str | Path, layout: str = "auto", label_key: str | Sequence[str] | None = "label",
                      frame_base: int = 0, on_bad_entry: str = "error", video_key: str | Sequence[str] = "video",
                      start_key: str | None = "start", end_key: str | None = "end", entries_key: str | None = None,
-                     ignored_keys: Sequence[str] = (), require_labels: bool = False) -> list[Clip]:
+                     ignored_keys: Sequence[str] = (), require_labels: bool = False,
+                     exclude: Exclude | None = None) -> list[Clip]:
     """Read any supported layout; `layout='auto'` picks by what the path holds.
 
     A folder is a class-folder layout; `.csv` a flat list; a JSON list (or the list under
@@ -285,11 +287,13 @@ def read_annotations(path: str | Path, layout: str = "auto", label_key: str | Se
     (a list of keys joins their values with '/'; tennis events take `frame` and `label_key`);
     `ignored_keys` are keys known to hold nothing a clip needs. `require_labels` refuses a list
     whose entries lack the label, naming the key it looked for (`clip_data.labeled = True`, and
-    few-shot evaluation, ask for it).
+    few-shot evaluation, ask for it). `exclude` {entry key: [values]} drops the entries holding
+    a listed value before they are read (mmdistill.data.exclude; e.g. MM-CDFSL's Ego4D `delete`).
     """
     reading = read_annotation_file(path, layout, label_key, frame_base, on_bad_entry, video_key=video_key,
                                    start_key=start_key, end_key=end_key, entries_key=entries_key,
-                                   ignored_keys=ignored_keys, require_labels=require_labels)
+                                   ignored_keys=ignored_keys, require_labels=require_labels,
+                                   exclude=exclude)
     reading.log_warnings()
     return reading.clips
 
@@ -297,7 +301,8 @@ def read_annotations(path: str | Path, layout: str = "auto", label_key: str | Se
 def read_annotation_file(path: str | Path, layout: str = "auto", label_key: str | Sequence[str] | None = "label",
                          frame_base: int = 0, on_bad_entry: str = "error", *, video_key: str | Sequence[str] = "video",
                          start_key: str | None = "start", end_key: str | None = "end", entries_key: str | None = None,
-                         ignored_keys: Sequence[str] = (), require_labels: bool = False) -> AnnotationReading:
+                         ignored_keys: Sequence[str] = (), require_labels: bool = False,
+                         exclude: Exclude | None = None) -> AnnotationReading:
     """`read_annotations`, returning how the file was read as well (layout, fields, unread keys)."""
     _check_on_bad_entry(on_bad_entry)
     if layout not in LAYOUTS:
@@ -307,6 +312,9 @@ def read_annotation_file(path: str | Path, layout: str = "auto", label_key: str 
     if not path.exists():
         raise AnnotationError(f"{path}: annotation file or folder does not exist")
     if layout == "folders" or (layout == "auto" and path.is_dir()):
+        if exclude:
+            raise AnnotationError(f"{path}: clip_annotations.exclude reads annotation entries; a "
+                                  f"class-folder layout has none (move the videos out instead)")
         clips = read_class_folders(path)
         return AnnotationReading(path, "folders", fields, frame_base, None, len(clips), clips)
     if path.suffix.lower() == ".csv":
@@ -316,6 +324,9 @@ def read_annotation_file(path: str | Path, layout: str = "auto", label_key: str 
         entries = _load_csv(path, fields.video)
     else:
         entries = _entries(path, _load_json(path), entries_key)
+    if exclude:
+        entries = exclude_entries(path, entries, exclude)
+        ignored_keys = (*ignored_keys, *exclude)  # read here, so not "unread"
     if layout == "auto":
         layout = _detect_layout(path, entries)
     read = _tennis_clips if layout == "tennis" else _list_clips

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from mmdistill.data.clip_cache import QUANTISED_SUFFIX
+from mmdistill.data.cycled import CycledClips
 from mmdistill.data.dataset import KEYPOINTS_SUFFIX, ClipDataset
 from mmdistill.data.jpeg_on_device import JPEG_SUFFIX
 from mmdistill.data.masking import token_indices
@@ -48,8 +49,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def heatmap_drawer(dataset: Any) -> HeatmapDrawer | None:
     """What finishes what a ClipDataset's (or a source/target pair's) loader left to the device
     (heatmaps from keypoints, cached integers to normalised floats); None for other datasets."""
-    return (dataset.finish_on_device if isinstance(dataset, (ClipDataset, PairedClipDataset))
-            else None)
+    return (dataset.finish_on_device
+            if isinstance(dataset, (ClipDataset, PairedClipDataset, CycledClips)) else None)
 
 
 def finish_batch(batch: dict, device: torch.device | str,

@@ -241,12 +241,14 @@ def initialise_mae(mae: "MaskedAutoencoder", path: str | Path | Checkpoint,
     The encoder goes through `load_pretrained`'s path (architecture check, position table
     resampled, strict keys); the decoder, `encoder_to_decoder` and `mask_token` are loaded
     strictly when the file has them in the official layout, the decoder head only when its shape
-    fits. An encoder with another channel count than the file's needs `patch_embed`:
-    'reinit' keeps the fresh patch embedding (weight and bias) and decoder head, as MM-CDFSL
-    starts its flow and pose teachers from RGB VideoMAE weights (netscripts/get_model.py);
+    fits. An encoder with another channel count or patch size than the file's needs
+    `patch_embed`: 'reinit' keeps the fresh patch embedding (weight and bias) and decoder head,
+    as MM-CDFSL starts its flow and pose teachers (pose: 21 channels, 4 px patches) from RGB
+    VideoMAE weights (models/modeling_pretrain.py:423-441 drops `encoder.patch_embed.*` and
+    `decoder.head.*` unless in_chans == 3);
     'channel_mean' averages the kernel over the file's channels, repeats it to the model's and
-    scales it by file/model channels, so a constant input gives the same response; 'strict'
-    refuses. The action head always starts fresh.
+    scales it by file/model channels, so a constant input gives the same response (same patch
+    size only); 'strict' refuses. The action head always starts fresh.
     """
     if patch_embed not in PATCH_EMBED_MODES:
         raise ValueError(f"pretrain.init_patch_embed={patch_embed!r}: choose one of "
@@ -255,32 +257,45 @@ def initialise_mae(mae: "MaskedAutoencoder", path: str | Path | Checkpoint,
     view = select_model(ckpt, None, source_grid)
     encoder = mae.encoder
     file_chans, chans = view.arch["in_chans"], encoder.in_chans
+    file_patch, patch = view.arch["patch_size"], encoder.arch["patch_size"]
     not_copied: dict[str, str] = {}
     kept: tuple[str, ...] = ()
     what = f"{chans} channels, copied"
-    if file_chans != chans:
+    changes = [f"{a} -> {b} {unit}" for a, b, unit in ((file_chans, chans, "channels"),
+                                                      (file_patch, patch, "px patches")) if a != b]
+    if changes:
         if patch_embed == "strict":
             raise ArchitectureMismatchError(
-                f"{ckpt.path} has a {file_chans}-channel patch embedding, the encoder takes {chans} "
-                f"channels. To start it from these weights set pretrain.init_patch_embed = "
-                f"'reinit' (fresh patch embedding and decoder head) or 'channel_mean' (the "
-                f"kernel averaged over channels); or give a {chans}-channel checkpoint.")
+                f"{ckpt.path} has a patch embedding of {file_chans} channels and {file_patch} px "
+                f"patches, the encoder takes {chans} channels and {patch} px patches. To start it "
+                f"from these weights set pretrain.init_patch_embed = 'reinit' (fresh patch "
+                f"embedding and decoder head)" + (" or 'channel_mean' (the kernel averaged over "
+                f"channels)" if file_patch == patch else "") + f"; or give a checkpoint that fits.")
+        if patch_embed == "channel_mean" and file_patch != patch:
+            raise ArchitectureMismatchError(
+                f"pretrain.init_patch_embed='channel_mean' averages a kernel over channels but "
+                f"cannot change its patch size ({file_patch} px in {ckpt.path}, {patch} px here): "
+                f"set pretrain.init_patch_embed = 'reinit' (fresh patch embedding and decoder head)")
         state = dict(view.state_dict)
         if patch_embed == "reinit":
             kept = tuple(k for k in _PATCH_EMBED if k in state)
             for key in kept:
                 state.pop(key)
-                not_copied[f"encoder.{key}"] = (f"re-initialised ({file_chans} channels in the "
-                                                f"file, {chans} here; init_patch_embed='reinit')")
-            what = f"re-initialised ({file_chans} -> {chans} channels)"
+                not_copied[f"encoder.{key}"] = (f"re-initialised ({', '.join(changes)}; "
+                                                f"init_patch_embed='reinit')")
+            what = f"re-initialised ({', '.join(changes)})"
         else:
             weight = state["patch_embed.proj.weight"].float()
             state["patch_embed.proj.weight"] = (weight.mean(dim=1, keepdim=True)
                                                 .repeat(1, chans, 1, 1, 1) * (file_chans / chans))
             what = (f"channel mean of the {file_chans}-channel kernel repeated to {chans} "
                     f"channels, scaled by {file_chans}/{chans}; bias copied")
-        view = replace(view, state_dict=state, arch={**view.arch, "in_chans": chans})
+        view = replace(view, state_dict=state,
+                       arch={**view.arch, "in_chans": chans, "patch_size": patch})
     report = InitReport(_load_view(encoder, ckpt, view, strict=True, kept_init=kept), what)
+    if file_patch != patch:  # the position table belongs to the token grid, not the patch size
+        report.notes.append(f"position table: kept per token grid across the {file_patch} -> "
+                            f"{patch} px patch change (the encoder's grid is {encoder.grid_size})")
     _load_decoder(mae, ckpt, view, report)
     grid = encoder.arch.get("sincos_grid") or view.source_grid
     if grid is not None and tuple(grid) != encoder.grid_size and report.decoder_loaded:
@@ -314,8 +329,9 @@ def _load_decoder(mae: "MaskedAutoencoder", ckpt: Checkpoint, view: ModelView,
         return
     for key in ("decoder.head.weight", "decoder.head.bias"):
         if key in source and key in ours and source[key].shape != ours[key].shape:
-            report.not_copied[key] = (f"kept at init (file {tuple(source.pop(key).shape)}, model "
-                                      f"{tuple(ours[key].shape)}: another channel count)")
+            report.not_copied[key] = (f"kept at init (file {tuple(source.pop(key).shape)}, "
+                                      f"model {tuple(ours[key].shape)}: another channel count "
+                                      f"or patch size)")
     missing = [k for k in ours if k not in source and k not in report.not_copied]
     unexpected = [k for k in source if k not in ours]
     shapes = [f"{k}: file {tuple(source[k].shape)} vs model {tuple(ours[k].shape)}"

@@ -98,7 +98,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           best_metric: str = "val/fewshot/5way_5shot/acc", best_mode: str = "max",
           max_nonfinite: int = 10, compile: bool | str = False,
           compile_mode: str | None = None, fused_adamw: bool | None = None,
-          find_unused_parameters: bool = False) -> dict:
+          find_unused_parameters: bool = False, weight_decay_groups: str = "timm",
+          cosine_period: str = "remaining") -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
 
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
@@ -109,12 +110,16 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     copy `epoch=EE-<metric>=V.ckpt`, and only the best k (by `best_mode`) are kept.
     `compile_mode` is torch.compile's mode ('reduce-overhead': CUDA graphs) for `compile=True`.
     `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
+    `weight_decay_groups` 'timm' | 'all' and `cosine_period` 'remaining' | 'all_epochs': see
+    mmdistill.train.optim (DECAY_GROUPS, COSINE_PERIODS); 'all' / 'all_epochs' = MM-CDFSL's
+    distillation.
     """
     _check_settings(epochs=epochs, accum_steps=accum_steps, log_every=log_every,
                     save_ckpt_freq=save_ckpt_freq, max_nonfinite=max_nonfinite,
                     keep_last_k=keep_last_k, keep_best_k=keep_best_k, lr=lr, min_lr=min_lr,
                     warmup_lr=warmup_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay, betas=betas,
                     clip_grad=clip_grad)
+    optim.check_choices(weight_decay_groups, cosine_period)
     _check_best_k(keep_best_k, best_mode, epoch_end)
     _check_loader(loader, ctx)
     objective.to(ctx.device)
@@ -129,9 +134,10 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     total_batch = loader.batch_size * accum_steps * ctx.world_size
     peak_lr = optim.scaled_lr(lr, total_batch, scale_lr)
     optimizer = optim.build_optimizer(trainable, peak_lr, weight_decay, betas,
-                                      fused=fused_adamw)
+                                      fused=fused_adamw, decay_groups=weight_decay_groups)
     scheduler = optim.build_scheduler(optimizer, epochs * steps_per_epoch,
-                                      round(warmup_epochs * steps_per_epoch), min_lr, warmup_lr)
+                                      round(warmup_epochs * steps_per_epoch), min_lr, warmup_lr,
+                                      period=cosine_period)
     step_fn = TrainStep(objective, optimizer, device=ctx.device, amp_dtype=ctx.amp_dtype,
                         clip_grad=clip_grad, accum_steps=accum_steps,
                         find_unused_parameters=find_unused_parameters, compile=compile,
