@@ -36,11 +36,21 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+def attention_width(embed_dim: int, num_heads: int) -> int:
+    """The attention's inner width (q/k/v and proj input) under VideoMAE's rule
+    head_dim = embed_dim // num_heads (MCG-NJU/VideoMAE modeling_finetune.py:61-64, Attention; the
+    tennis fork keeps it in models/modeling_finetune.py:80-83): smaller than
+    embed_dim when num_heads does not divide it, e.g. 12 heads x 85 = 1020 for 1024 wide."""
+    return num_heads * (embed_dim // num_heads)
+
+
 class QVBiasAttention(Attention):
-    """timm attention with VideoMAE's bias layout: learned q and v biases, the k bias fixed at 0."""
+    """timm attention with VideoMAE's bias layout: learned q and v biases, the k bias fixed at 0,
+    and VideoMAE's head_dim = dim // num_heads (`attention_width`)."""
 
     def __init__(self, dim: int, num_heads: int = 8, **kwargs: Any):
         kwargs["qkv_bias"] = False  # the bias lives in q_bias / v_bias instead of qkv.bias
+        kwargs.setdefault("attn_head_dim", dim // num_heads)
         super().__init__(dim, num_heads=num_heads, **kwargs)
         self.q_bias = nn.Parameter(torch.zeros(self.attn_dim))
         self.v_bias = nn.Parameter(torch.zeros(self.attn_dim))
@@ -125,8 +135,8 @@ class VideoViT(nn.Module):
         self._check_divisible(num_frames, tubelet_size, "num_frames", "tubelet_size")
         self._check_divisible(height, patch_size, "img_size height", "patch_size")
         self._check_divisible(width, patch_size, "img_size width", "patch_size")
-        if embed_dim % num_heads:
-            raise ValueError(f"video_vit: embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if not 1 <= num_heads <= embed_dim:
+            raise ValueError(f"video_vit: num_heads={num_heads} must be within 1..embed_dim={embed_dim}")
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"video_vit.pos_embed={pos_embed!r}: choose 'sincos' or 'learned'")
         self.arch: dict[str, Any] = dict(
@@ -147,7 +157,7 @@ class VideoViT(nn.Module):
             self.register_buffer("pos_embed", sinusoid_table(self.num_patches, embed_dim),
                                  persistent=False)
             self.use_sincos_table_of(sincos_grid)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, init_values=init_values or None,
                   drop_path=rate, norm_layer=LayerNorm, attn_layer=QVBiasAttention)
