@@ -68,7 +68,9 @@ class QVBiasAttention(Attention):
                 dropout_p=self.attn_drop.p if self.training else 0.0)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
-            if attn_mask is not None:
+            if attn_mask is not None and attn_mask.dtype == torch.bool:  # True = attended
+                attn = attn.masked_fill(~attn_mask, float("-inf"))
+            elif attn_mask is not None:
                 attn = attn + attn_mask
             x = self.attn_drop(attn.softmax(dim=-1)) @ v
         x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
@@ -200,13 +202,24 @@ class VideoViT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
-    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None,
+                visible_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, T, H, W) -> (tokens (B, n, D), pooled (B, D)) over the tokens `visible_index`
-        (B, n) names (`mmdistill.data.masking.token_indices` of a tube mask), or all N tokens."""
+        (B, n) names (`mmdistill.data.masking.token_indices` of a tube mask), or all N tokens.
+        `visible_valid` (B, n) bool marks padding (False) in ragged rows (a bernoulli mask,
+        `batch_token_indices`): no token attends to it and the mean leaves it out, so each
+        clip gets what it would alone; the padded rows of `tokens` are meaningless."""
         self._check_input(x)
         if visible_index is not None:
             self._check_index(visible_index, x.shape[0])
+        attn_mask = None
+        if visible_valid is not None:
+            if visible_index is None or visible_valid.shape != visible_index.shape \
+                    or visible_valid.dtype != torch.bool:
+                raise ValueError(f"visible_valid must be a bool tensor shaped like visible_index "
+                                 f"(mmdistill.data.masking.batch_token_indices), got "
+                                 f"{visible_valid.dtype} {tuple(visible_valid.shape)}")
+            attn_mask = visible_valid[:, None, None, :]  # (B, heads, queries, keys)
         x = self.patch_embed(x, visible_index)  # only the visible tubelets are embedded
         pos_embed = self.pos_embed.to(dtype=x.dtype)
         if visible_index is not None:  # the position table gathered the same way
@@ -214,11 +227,15 @@ class VideoViT(nn.Module):
         x = x + pos_embed
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, attn_mask, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, attn_mask=attn_mask)
         tokens = self.norm(x)
-        return tokens, self.fc_norm(tokens.mean(dim=1))
+        if visible_valid is None:
+            return tokens, self.fc_norm(tokens.mean(dim=1))
+        weight = visible_valid.unsqueeze(-1).to(tokens.dtype)
+        mean = (tokens * weight).sum(dim=1) / weight.sum(dim=1)
+        return tokens, self.fc_norm(mean)
 
     def _check_input(self, x: torch.Tensor) -> None:
         t, h, w = self.grid_size
