@@ -274,3 +274,24 @@ def test_resuming_a_fork_pretraining_checkpoint_loads_its_decoder(fork_ckpt):
     assert "mae.decoder_dim = 32" in str(err.value) and "attention 30 wide" in str(err.value)
     assert math.isclose(decoder_arch({k[len(PREFIX):]: v for k, v in state.items()
                                       if k.startswith(PREFIX + "decoder.")})["mlp_ratio"], 4.0)
+
+
+@pytest.mark.parametrize("modality", ["rgb", "flow", "skeleton"])
+def test_tennis_pretraining_files_take_the_initial_checkpoint_as_a_macro(modality):
+    import gin
+
+    from mmdistill.config import parse_config
+    from test_spine import ROOT, import_run_configurables
+
+    import_run_configurables()
+    path = ROOT / "gin" / f"tennis_pretrain_{modality}.gin"
+    gin.clear_config()
+    try:
+        parse_config([path], [], finalize=False)
+        assert str(gin.query_parameter("pretrain.init_checkpoint")) == "%INIT_CHECKPOINT"
+        assert gin.query_parameter("%INIT_CHECKPOINT") is None  # random init unless set
+        gin.clear_config()
+        parse_config([path], ["INIT_CHECKPOINT = '/ckpts/VideoMAE_ViT_B_1600.pth'"], finalize=False)
+        assert gin.query_parameter("%INIT_CHECKPOINT") == "/ckpts/VideoMAE_ViT_B_1600.pth"
+    finally:
+        gin.clear_config()
