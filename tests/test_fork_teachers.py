@@ -295,3 +295,23 @@ def test_tennis_pretraining_files_take_the_initial_checkpoint_as_a_macro(modalit
         assert gin.query_parameter("%INIT_CHECKPOINT") == "/ckpts/VideoMAE_ViT_B_1600.pth"
     finally:
         gin.clear_config()
+
+
+def test_export_keeps_the_head_count_official_yes_hugging_face_no(fork_ckpt, tmp_path):
+    """The official layout records num_heads, so the export rebuilds alone; the Hugging Face
+    classes need heads that divide the width and are refused."""
+    from mmdistill.ckpt import main
+
+    path, state = fork_ckpt
+    out = tmp_path / "teacher.pth"
+    assert main(["export", str(path), str(out), "--to", "official", "--num-heads", "12",
+                 "--num-frames", "4", "--img-size", "32", "48"]) == 0
+    model, report = build_from_checkpoint(out)
+    assert model.arch["num_heads"] == 12 and not report.skipped
+    x = _clip(1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x)[0], fork_encoder_forward(state, x, 12),
+                                   atol=2e-5, rtol=1e-4)
+    assert main(["export", str(path), str(tmp_path / "hf"), "--to", "hf", "--num-heads", "12",
+                 "--num-frames", "4", "--img-size", "32", "48"]) == 2
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
