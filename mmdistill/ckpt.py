@@ -23,8 +23,8 @@ from mmdistill.models import keymaps
 from mmdistill.models.checkpoint import (TRAINING_KEYS, Checkpoint, CheckpointError,
                                          read_checkpoint)
 from mmdistill.models.loading import build_from_checkpoint
-from mmdistill.models.selection import model_groups, select_model
-from mmdistill.models.vit import VideoViT
+from mmdistill.models.selection import decoder_arch, heads_hint, model_groups, select_model
+from mmdistill.models.vit import VideoViT, attention_width
 
 def describe(ckpt: Checkpoint) -> str:
     """The `inspect` text: container, training metadata, each model's architecture, other groups."""
@@ -54,6 +54,9 @@ def describe(ckpt: Checkpoint) -> str:
         if view.dropped:
             lines.append(f"      plus {len(view.dropped)} decoder/pretraining/classifier tensors "
                          f"(not loaded into an encoder)")
+        decoder = _describe_decoder(ckpt, root)
+        if decoder:
+            lines.append("      " + decoder)
     for group, keys in others.items():
         params = sum(ckpt.state_dict[k].numel() for k in keys)
         dtypes = sorted({str(ckpt.state_dict[k].dtype).replace("torch.", "") for k in keys})
@@ -67,7 +70,12 @@ def describe(ckpt: Checkpoint) -> str:
 
 
 def _describe_arch(arch: dict[str, Any], layout: str) -> str:
-    heads = f"{arch['num_heads']}" + ("" if arch["num_heads_known"] else " (assumed; not recorded)")
+    if arch["num_heads"] is None:
+        heads = "? (" + heads_hint(arch["embed_dim"], arch["attn_dim"]) + ")"
+    else:
+        heads = f"{arch['num_heads']}" + ("" if arch["num_heads_known"] else " (assumed; not recorded)")
+    if arch.get("attn_dim") not in (None, arch["embed_dim"]):
+        heads += f" attention_width={arch['attn_dim']}"
     pooling = {True: "mean + fc_norm", False: "norm + mean",
                None: "mean, no norm (HF VideoMAEModel)"}[arch["use_mean_pooling"]]
     size = ""
@@ -80,6 +88,22 @@ def _describe_arch(arch: dict[str, Any], layout: str) -> str:
             f"tubelet={arch['tubelet_size']} mlp_ratio={mlp} "
             f"layer_scale={'yes' if arch['layer_scale'] else 'no'} pooling={pooling} "
             f"pos_embed={table}{size}")
+
+
+def _describe_decoder(ckpt: Checkpoint, root: str) -> str | None:
+    """The pretraining decoder beside an encoder at `<family>encoder.` (official layout)."""
+    if not root.endswith("encoder."):
+        return None
+    family = root[: -len("encoder.")]
+    arch = decoder_arch({k[len(family):]: v for k, v in ckpt.state_dict.items()
+                         if k.startswith(family + "decoder.")})
+    if arch is None:
+        return None
+    heads = (str(arch["num_heads"]) if arch["num_heads"] is not None else
+             "? (" + heads_hint(arch["embed_dim"], arch["attn_dim"]) + ")")
+    return (f"decoder: embed_dim={arch['embed_dim']} depth={arch['depth']} num_heads={heads} "
+            f"attention_width={arch['attn_dim']} out={arch['out_dim']} (mae.decoder_dim / "
+            f"decoder_depth / decoder_heads resume it)")
 
 
 # ----------------------------------------------------------------------------- export
@@ -111,6 +135,11 @@ def write_hf(model: VideoViT, out: str | Path, overwrite: bool = False) -> Path:
     from safetensors.torch import save_file
 
     arch, out = model.arch, check_export_target(out, "hf", overwrite)
+    if arch["embed_dim"] % arch["num_heads"]:
+        raise CheckpointError(f"this model's attention is {attention_width(arch['embed_dim'], arch['num_heads'])} "
+                              f"wide in a {arch['embed_dim']}-wide model ({arch['num_heads']} heads), "
+                              f"which the Hugging Face VideoMAE classes cannot represent (they need "
+                              f"heads dividing the width); export --to official instead")
     if arch["pos_embed"] == "learned" or arch["init_values"] or arch.get("sincos_grid"):
         what = ("a learned pos_embed" if arch["pos_embed"] == "learned" else
                 "layer scale" if arch["init_values"] else

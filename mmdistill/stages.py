@@ -19,7 +19,7 @@ import torch
 from mmdistill.context import RunContext
 from mmdistill.data.cycled import CycledClips, distill_epoch_length
 from mmdistill.data.dataset import build_clip_dataset, build_loader
-from mmdistill.data.masking import TubeMaskGenerator
+from mmdistill.data.masking import TubeMaskGenerator, mask_generator
 from mmdistill.data.paired import PairedClipDataset, source_seed
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.decoder import MaskedAutoencoder
@@ -56,10 +56,11 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
                        teacher_checkpoints: Sequence[str] | Mapping[str, str] | None = None,
                        student_init: str | None = "teacher", student_input: str = "rgb",
                        feature: str = "tokens", mask_ratio: float = 0.75,
+                       mask_type: str = "tube",
                        target_norm: bool = False, loss: str = "mse",
                        student_fc_norm: bool = False,
                        weights: Mapping[str, float] | None = None,
-                       allow_random_teachers: bool = False) -> tuple[Distillation, float]:
+                       allow_random_teachers: bool = False) -> tuple[Distillation, float, str]:
     """Teachers (frozen, from checkpoints), student, one CMT head per teacher.
 
     student_init: 'teacher' copies the `student_input` teacher's weights (MM-CDFSL's choice),
@@ -68,7 +69,15 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
     feature: 'pooled' distils the mean of the visible tokens, 'tokens' each visible token.
     student_fc_norm: a trainable LayerNorm on the student's pooled feature (MM-CDFSL's fc_norm);
     target_norm: the teachers' features through a LayerNorm without affine (their fresh fc_norm).
+    mask_type: 'tube' (VideoMAE's) or 'bernoulli' (each token hidden with probability
+    mask_ratio, one mask per clip for every model: the tennis fork's distillation mask).
     """
+    if mask_ratio > 0:  # a bad type or ratio fails here, before any checkpoint is read
+        mask_generator(mask_type, (1, 1, 1), mask_ratio)
+    elif mask_type != "tube":
+        raise ValueError(f"distill.mask_type={mask_type!r} with distill.mask_ratio="
+                         f"{mask_ratio}: no token would be hidden, so the type would be ignored. "
+                         f"Set mask_ratio > 0 (the tennis fork: 0.75) or drop mask_type")
     paths = _teacher_paths(modalities, teacher_checkpoints)
     teachers: dict[str, VideoViT] = {}
     for modality, path in paths.items():
@@ -92,7 +101,7 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
                                               fc_norm=student_fc_norm), teachers,
                              student_input=student_input, target_norm=target_norm, loss=loss,
                              weights=weights)
-    return objective, mask_ratio
+    return objective, mask_ratio, mask_type
 
 
 def _copy_teacher_into(student: VideoViT, teachers: dict[str, VideoViT], modality: str) -> None:
@@ -114,8 +123,8 @@ def _copy_teacher_into(student: VideoViT, teachers: dict[str, VideoViT], modalit
 
 
 def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: float,
-                  epoch_length: int | None = None):
-    mask = TubeMaskGenerator(grid, mask_ratio) if mask_ratio > 0 else None
+                  epoch_length: int | None = None, mask_type: str = "tube"):
+    mask = mask_generator(mask_type, grid, mask_ratio) if mask_ratio > 0 else None
     with gin.config_scope("unlabeled"):
         dataset = build_clip_dataset(modalities=list(modalities), mode="train", mask=mask,
                                      seed=ctx.seed)
@@ -125,15 +134,15 @@ def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: 
             dataset = CycledClips(dataset, epoch_length, ctx.seed)
         loader = build_loader(dataset, seed=ctx.seed, rank=ctx.rank, world_size=ctx.world_size)
     print(f"[data] {len(dataset)} training clips, modalities {list(modalities)}, "
-          f"mask ratio {mask_ratio}", flush=True)
+          f"mask ratio {mask_ratio}" + (f" ({mask_type})" if mask_ratio > 0 else ""), flush=True)
     return loader
 
 
 def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
-    objective, mask_ratio = build_distillation()
+    objective, mask_ratio, mask_type = build_distillation()
     modalities = sorted(set(objective.teachers) | {objective.student_input})
     loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio,
-                           distill_epoch_length())
+                           distill_epoch_length(), mask_type)
     summary = train(objective, loader, ctx, resume_from=resume_from,
                     epoch_end=validation_hook(ctx, objective.trainable.feature_model()))
     return Path(summary["checkpoint"])

@@ -11,6 +11,8 @@ A finished batch holds, besides the collate's other keys:
 - with a tube mask, `'visible_index'` `(B, n_visible)` and `'masked_index'` `(B, n_masked)`
   (long, ascending) instead of the bool `'mask'` `(B, N)`: one host sync per batch, here, so
   the (possibly compiled) forward holds none, and the student and every teacher share them.
+  A bernoulli mask (visible counts differ per clip) gives `'visible_valid'` `(B, n_max)` bool
+  instead of `'masked_index'` (`mmdistill.data.masking.batch_token_indices`).
   A source/target pair (`mmdistill.data.paired`) carries one mask, so both halves share its
   indices too, and both halves' keypoints are drawn.
 
@@ -27,7 +29,7 @@ from mmdistill.data.clip_cache import QUANTISED_SUFFIX
 from mmdistill.data.cycled import CycledClips
 from mmdistill.data.dataset import KEYPOINTS_SUFFIX, ClipDataset
 from mmdistill.data.jpeg_on_device import JPEG_SUFFIX
-from mmdistill.data.masking import token_indices
+from mmdistill.data.masking import batch_token_indices
 from mmdistill.data.paired import PairedClipDataset
 
 HeatmapDrawer = Callable[[dict], dict]
@@ -69,7 +71,7 @@ def finish_batch(batch: dict, device: torch.device | str,
         batch = draw_heatmaps(batch)
     mask = batch.pop("mask", None)
     if mask is not None:
-        batch["visible_index"], batch["masked_index"] = token_indices(mask)
+        batch.update(batch_token_indices(mask))
     return batch
 
 

@@ -14,7 +14,8 @@ import torch
 from mmdistill.models.checkpoint import (ArchitectureMismatchError, Checkpoint, CheckpointError,
                                          StateDict, read_checkpoint)
 from mmdistill.models.pos_embed import Grid, guess_grid, resample_pos_embed
-from mmdistill.models.selection import ModelView, arch_mismatches, select_model
+from mmdistill.models.selection import (ModelView, arch_mismatches, decoder_arch, heads_hint,
+                                        select_model)
 from mmdistill.models.vit import VideoViT
 
 if TYPE_CHECKING:
@@ -170,9 +171,11 @@ def build_from_checkpoint(path: str | Path | Checkpoint, prefix: str | None = No
     ckpt = path if isinstance(path, Checkpoint) else read_checkpoint(path, trust_checkpoint)
     view = select_model(ckpt, prefix, source_grid)
     arch = view.arch
-    if arch["num_heads"] is None and "num_heads" not in overrides:
+    if arch["num_heads"] is None and overrides.get("num_heads") is None:
+        hint = (heads_hint(arch["embed_dim"], arch["attn_dim"]) if arch.get("attn_dim")
+                else "nothing records it")
         raise CheckpointError(f"cannot tell the head count of {ckpt.path} (embed_dim "
-                              f"{arch['embed_dim']}); pass num_heads")
+                              f"{arch['embed_dim']}): {hint}; pass num_heads (CLI: --num-heads)")
     kwargs: dict[str, Any] = {k: arch[k] for k in ("in_chans", "embed_dim", "depth", "num_heads",
                                                    "tubelet_size", "patch_size", "pos_embed")}
     kwargs["mlp_ratio"] = arch["mlp_ratio"] or 4.0
@@ -342,11 +345,22 @@ def _load_decoder(mae: "MaskedAutoencoder", ckpt: Checkpoint, view: ModelView,
             + (f"\n  missing: {_short_list(missing)}" if missing else "")
             + (f"\n  unexpected: {_short_list(unexpected)}" if unexpected else "")
             + (f"\n  shape mismatch: {_short_list(shapes)}" if shapes else "")
-            + "\nSet mae.decoder_dim / mae.decoder_depth (and mae.decoder_heads) to the "
-              "checkpoint's decoder.")
+            + f"\n{_decoder_fix(source)}")
     with torch.no_grad():
         for key, value in source.items():
             ours[key].copy_(value.to(ours[key].dtype))
     report.decoder_loaded = len(source)
     loaded = {family + key for key in source}  # the encoder report listed them as not its own
     report.encoder.dropped = [key for key in report.encoder.dropped if key not in loaded]
+
+
+def _decoder_fix(source: StateDict) -> str:
+    """The mae.decoder_* bindings that build the file's decoder (its heads from the weights)."""
+    arch = decoder_arch(source)
+    if arch is None:
+        return "Set mae.decoder_dim / mae.decoder_depth / mae.decoder_heads to the file's decoder."
+    heads = (str(arch["num_heads"]) if arch["num_heads"] is not None else
+             f"<see below>\n  ({heads_hint(arch['embed_dim'], arch['attn_dim'])})")
+    return (f"The file's decoder is {arch['embed_dim']} wide, {arch['depth']} blocks deep, its "
+            f"attention {arch['attn_dim']} wide: set mae.decoder_dim = {arch['embed_dim']}, "
+            f"mae.decoder_depth = {arch['depth']}, mae.decoder_heads = {heads}")

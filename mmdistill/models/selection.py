@@ -14,7 +14,7 @@ from typing import Any
 from mmdistill.models import keymaps
 from mmdistill.models.checkpoint import Checkpoint, CheckpointError, StateDict
 from mmdistill.models.pos_embed import Grid
-from mmdistill.models.vit import SIZES, VideoViT
+from mmdistill.models.vit import SIZES, VideoViT, attention_width
 
 
 @dataclass
@@ -153,12 +153,71 @@ def infer_arch(state_dict: StateDict, ckpt: Checkpoint | None = None, root: str 
         use_mean_pooling=True if has_fc_norm else (False if has_norm else None))
     if "pos_embed" in state_dict:
         arch["num_tokens"] = state_dict["pos_embed"].shape[-2]
+    arch["attn_dim"] = attention_inner_width(state_dict, "blocks.0.attn.")
     recorded = _recorded_arch(ckpt, root, dim) if ckpt is not None else {}
     arch.update({k: v for k, v in recorded.items() if k not in arch or arch[k] is None})
     arch["num_heads_known"] = "num_heads" in recorded
     if "num_heads" not in arch:
-        arch["num_heads"] = SIZES_BY_DIM.get(dim, dim // 64 if dim % 64 == 0 else None)
+        arch["num_heads"] = assumed_heads(dim, arch["attn_dim"])
     return arch
+
+
+def attention_inner_width(state_dict: StateDict, prefix: str) -> int | None:
+    """The attention's inner width (heads x head_dim) from q_bias, else qkv (3 x inner rows);
+    None without attention weights. It differs from the embed width when the heads do not
+    divide it: the tennis fork's 1024-wide, 12-head encoder (models/modeling_pretrain.py:598-600)
+    has 12 x (1024 // 12) = 1020 (models/modeling_finetune.py:80-95)."""
+    q_bias, qkv = state_dict.get(prefix + "q_bias"), state_dict.get(prefix + "qkv.weight")
+    width = q_bias.shape[0] if q_bias is not None else None
+    if qkv is not None:
+        if qkv.shape[0] % 3 or (width is not None and qkv.shape[0] != 3 * width):
+            raise CheckpointError(f"{prefix}qkv.weight has {qkv.shape[0]} rows and q_bias "
+                                  f"{width}: not the q/k/v stack of one attention; the "
+                                  f"checkpoint is not a VideoMAE model")
+        width = qkv.shape[0] // 3
+    return width
+
+
+def heads_for_width(embed_dim: int, attn_dim: int) -> list[int]:
+    """Every head count that gives `attn_dim` under VideoMAE's head_dim = embed_dim // heads:
+    weights cannot tell them apart (1020 of 1024: 6, 10, 12, 15, 20, 30, 60)."""
+    return [h for h in range(1, embed_dim + 1) if attention_width(embed_dim, h) == attn_dim]
+
+
+def assumed_heads(embed_dim: int, attn_dim: int | None) -> int | None:
+    """The head count assumed when nothing records it: VideoMAE's size table (64-wide heads)
+    for an attention as wide as the embedding; None (unknown) for a narrower one."""
+    if attn_dim is not None and attn_dim != embed_dim:
+        return None
+    return SIZES_BY_DIM.get(embed_dim, embed_dim // 64 if embed_dim % 64 == 0 else None)
+
+
+def heads_hint(embed_dim: int, attn_dim: int) -> str:
+    """What to set when the head count is not recorded: the counts that fit the weights."""
+    options = heads_for_width(embed_dim, attn_dim)
+    shown = ", ".join(map(str, options[:10])) + (", ..." if len(options) > 10 else "")
+    return (f"an attention {attn_dim} wide in a {embed_dim}-wide model comes from num_heads in "
+            f"{{{shown}}} (VideoMAE's head_dim = embed_dim // num_heads); the weights cannot tell "
+            f"which, so set it (the tennis fork's VideoMAE_ViT_B_1600, models/modeling_pretrain.py:"
+            f"592-604: encoder 1024 wide with 12 heads, decoder 512 wide with 6)")
+
+
+def decoder_arch(state_dict: StateDict, prefix: str = "decoder.") -> dict[str, Any] | None:
+    """Width, depth, attention width and head output of a VideoMAE pretraining decoder under
+    `prefix` (official layout), None when there is none; heads as `infer_arch` tells them."""
+    norm = state_dict.get(prefix + "norm.weight")
+    if norm is None:
+        return None
+    dim = norm.shape[0]
+    blocks = {int(m.group(1)) for k in state_dict
+              if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
+    head = state_dict.get(prefix + "head.weight")
+    fc1 = state_dict.get(prefix + "blocks.0.mlp.fc1.weight")
+    attn_dim = attention_inner_width(state_dict, prefix + "blocks.0.attn.")
+    return dict(embed_dim=dim, depth=len(blocks), attn_dim=attn_dim,
+                num_heads=assumed_heads(dim, attn_dim) if attn_dim == dim else None,
+                mlp_ratio=fc1.shape[0] / dim if fc1 is not None else None,
+                out_dim=head.shape[0] if head is not None else None)
 
 
 SIZES_BY_DIM = {dim: heads for dim, _, heads in SIZES.values()}
@@ -234,4 +293,11 @@ def arch_mismatches(arch: dict[str, Any], model: VideoViT) -> list[str]:
     if arch["num_heads_known"] and arch["num_heads"] != ours["num_heads"]:
         problems.append(f"checkpoint has num_heads={arch['num_heads']}, config asks for "
                         f"{ours['num_heads']}")
+    width = attention_width(ours["embed_dim"], ours["num_heads"])
+    if (arch.get("attn_dim") is not None and arch["embed_dim"] == ours["embed_dim"]
+            and arch["attn_dim"] != width):
+        problems.append(f"checkpoint's attention is {arch['attn_dim']} wide (q_bias/qkv), the "
+                        f"config's num_heads={ours['num_heads']} gives {ours['num_heads']} x "
+                        f"{ours['embed_dim'] // ours['num_heads']} = {width}: "
+                        + heads_hint(arch["embed_dim"], arch["attn_dim"]))
     return problems
