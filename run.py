@@ -55,7 +55,7 @@ def import_configurables() -> None:
     import mmdistill.eval.classifiers  # noqa: F401  fewshot_logistic
     import mmdistill.eval.fewshot  # noqa: F401  fewshot
     import mmdistill.experiment  # noqa: F401  experiment, wandb_run
-    import mmdistill.models.loading  # noqa: F401  pretrained
+    import mmdistill.ckpt.loading  # noqa: F401  pretrained
     import mmdistill.models.decoder  # noqa: F401  mae
     import mmdistill.models.heads  # noqa: F401  cmt_head
     import mmdistill.models.vit  # noqa: F401  video_vit

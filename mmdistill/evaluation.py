@@ -17,7 +17,7 @@ from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.heads import NormedPooling
 from mmdistill.models.vit import video_vit
-from mmdistill.train.training_checkpoint import models_for_evaluation
+from mmdistill.ckpt.evaluation import models_for_evaluation
 
 UNTRAINED = "untrained"
 

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 import ckpt_factories as cf
 from mmdistill.data.masking import token_indices
-from mmdistill.models.checkpoint import (ArchitectureMismatchError, CheckpointError,
+from mmdistill.ckpt.reading import (ArchitectureMismatchError, CheckpointError,
                                          UntrustedCheckpointError, read_checkpoint)
-from mmdistill.models.loading import (build_from_checkpoint, initialise_from_checkpoint,
+from mmdistill.ckpt.loading import (build_from_checkpoint, initialise_from_checkpoint,
                                       load_pretrained)
 from mmdistill.models.pos_embed import resample_pos_embed, sinusoid_table
 from mmdistill.models.vit import VideoViT

@@ -163,7 +163,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 def model_input(name: str, path: Path, trust: bool) -> tuple[int, tuple[int, int]]:
     """(frames, (height, width)) the model takes, built exactly as the evaluate stage builds it."""
     from mmdistill.models.heads import NormedPooling
-    from mmdistill.train.training_checkpoint import models_for_evaluation
+    from mmdistill.ckpt.evaluation import models_for_evaluation
 
     model, _, _ = models_for_evaluation(path, None, trust)
     encoder = model.encoder if isinstance(model, NormedPooling) else model
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import mmdistill.experiment  # noqa: F401  every configurable a run uses, before parsing
     from mmdistill.config import ConfigError, parse_config
-    from mmdistill.models.checkpoint import CheckpointError
+    from mmdistill.ckpt.reading import CheckpointError
 
     try:
         checkpoints = named_checkpoints(args.checkpoint)
