@@ -142,6 +142,22 @@ def test_deepspeed_parts_and_broken_directories_are_refused(tmp_path, distillati
         read_checkpoint(zero3)
 
 
+def test_a_deepspeed_directory_without_ds_version_is_read_by_its_module_entry(tmp_path,
+                                                                              distillation):
+    """Older or trimmed model-states files carry `module` but neither `ds_version` nor
+    `buffer_names`; the directory layout says DeepSpeed, and the `module` entry is there."""
+    state, _ = distillation
+    ds = cf.write_deepspeed_dir(tmp_path / "ds", state)
+    states = ds / "checkpoint" / "mp_rank_00_model_states.pt"
+    torch.save({"module": state, "global_steps": 7}, states)
+    ckpt = read_checkpoint(ds)
+    assert ckpt.format == "deepspeed" and set(ckpt.state_dict) == set(state)
+    assert ckpt.metadata["global_steps"] == 7
+    torch.save({"optimizer": None, "global_steps": 7}, states)  # really no `module`
+    with pytest.raises(CheckpointError, match="no `module` entry"):
+        read_checkpoint(ds)
+
+
 def test_a_folder_of_checkpoints_is_not_a_checkpoint(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()

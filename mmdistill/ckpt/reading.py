@@ -99,7 +99,8 @@ def _read_directory(path: Path, trust: bool) -> Checkpoint:
     if model_states is not None:
         obj = _torch_load(model_states, trust)
         fmt, weights, metadata = _unwrap(obj, model_states)
-        if fmt != "deepspeed":
+        # A model-states file is DeepSpeed's by where it lies; `ds_version` is optional in it.
+        if fmt not in ("deepspeed", "official") or not isinstance(obj.get("module"), dict):
             raise CheckpointError(f"{model_states} is not a DeepSpeed model-states file (no "
                                   f"`module` entry); the directory {path} is damaged")
         _refuse_partitioned(weights, path)
