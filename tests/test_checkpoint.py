@@ -153,7 +153,7 @@ def test_a_deepspeed_directory_without_ds_version_is_read_by_its_module_entry(tm
     ckpt = read_checkpoint(ds)
     assert ckpt.format == "deepspeed" and set(ckpt.state_dict) == set(state)
     assert ckpt.metadata["global_steps"] == 7
-    torch.save({"optimizer": None, "global_steps": 7}, states)  # really no `module`
+    torch.save({"state_dict": state, "global_steps": 7}, states)  # weights, but no `module`
     with pytest.raises(CheckpointError, match="no `module` entry"):
         read_checkpoint(ds)
 
