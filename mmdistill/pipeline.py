@@ -52,7 +52,7 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     """Run the steps of the parsed pipeline config; `bindings` are re-applied to every step.
 
     Step files are parsed with the configurables the caller imported before it parsed the
-    pipeline's own file (run.py's `import_configurables`), so a step may bind what that file may.
+    pipeline's own file (`commands.configurables`), so a step may bind what that file may.
     """
     settings = pipeline_settings()
     if settings["setup"] is not None:
