@@ -116,6 +116,16 @@ def test_gin_flags_are_spelled_alike_in_every_command(command):
         assert args.gin_file == ["a.gin"] and args.gin_param == ["x.y = 1", "x.z = 2"]
 
 
+def test_the_data_commands_other_flags_take_a_dash_too():
+    from mmdistill.commands.data import build_parser
+
+    parser = build_parser()
+    for flag in ("--max_clips", "--max-clips"):
+        assert parser.parse_args(["stats", flag, "7"]).max_clips == 7
+    args = parser.parse_args(["cache", "--cache-dir", "c", "--num-workers", "2"])
+    assert (args.cache_dir, args.num_workers) == ("c", 2)
+
+
 def test_a_training_runs_summary_has_its_final_losses(tmp_path, monkeypatch):
     import toy_experiment
 

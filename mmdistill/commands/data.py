@@ -48,17 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--visualize", type=int, default=0, metavar="N",
                        help="write a PNG montage of N clips after the training transforms")
     check.add_argument("--out", default="data_check.png", help="montage path (with --visualize)")
-    check.add_argument("--max_listed", type=int, default=20, help="classes/problems listed at most")
+    check.add_argument("--max_listed", "--max-listed", type=int, default=20, help="classes/problems listed at most")
     stats = commands.add_parser("stats", help="per-channel mean/std of flow and skeleton inputs, as gin lines",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(stats)
-    stats.add_argument("--max_clips", type=int, default=200)
-    stats.add_argument("--num_workers", type=int, default=0)
+    stats.add_argument("--max_clips", "--max-clips", type=int, default=200)
+    stats.add_argument("--num_workers", "--num-workers", type=int, default=0)
     cache = commands.add_parser("cache", help="fill the decoded-clip cache (clip_data.cache_dir) ahead of training",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(cache)
-    cache.add_argument("--cache_dir", default=None, help="cache folder (overrides clip_data.cache_dir)")
-    cache.add_argument("--num_workers", type=int, default=0, help="processes decoding videos in parallel")
+    cache.add_argument("--cache_dir", "--cache-dir", default=None, help="cache folder (overrides clip_data.cache_dir)")
+    cache.add_argument("--num_workers", "--num-workers", type=int, default=0, help="processes decoding videos in parallel")
     return parser
 
 
