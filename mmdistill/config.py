@@ -2,8 +2,8 @@
 operative config for W&B, and turn W&B sweep arguments into bindings.
 
 A leaf: it imports nothing of mmdistill. Whoever parses imports the modules whose configurables
-its gin files bind first (run.py's `import_configurables`, the data check's data modules), so a
-misspelled name fails here rather than halfway through a run.
+its gin files bind first (`commands.configurables`: all of them, or the data modules for the
+data command), so a misspelled name fails here rather than halfway through a run.
 
 gin 0.5.0 has no dict API for a config, so `flatten_config` parses gin's own text with
 `gin.config_parser` (the parser gin itself uses) instead of scraping it with regexes.

@@ -17,8 +17,8 @@ from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.heads import FC_NORM_EPS, NormedPooling
 from mmdistill.models.vit import video_vit
-from mmdistill.train.checkpoint_format import FORMAT
-from mmdistill.train.training_checkpoint import models_for_evaluation
+from mmdistill.ckpt.evaluation import models_for_evaluation
+from mmdistill.ckpt.format import FORMAT
 
 UNTRAINED = "untrained"
 # evaluate.foreign_pooling: how the pooled feature of a checkpoint not written by mmdistill is

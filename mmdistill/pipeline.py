@@ -52,7 +52,7 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     """Run the steps of the parsed pipeline config; `bindings` are re-applied to every step.
 
     Step files are parsed with the configurables the caller imported before it parsed the
-    pipeline's own file (run.py's `import_configurables`), so a step may bind what that file may.
+    pipeline's own file (`commands.configurables`), so a step may bind what that file may.
     """
     settings = pipeline_settings()
     if settings["setup"] is not None:
@@ -71,7 +71,8 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
             began = time.perf_counter()
             gin.clear_config()
             parse_config(files, bindings)
-            summary = experiment(config_name=config_name, step=step, argv=argv)
+            summary = experiment(config_name=config_name, step=step,
+                                 argv=step_command(argv, files, bindings))
             timings[step] = round(time.perf_counter() - began, 1)
             if output is not None:
                 if not summary.get("checkpoint"):
@@ -83,6 +84,15 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     print("[pipeline] seconds per step: "
           + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()), flush=True)
     return {"steps": results, "seconds": timings}
+
+
+def step_command(argv: Sequence[str] | None, files: Sequence[str],
+                 bindings: Sequence[str]) -> list[str]:
+    """The command that runs one step alone (its command.txt): the step's gin files and the
+    pipeline's bindings, as the step parsed them."""
+    program = argv[0] if argv else "run.py"
+    return [program, *(arg for path in files for arg in ("--gin_file", str(path))),
+            *(arg for binding in bindings for arg in ("--gin_param", binding))]
 
 
 @contextlib.contextmanager

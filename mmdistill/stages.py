@@ -24,7 +24,7 @@ from mmdistill.data.paired import PairedClipDataset, source_seed
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.decoder import MaskedAutoencoder
 from mmdistill.models.heads import ActionHead, StudentWithHeads, cmt_head
-from mmdistill.models.loading import initialise_from_checkpoint, initialise_mae
+from mmdistill.ckpt.loading import initialise_from_checkpoint, initialise_mae
 from mmdistill.models.vit import VideoViT, video_vit
 from mmdistill.train.distributed import any_rank
 from mmdistill.train.loop import train

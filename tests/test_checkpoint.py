@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 import ckpt_factories as cf
 from mmdistill.data.masking import token_indices
-from mmdistill.models.checkpoint import (ArchitectureMismatchError, CheckpointError,
+from mmdistill.ckpt.reading import (ArchitectureMismatchError, CheckpointError,
                                          UntrustedCheckpointError, read_checkpoint)
-from mmdistill.models.loading import (build_from_checkpoint, initialise_from_checkpoint,
+from mmdistill.ckpt.loading import (build_from_checkpoint, initialise_from_checkpoint,
                                       load_pretrained)
 from mmdistill.models.pos_embed import resample_pos_embed, sinusoid_table
 from mmdistill.models.vit import VideoViT
@@ -140,6 +140,22 @@ def test_deepspeed_parts_and_broken_directories_are_refused(tmp_path, distillati
     zero3 = cf.write_deepspeed_dir(tmp_path / "zero3", state, zero3_partitioned=True)
     with pytest.raises(CheckpointError, match="ZeRO-3.*zero_to_fp32.py"):
         read_checkpoint(zero3)
+
+
+def test_a_deepspeed_directory_without_ds_version_is_read_by_its_module_entry(tmp_path,
+                                                                              distillation):
+    """Older or trimmed model-states files carry `module` but neither `ds_version` nor
+    `buffer_names`; the directory layout says DeepSpeed, and the `module` entry is there."""
+    state, _ = distillation
+    ds = cf.write_deepspeed_dir(tmp_path / "ds", state)
+    states = ds / "checkpoint" / "mp_rank_00_model_states.pt"
+    torch.save({"module": state, "global_steps": 7}, states)
+    ckpt = read_checkpoint(ds)
+    assert ckpt.format == "deepspeed" and set(ckpt.state_dict) == set(state)
+    assert ckpt.metadata["global_steps"] == 7
+    torch.save({"state_dict": state, "global_steps": 7}, states)  # weights, but no `module`
+    with pytest.raises(CheckpointError, match="no `module` entry"):
+        read_checkpoint(ds)
 
 
 def test_a_folder_of_checkpoints_is_not_a_checkpoint(tmp_path):

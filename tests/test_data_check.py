@@ -10,7 +10,7 @@ from PIL import Image
 
 from data_factories import make_dataset, write_flow_pairs, write_json
 from mmdistill.config import parse_config
-from mmdistill.data.__main__ import build_parser, main
+from mmdistill.commands.data import build_parser, main
 from mmdistill.data.check import flow_to_colour
 
 ROOT = Path(__file__).resolve().parent.parent

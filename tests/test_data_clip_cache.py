@@ -11,7 +11,7 @@ import pytest
 import torch
 from data_factories import make_dataset, write_frames
 
-from mmdistill.data.__main__ import main as data_main
+from mmdistill.commands.data import main as data_main
 from mmdistill.data.clip_cache import ClipCache, _locked
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.device_batches import finish_batch, finish_item, heatmap_drawer

@@ -8,7 +8,7 @@ import torch
 from ckpt_factories import write_mmdistill_ckpt
 from data_factories import smooth_frames, write_video
 
-from mmdistill.ckpt import write_official
+from mmdistill.ckpt.command import write_official
 from mmdistill.eval.__main__ import main
 from mmdistill.models.vit import video_vit
 

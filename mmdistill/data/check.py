@@ -1,4 +1,4 @@
-"""`python -m mmdistill.data check`: scan a dataset once and say what is there and what is not,
+"""What `python -m mmdistill.data check` reports (the command is mmdistill/commands/data.py): scan a dataset once and say what is there and what is not,
 optionally with a picture of a few training clips so a user can see the modalities line up.
 
 The scan asks every source of every video for its frame count and reads one frame (or the
@@ -11,26 +11,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import statistics
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import gin
 import numpy as np
 from PIL import Image, ImageDraw
 
-# The modules whose configurables a dataset is built from, imported before parsing so gin checks
-# their parameter names; an experiment file's other configurables (models, training) are skipped.
-import mmdistill.data.annotations  # noqa: F401  clip_annotations
-import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
-import mmdistill.data.masking  # noqa: F401  tube_mask
-import mmdistill.data.flow_sources  # noqa: F401  flow_frames, flow_array, flow_jpeg
-import mmdistill.data.skeleton_source  # noqa: F401  skeleton_pickle
-import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video
-import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
-from mmdistill.config import ConfigError, parse_config
 from mmdistill.data.annotation_fields import describe_keys
 from mmdistill.data.annotations import AnnotationReading, Clip, read_annotation_file
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
@@ -40,20 +28,6 @@ from mmdistill.progress import progress as progress_bar
 
 # ---------------------------------------------------------------------------------------------
 # Building the dataset a gin file describes
-
-def parse_gin(gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> None:
-    """Parse the files and bindings as run.py does (shipped files found from any working
-    directory), exiting with gin's message on a bad file or binding. Only the data modules are
-    imported, so the bindings of other configurables are skipped; their names are printed, as a
-    misspelled data configurable would be among them."""
-    try:
-        skipped = parse_config(gin_files, gin_params, finalize=False, skip_unknown=True)
-    except ConfigError as err:
-        raise SystemExit(str(err)) from None
-    if skipped:
-        print(f"skipped the bindings of configurables the data check does not use: "
-              f"{', '.join(skipped)}", file=sys.stderr)
-
 
 def dataset_in_scope(scope: str | None = None, **overrides) -> ClipDataset:
     """Call `clip_data` with the parsed bindings (inside `scope`, e.g. 'fewshot')."""
@@ -324,30 +298,3 @@ def write_montage(dataset: ClipDataset, path: str | Path, num_clips: int, seed: 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas).save(path)
     return path
-
-
-def run_check(args) -> int:
-    overrides = _overrides(args)
-    parse_gin(args.gin_file, args.gin_param)
-    dataset = dataset_in_scope(args.scope, **overrides)
-    reading = annotation_reading_in_scope(args.scope, dataset.on_bad_clip, args.annotations)
-    if reading is not None:
-        print(format_annotation_reading(reading))
-    report = scan_dataset(dataset, decode=args.decode, progress=not args.quiet)
-    print(format_report(report, args.max_listed))
-    if args.visualize:
-        train_set = dataset_in_scope(args.scope, **{**overrides, "mode": "train", "on_bad_clip": "skip"})
-        path = write_montage(train_set, args.out, args.visualize, seed=args.seed)
-        print(f"montage of {args.visualize} clips after the training transforms: {path}")
-    return 0 if report.ok else 1
-
-
-def _overrides(args) -> dict:
-    overrides = {}
-    if args.annotations:
-        overrides["annotations"] = args.annotations
-    if args.root:
-        overrides["root"] = args.root
-    if args.modalities:
-        overrides["modalities"] = args.modalities
-    return overrides

@@ -11,14 +11,14 @@ as `experiment.task = 'evaluate'` runs it, so this command and the stage cannot 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 import gin
+
+from mmdistill.commands.flags import add_gin_flags
 
 MODALITIES = ("rgb", "flow", "skeleton")
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -78,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=2, help="data loader workers (default 2)")
     run.add_argument("--wandb", action="store_true",
                      help="also log to W&B (wandb_run.* settings; offline unless $WANDB_MODE)")
-    run.add_argument("--gin-param", action="append", default=[], metavar="BINDING",
-                     help="an extra gin binding, applied last (e.g. "
-                          "'fewshot_logistic.l2_normalize = True')")
+    add_gin_flags(run, file_help="a gin file parsed before the arguments' bindings (e.g. a "
+                                 "classifier's settings); repeatable",
+                  param_help="an extra gin binding, applied last (e.g. "
+                             "'fewshot_logistic.l2_normalize = True')")
     return parser
 
 
@@ -163,7 +164,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 def model_input(name: str, path: Path, trust: bool) -> tuple[int, tuple[int, int]]:
     """(frames, (height, width)) the model takes, built exactly as the evaluate stage builds it."""
     from mmdistill.models.heads import NormedPooling
-    from mmdistill.train.training_checkpoint import models_for_evaluation
+    from mmdistill.ckpt.evaluation import models_for_evaluation
 
     model, _, _ = models_for_evaluation(path, None, trust)
     encoder = model.encoder if isinstance(model, NormedPooling) else model
@@ -221,11 +222,9 @@ def bindings(args: argparse.Namespace, checkpoints: dict[str, Path], modalities:
 
 def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the evaluate stage in `args.out` with the parsed bindings; returns the summary."""
-    from mmdistill import rundir
-    from mmdistill.context import RunContext
+    from mmdistill.commands.session import make_logger, run_session
+    from mmdistill.context import RunContext, resolve_device, resolve_precision, seed_everything
     from mmdistill.evaluation import evaluate_stage
-    from mmdistill.experiment import (make_logger, resolve_device, resolve_precision,
-                                      seed_everything)
     from mmdistill.tracking import FanoutLogger, MetricsFile
 
     out = args.out
@@ -233,39 +232,35 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     amp_dtype = resolve_precision(args.precision, device)
     seed_everything(args.seed)
     summary: dict[str, Any] = {"task": "evaluate", "run_dir": str(out)}
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(rundir.hold_lock(out))
-        log_file = stack.enter_context((out / "console.log").open("a", buffering=1))
-        stack.enter_context(contextlib.redirect_stdout(rundir.Tee(sys.stdout, log_file)))
-        rundir.write_provenance(out, ["python -m mmdistill.eval", *argv])
+    with run_session(out, ["python -m mmdistill.eval", *argv], summary) as session:
+        session.save_config = lambda: (out / "operative_config.gin").write_text(
+            gin.operative_config_str())
         if args.wandb:
             logger, _ = make_logger(0, out, out.name, "eval", "evaluate")
         else:
             logger = FanoutLogger(MetricsFile(out / "metrics.jsonl"))
+        logger = session.track(logger)
         ctx = RunContext(dir=out, logger=logger, device=device, amp_dtype=amp_dtype,
                          seed=args.seed, gin_config=gin.operative_config_str)
-        try:
-            summary.update(evaluate_stage(ctx, None))
-            logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-            summary["status"] = "finished"
-        except BaseException as err:
-            summary["status"] = "failed"
-            summary["error"] = "".join(traceback.format_exception_only(type(err), err)).strip()
-            traceback.print_exception(err, file=log_file)
-            raise
-        finally:
-            (out / "operative_config.gin").write_text(gin.operative_config_str())
-            rundir.write_summary(out, summary)
-            logger.finish()
+        summary.update(evaluate_stage(ctx, None))
+        logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mmdistill.commands.session import run_command
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: _main(argv), "python -m mmdistill.eval")
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    import mmdistill.experiment  # noqa: F401  every configurable a run uses, before parsing
+    from mmdistill.ckpt.reading import CheckpointError
+    from mmdistill.commands.configurables import import_configurables
     from mmdistill.config import ConfigError, parse_config
-    from mmdistill.models.checkpoint import CheckpointError
+
+    import_configurables()  # every configurable a run uses, before parsing
 
     try:
         checkpoints = named_checkpoints(args.checkpoint)
@@ -275,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs = {n: model_input(n, p, args.trust_checkpoint) for n, p in checkpoints.items()}
         frames, size = clip_geometry(args, inputs)
         gin.clear_config()  # this command owns the configuration: only its own bindings count
-        parse_config((), bindings(args, checkpoints, modalities, frames, size))
+        parse_config(args.gin_file, bindings(args, checkpoints, modalities, frames, size))
     except (UsageError, ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

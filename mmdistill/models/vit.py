@@ -3,7 +3,7 @@
 State-dict keys are the official VideoMAE names (`patch_embed.proj`, `blocks.N.attn.qkv`,
 `q_bias`, `v_bias`, `norm1`, `mlp.fc1`, `norm`, `fc_norm`, `pos_embed`), so official weights load
 1:1; the one exception is layer scale, which timm names `blocks.N.ls1.gamma` (official
-`gamma_1`) and `mmdistill.models.keymaps` renames. Pooling follows the official switch:
+`gamma_1`) and `mmdistill.ckpt.keymaps` renames. Pooling follows the official switch:
 `use_mean_pooling=False` (pretraining encoders) puts a LayerNorm `norm` after the blocks and pools
 by a plain mean; `use_mean_pooling=True` (fine-tuned models) leaves the tokens un-normed and
 normalises the mean with `fc_norm`.

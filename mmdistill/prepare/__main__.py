@@ -50,4 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mmdistill.commands.session import run_command  # SIGTERM and Ctrl-C: interrupted, exit 130
+
+    sys.exit(run_command(main, "python -m mmdistill.prepare"))

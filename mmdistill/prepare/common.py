@@ -59,7 +59,7 @@ def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dic
                            f"videos (e.g. one sub-folder per class) with --videos")
     wanted = {e.lower() for e in extensions}
     videos: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
+    for path in _files_under(root):
         if path.suffix.lower() not in wanted or not path.is_file():
             continue
         video_id = path.relative_to(root).with_suffix("").as_posix()
@@ -70,6 +70,20 @@ def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dic
     if not videos:
         raise PrepareError(f"no video files ({', '.join(sorted(wanted))}) found under {root}")
     return dict(sorted(videos.items(), key=lambda item: natural_key(item[0])))
+
+
+def _files_under(root: Path) -> list[Path]:
+    """Every file under `root`, sorted, following symlinked folders (a class folder is often a
+    link to where the videos are); a link back to a folder already walked is not walked again."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        files += [Path(folder) / name for name in names]
+    return sorted(files)
 
 
 def find_frame_folders(data_root: Path) -> list[str]:

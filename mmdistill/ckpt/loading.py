@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import gin
 import torch
 
-from mmdistill.models.checkpoint import (ArchitectureMismatchError, Checkpoint, CheckpointError,
+from mmdistill.ckpt.reading import (ArchitectureMismatchError, Checkpoint, CheckpointError,
                                          StateDict, read_checkpoint)
 from mmdistill.models.pos_embed import Grid, guess_grid, resample_pos_embed
-from mmdistill.models.selection import (ModelView, arch_mismatches, decoder_arch, heads_hint,
-                                        select_model)
+from mmdistill.ckpt.selection import (ModelView, arch_mismatches, decoder_arch, heads_hint,
+                                      select_model)
 from mmdistill.models.vit import VideoViT
 
 if TYPE_CHECKING:

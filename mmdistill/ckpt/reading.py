@@ -4,7 +4,7 @@ Face directory/.safetensors/.bin, or our own training checkpoints. Wrapper prefi
 Lightning, torch.compile) are stripped. Only tensors and plain containers are unpickled unless the
 caller passes `trust_checkpoint=True`, since unpickling anything else can run code from the file.
 
-Picking one encoder out of it is `mmdistill.models.selection`; loading it, `mmdistill.models.loading`.
+Picking one encoder out of it is `mmdistill.ckpt.selection`; loading it, `mmdistill.ckpt.loading`.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from mmdistill.models import damage
-from mmdistill.train.checkpoint_format import FORMAT as TRAINING_FORMAT, is_training_checkpoint
+from mmdistill.ckpt import damage
+from mmdistill.ckpt.format import FORMAT as TRAINING_FORMAT, is_training_checkpoint
 
 StateDict = dict[str, torch.Tensor]
 
@@ -99,7 +99,8 @@ def _read_directory(path: Path, trust: bool) -> Checkpoint:
     if model_states is not None:
         obj = _torch_load(model_states, trust)
         fmt, weights, metadata = _unwrap(obj, model_states)
-        if fmt != "deepspeed":
+        # A model-states file is DeepSpeed's by where it lies; `ds_version` is optional in it.
+        if fmt not in ("deepspeed", "official") or not isinstance(obj.get("module"), dict):
             raise CheckpointError(f"{model_states} is not a DeepSpeed model-states file (no "
                                   f"`module` entry); the directory {path} is damaged")
         _refuse_partitioned(weights, path)

@@ -35,9 +35,9 @@ class CheckpointWriteError(OSError):
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
     """Hold SIGTERM and SIGINT until the block ends, then deliver the first one to the handler
-    that was installed before (run.py's turns SIGTERM into KeyboardInterrupt). Nested blocks
-    pass a held signal outwards. Outside the main thread (where Python cannot install signal
-    handlers) it does nothing."""
+    that was installed before (the commands' `run_command` turns SIGTERM into KeyboardInterrupt).
+    Nested blocks pass a held signal outwards. Outside the main thread (where Python cannot
+    install signal handlers) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,7 +1,7 @@
 """Which video ViT encoders a `Checkpoint` holds, one of them selected in our key layout, and its
 architecture inferred from the weights (plus what the file records) and compared with a model.
 
-`ckpt inspect` needs only this and the reader; `mmdistill.models.loading` builds on it.
+`ckpt inspect` needs only this and the reader; `mmdistill.ckpt.loading` builds on it.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mmdistill.models import keymaps
-from mmdistill.models.checkpoint import Checkpoint, CheckpointError, StateDict
+from mmdistill.ckpt import keymaps
+from mmdistill.ckpt.reading import Checkpoint, CheckpointError, StateDict
 from mmdistill.models.pos_embed import Grid
 from mmdistill.models.vit import SIZES, VideoViT, attention_width
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from mmdistill.models import keymaps
-from mmdistill.models.checkpoint import (TRAINING_KEYS, Checkpoint, CheckpointError,
+from mmdistill.ckpt import keymaps
+from mmdistill.ckpt.reading import (TRAINING_KEYS, Checkpoint, CheckpointError,
                                          read_checkpoint)
-from mmdistill.models.loading import build_from_checkpoint
-from mmdistill.models.selection import decoder_arch, heads_hint, model_groups, select_model
+from mmdistill.ckpt.loading import build_from_checkpoint
+from mmdistill.ckpt.selection import decoder_arch, heads_hint, model_groups, select_model
 from mmdistill.models.vit import VideoViT, attention_width
 
 def describe(ckpt: Checkpoint) -> str:
