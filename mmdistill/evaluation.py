@@ -63,7 +63,7 @@ def _untrained_model(seed: int):
     return model, {}
 
 
-@gin.configurable("evaluate")
+@gin.configurable("evaluate", denylist=["ctx", "ckpt_path"])
 def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True,

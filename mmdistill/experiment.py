@@ -53,7 +53,7 @@ def _shared_run_dir(rank: int, world_size: int, make: Callable[[], Path]) -> Pat
     return Path(path[0])
 
 
-@gin.configurable("experiment")
+@gin.configurable("experiment", denylist=["config_name", "argv", "step"])
 def experiment(config_name: str = "run", name: str | None = None, output_root: str = "output",
                task: str = "distill", train: bool = True, test: bool = False,
                ckpt_path: str | None = None, resume: bool | str = False, seed: int = 0,

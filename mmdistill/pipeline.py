@@ -1,7 +1,8 @@
 """Several experiments in one command (the demo: pretrain three teachers, then distil and
-evaluate). Each step is a complete experiment described by its own gin file(s), parsed afresh
-with the command line's --gin_param bindings on top, so every step has its own run directory,
-operative config and W&B run, and all steps share the W&B group of the pipeline's gin file.
+evaluate). Each step is a complete experiment described by gin files plus bindings (e.g. the
+shared teacher file with `pretrain.modality = 'flow'`), parsed afresh with the command line's
+--gin_param bindings on top, so every step has its own run directory, operative config and W&B
+run, and all steps share the W&B group of the pipeline's gin file.
 
 Steps get a fresh config instead of a gin scope because gin applies a scoped binding only where
 its scope is a prefix of the active scope: `unlabeled/clip_data.*` would not reach a dataset
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -23,17 +25,46 @@ from mmdistill.config import parse_config
 from mmdistill.experiment import experiment
 
 
+def split_step(entries: str | Sequence[str]) -> tuple[list[str], list[str]]:
+    """A step's entries as (gin files, bindings): an entry ending in `.gin` is a file, any other
+    one a binding (`pretrain.modality = 'flow'`), applied after the files, in order."""
+    entries = [entries] if isinstance(entries, str) else list(entries)
+    files = [e for e in entries if e.strip().endswith(".gin")]
+    return files, [e for e in entries if not e.strip().endswith(".gin")]
+
+
+def step_command(files: Sequence[str], bindings: Sequence[str]) -> str:
+    """The run.py command that runs a step alone (without the command line's bindings)."""
+    return " ".join(["python run.py", *(f"--gin_file {f}" for f in files),
+                     *(f"--gin_param {_quoted(b)}" for b in bindings)])
+
+
+def _quoted(binding: str) -> str:
+    """Shell quoting a reader can copy: double quotes around a binding with a quoted string."""
+    if "'" in binding and not any(c in binding for c in '"$`\\!'):
+        return f'"{binding}"'
+    return shlex.quote(binding)
+
+
 @gin.configurable("pipeline")
 def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
                       setup: Callable[[], object] | None = None,
-                      outputs: Mapping[str, str] | None = None) -> dict:
-    """steps: step name -> gin file(s) of that step, run in order.
+                      outputs: Mapping[str, str] | None = None,
+                      every_step: str | Sequence[str] = ()) -> dict:
+    """steps: step name -> its gin files and bindings (`split_step`), run in order.
+    every_step: files and bindings added to every step, after the step's own files and after
+    its own bindings (e.g. a GPU-scale file on top of the CPU steps).
     setup: called once before the steps (e.g. @demo_data_cache writes the demo data).
     outputs: step -> path where that step's final checkpoint is kept. A step whose output exists
     is skipped (reruns reuse teachers; a warning names the --gin_param bindings that differ from
     the run that made it, recorded beside it); an existing file is never replaced."""
-    steps = {name: [files] if isinstance(files, str) else list(files)
-             for name, files in (steps or {}).items()}
+    common = [every_step] if isinstance(every_step, str) else list(every_step)
+    steps = {name: split_step([*([entries] if isinstance(entries, str) else entries), *common])
+             for name, entries in (steps or {}).items()}
+    for name, (files, _) in steps.items():
+        if not files:
+            raise ValueError(f"pipeline.steps['{name}'] names no gin file (an entry ending in "
+                             f"'.gin'); a step is gin files plus bindings")
     outputs = dict(outputs or {})
     unknown = set(outputs) - set(steps)
     if unknown:
@@ -58,7 +89,7 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     if settings["setup"] is not None:
         settings["setup"]()
     results, timings = {}, {}
-    for step, files in settings["steps"].items():
+    for step, (files, step_bindings) in settings["steps"].items():
         output = Path(settings["outputs"][step]) if step in settings["outputs"] else None
         with _making(output):
             if output is not None and output.is_file():
@@ -67,12 +98,12 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
                 _warn_if_made_otherwise(output, bindings)
                 results[step] = {"status": "skipped", "checkpoint": str(output)}
                 continue
-            print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
+            print(f"[pipeline] {step}: {step_command(files, step_bindings)}", flush=True)
             began = time.perf_counter()
             gin.clear_config()
-            parse_config(files, bindings)
+            parse_config(files, [*step_bindings, *bindings])
             summary = experiment(config_name=config_name, step=step,
-                                 argv=step_command(argv, files, bindings))
+                                 argv=step_argv(argv, files, [*step_bindings, *bindings]))
             timings[step] = round(time.perf_counter() - began, 1)
             if output is not None:
                 if not summary.get("checkpoint"):
@@ -86,10 +117,10 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     return {"steps": results, "seconds": timings}
 
 
-def step_command(argv: Sequence[str] | None, files: Sequence[str],
-                 bindings: Sequence[str]) -> list[str]:
-    """The command that runs one step alone (its command.txt): the step's gin files and the
-    pipeline's bindings, as the step parsed them."""
+def step_argv(argv: Sequence[str] | None, files: Sequence[str],
+              bindings: Sequence[str]) -> list[str]:
+    """The argv that runs one step alone (its command.txt): the step's gin files, its own
+    bindings and the pipeline's, as the step parsed them."""
     program = argv[0] if argv else "run.py"
     return [program, *(arg for path in files for arg in ("--gin_file", str(path))),
             *(arg for binding in bindings for arg in ("--gin_param", binding))]

@@ -148,7 +148,7 @@ def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
     return Path(summary["checkpoint"])
 
 
-@gin.configurable("validation")
+@gin.configurable("validation", denylist=["ctx", "model"])
 def validation_hook(ctx: RunContext, model: VideoViT, eval_every: int = 0,
                     annotations: str | None = None):
     """Few-shot accuracy of `model` every `eval_every` epochs on a validation split whose
@@ -209,7 +209,7 @@ def _check_disjoint_from_test(val_classes: Sequence[str]) -> None:
         return
     from mmdistill.data.annotations import class_names_of, read_annotations
 
-    shared = set(val_classes) & set(class_names_of(read_annotations(test_annotations)))
+    shared = set(val_classes) & set(class_names_of(read_annotations(test_annotations, on_bad_entry="skip")))
     if shared:
         raise ValueError(f"validation classes {sorted(shared)} are also test classes "
                          f"({test_annotations}); validate on a class-disjoint split "
@@ -223,7 +223,7 @@ def _check_disjoint_from_test(val_classes: Sequence[str]) -> None:
 DEFAULT_LAMBDA_CE = {"rgb": 0.05, "flow": 0.01, "skeleton": 0.01}
 
 
-@gin.configurable("pretrain")
+@gin.configurable("pretrain", denylist=["ctx", "resume_from"])
 def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "rgb",
                    mask_ratio: float = 0.9, normalize_target: bool = True,
                    visualize_clips: int = 4, source: bool = False, target: bool = True,

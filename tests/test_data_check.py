@@ -65,8 +65,9 @@ def test_check_reads_gin_files_and_scopes(tmp_path, capsys):
     data = make_dataset(tmp_path)
     config = tmp_path / "data.gin"
     config.write_text(f"fewshot/clip_data.annotations = '{data['annotations']}'\n"
-                      f"fewshot/clip_data.modalities = ['rgb']\n")
-    assert main(["check", "--gin_file", str(config), "--scope", "fewshot"] + SMALL) == 0
+                      f"fewshot/clip_data.on_bad_clip = 'skip'\n")
+    assert main(["check", "--gin_file", str(config), "--scope", "fewshot", "--modalities", "rgb"]
+                + SMALL) == 0
     assert "modalities: rgb\n" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no annotation file bound"):
         main(["check", "--gin_file", str(config)] + SMALL)

@@ -196,11 +196,13 @@ def build_from_checkpoint(path: str | Path | Checkpoint, prefix: str | None = No
     return model, _load_view(model, ckpt, view, strict=True)
 
 
-@gin.configurable("pretrained")
+@gin.configurable("pretrained", denylist=["model", "path"])
 def initialise_from_checkpoint(model: VideoViT, path: str | None = None, prefix: str | None = None,
                                strict: bool = True, trust_checkpoint: bool = False,
                                source_grid: Grid | None = None) -> LoadReport | None:
-    """gin entry: `teacher_flow/pretrained.path = '...'`; does nothing when path is None."""
+    """gin entry for how a checkpoint loads (`teacher_flow/pretrained.prefix`, `.strict`, ...);
+    the path comes from the caller (distill.teacher_checkpoints / distill.student_init), so
+    `pretrained.path` is refused at parse time. Does nothing when path is None."""
     if path is None:
         return None
     report = load_pretrained(model, path, prefix, strict, trust_checkpoint, source_grid)

@@ -14,7 +14,6 @@ DATA_MODULES = (
     "mmdistill.data.cycled",  # distill_data
     "mmdistill.data.dataset",  # clip_data, data_loader
     "mmdistill.data.heatmaps",  # skeleton_heatmaps
-    "mmdistill.data.masking",  # tube_mask
     "mmdistill.data.flow_sources",  # flow_frames, flow_array, flow_jpeg
     "mmdistill.data.skeleton_source",  # skeleton_pickle
     "mmdistill.data.sources",  # rgb_frames, rgb_video

@@ -350,7 +350,7 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 DEFAULT_SOURCES = {"rgb": FrameFolderSource, "flow": FlowFrameSource, "skeleton": SkeletonSource}
 
 
-@gin.configurable("clip_data")
+@gin.configurable("clip_data", denylist=["modalities", "mode", "seed", "mask"])
 def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Path | None = None,
                        modalities: Sequence[str] = ("rgb", "flow", "skeleton"), mode: str = "train",
                        sources: Mapping[str, Any] | None = None, mean: Mapping[str, Sequence[float]] | None = None,
