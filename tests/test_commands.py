@@ -145,9 +145,10 @@ def test_a_training_runs_summary_has_its_final_losses(tmp_path, monkeypatch):
 
 
 def test_a_pipeline_steps_command_is_its_own(tmp_path, monkeypatch):
-    """Each step's command.txt holds the command that runs that step alone: its own gin files and
-    the pipeline's bindings, not the pipeline's command."""
-    steps = {"teacher": ["gin/demo/pretrain_rgb.gin"], "student": ["gin/demo/distill.gin", "x.gin"]}
+    """Each step's command.txt holds the command that runs that step alone: its own gin files,
+    its own bindings and the pipeline's bindings, not the pipeline's command."""
+    steps = {"teacher": (["gin/demo/teacher.gin"], ["pretrain.modality = 'rgb'"]),
+             "student": (["gin/demo/distill.gin", "x.gin"], [])}
     commands = {}
 
     def fake_experiment(config_name, step, argv):
@@ -162,7 +163,7 @@ def test_a_pipeline_steps_command_is_its_own(tmp_path, monkeypatch):
                           argv=["run.py", "--gin_file", "gin/demo.gin", "--gin_param",
                                 "train.epochs = 1"])
     assert commands == {
-        "teacher": ["run.py", "--gin_file", "gin/demo/pretrain_rgb.gin",
-                    "--gin_param", "train.epochs = 1"],
+        "teacher": ["run.py", "--gin_file", "gin/demo/teacher.gin",
+                    "--gin_param", "pretrain.modality = 'rgb'", "--gin_param", "train.epochs = 1"],
         "student": ["run.py", "--gin_file", "gin/demo/distill.gin", "--gin_file", "x.gin",
                     "--gin_param", "train.epochs = 1"]}
