@@ -229,8 +229,14 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     """
     if not (source or target):
         raise ValueError("pretrain.source and pretrain.target are both False: switch one on")
+    _check_validation_reads_rgb(modality)
     with gin.config_scope("encoder"):
         encoder = video_vit()
+    if resume_from is not None and init_checkpoint is not None and not Path(init_checkpoint).exists():
+        raise FileNotFoundError(
+            f"pretrain.init_checkpoint {init_checkpoint} no longer exists, but this run started "
+            f"from it and a resume builds the model from it again (resampled position tables are "
+            f"not in {resume_from}) before loading {resume_from}: put the file back where it was")
     if not source:  # plain VideoMAE on the target clips, built exactly as before stage 1 existed
         model = MaskedAutoencoder(encoder)
         _initial_weights(model, init_checkpoint, init_patch_embed, trust_checkpoint)
@@ -256,6 +262,18 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
         ctx.logger.image("pretrain/reconstructions", path)
         print(f"[pretrain] reconstructions: {path}", flush=True)
     return Path(summary["checkpoint"])
+
+
+def _check_validation_reads_rgb(modality: str) -> None:
+    """Few-shot validation reads RGB clips, so only an RGB encoder is validated; settings for it
+    on another modality's pretraining would otherwise be ignored, or blamed on a missing
+    validation (train.keep_best_k)."""
+    if modality == "rgb" or not _bound("validation.eval_every"):
+        return
+    if gin.query_parameter("validation.eval_every"):
+        raise ValueError(f"validation.eval_every is set, but pretrain.modality={modality!r}: few-shot "
+                         f"validation reads RGB clips, so it runs for an RGB encoder only; unset "
+                         f"validation.eval_every (and train.keep_best_k) for this pretraining")
 
 
 def _initial_weights(model: MaskedAutoencoder, path: str | None, patch_embed: str,
