@@ -171,9 +171,15 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
         print(f"run directory: {run_dir}")
         logger, run_id = make_logger(rank, run_dir, name, config_name, task)
 
+        segment_kept = not resume  # a resumed run first keeps the earlier segments' config
+
         def save_operative_config() -> None:
+            nonlocal segment_kept
             if rank != 0:
                 return
+            if not segment_kept:
+                keep_earlier_operative_config(run_dir)
+                segment_kept = True
             text = gin.operative_config_str()
             (run_dir / "operative_config.gin").write_text(text)
             logger.update_config(flatten_config(text))
@@ -210,6 +216,21 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
                 rundir.write_summary(run_dir, summary)
             logger.finish()
     return summary
+
+
+def keep_earlier_operative_config(run_dir: Path) -> Path | None:
+    """Before a resumed run writes operative_config.gin, the one of the run it continues moves to
+    operative_config.<n>.gin (n = 1 for the first segment ...): every segment's config is kept,
+    and operative_config.gin is the latest."""
+    current = run_dir / "operative_config.gin"
+    if not current.is_file():
+        return None
+    number = 1
+    while (run_dir / f"operative_config.{number}.gin").exists():
+        number += 1
+    kept = run_dir / f"operative_config.{number}.gin"
+    current.rename(kept)
+    return kept
 
 
 def make_logger(rank: int, run_dir: Path, name: str, config_name: str,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Sequence
 
 import gin
 import torch
@@ -26,6 +27,7 @@ from mmdistill.data.device_batches import DeviceBatches
 from mmdistill.train import distributed as dist_utils
 from mmdistill.train import optim, training_checkpoint
 from mmdistill.train.console import Console, print_plan
+from mmdistill.train.resume_config import check_resume_config
 from mmdistill.train.step import StepResult, TrainStep
 
 
@@ -98,7 +100,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           best_metric: str = "val/fewshot/5way_5shot/acc", best_mode: str = "max",
           max_nonfinite: int = 10, compile: bool | str = False,
           compile_mode: str | None = None, fused_adamw: bool | None = None,
-          find_unused_parameters: bool = False) -> dict:
+          find_unused_parameters: bool = False,
+          resume_may_change: Sequence[str] = ("train.epochs",)) -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
 
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
@@ -109,6 +112,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     copy `epoch=EE-<metric>=V.ckpt`, and only the best k (by `best_mode`) are kept.
     `compile_mode` is torch.compile's mode ('reduce-overhead': CUDA graphs) for `compile=True`.
     `fused_adamw` None: the fused AdamW kernel on CUDA, torch's default elsewhere; True/False force it.
+    `resume_may_change`: bindings a resume may change from the checkpoint's (train/resume_config.py).
     """
     _check_settings(epochs=epochs, accum_steps=accum_steps, log_every=log_every,
                     save_ckpt_freq=save_ckpt_freq, max_nonfinite=max_nonfinite,
@@ -140,6 +144,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
 
     start_epoch, global_step, last_metrics = 0, 0, {}
     if resume_from is not None:
+        check_resume_config(resume_from, training_checkpoint.load_checkpoint(resume_from, mmap=True)
+                            .get("gin_config") or "", ctx.gin_config(), resume_may_change)
         start_epoch, global_step, last_metrics = training_checkpoint.resume(
             resume_from, step_fn, scheduler, data_state, ctx)
     if ctx.is_main:

@@ -1,0 +1,78 @@
+"""A resume continues the run its checkpoint records, or is refused: the checkpoint keeps the
+operative gin config the weights were made with, and a resumed run whose bindings differ from it
+(another `train.lr`, `pretrain.mask_ratio`, `pretrain.lambda_ce` ...) would make weights no record
+describes. Bindings are compared parsed (`flatten_config`), so `train.epochs=1` and
+`train.epochs = 1` are the same binding.
+
+Allowed without asking: settings that do not change what is computed (IGNORED). Allowed by name:
+`train.resume_may_change` (default `['train.epochs']`, the documented way to train a finished
+run's copy longer); a name without a scope allows it in every scope.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import gin
+
+from mmdistill.config import flatten_config
+
+# configurable.param (any scope), or configurable.* : where a run's work does not depend on them.
+IGNORED = ("experiment.resume", "experiment.threads", "experiment.device", "experiment.test",
+           "experiment.ckpt_path", "wandb_run.*", "evaluate.*", "train.log_every",
+           "train.resume_may_change", "data_loader.num_workers", "data_loader.persistent_workers",
+           "data_loader.prefetch_factor", "data_loader.pin_memory")
+
+
+class ResumeConfigError(ValueError):
+    """A resume whose bindings differ from its checkpoint's."""
+
+
+def _unscoped(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def _matches(key: str, names: Sequence[str]) -> bool:
+    base = _unscoped(key)
+    return any(name in (key, base) or (name.endswith(".*") and base.startswith(name[:-1]))
+               for name in names)
+
+
+def config_differences(saved_text: str, operative_text: str, bound_text: str) -> dict[str, tuple[Any, Any]]:
+    """key -> (value then, value now) for every binding that differs. `operative_text` is what
+    this run used so far; a setting it has not used yet is compared with what is bound now
+    (`bound_text`, the parsed config) when bound."""
+    saved, now, bound = (flatten_config(text) for text in (saved_text, operative_text, bound_text))
+    missing = object()
+    differences = {}
+    for key in sorted(set(saved) | set(now) | (set(bound) & set(saved))):
+        then = saved.get(key, missing)
+        current = now.get(key, bound.get(key, missing))
+        if then is missing and key not in bound:
+            continue  # a default this run uses that the checkpoint's config did not list yet
+        if current is missing or current == then:
+            continue
+        differences[key] = ("(not set)" if then is missing else then, current)
+    return differences
+
+
+def check_resume_config(path: str | Path, saved_text: str, operative_text: str,
+                        may_change: Sequence[str]) -> None:
+    """Refuse a resume from `path` whose bindings differ from the checkpoint's (`saved_text`),
+    unless each difference is IGNORED or named in `train.resume_may_change`."""
+    if not saved_text.strip() or not operative_text.strip():
+        return  # a checkpoint written without gin (tests, tools): nothing to compare
+    differences = config_differences(saved_text, operative_text, gin.config_str())
+    refused = {k: v for k, v in differences.items() if not _matches(k, IGNORED + tuple(may_change))}
+    allowed = {k: v for k, v in differences.items() if k not in refused and not _matches(k, IGNORED)}
+    for key, (then, now) in allowed.items():
+        print(f"[train] resuming with {key} = {now!r} (it was {then!r}), allowed by "
+              f"train.resume_may_change", flush=True)
+    if refused:
+        listed = "; ".join(f"{key}: {then!r} then, {now!r} now" for key, (then, now) in refused.items())
+        names = ", ".join(repr(key) for key in refused)
+        raise ResumeConfigError(
+            f"cannot resume from {path}: this run's bindings differ from those its weights were made "
+            f"with ({listed}), so no record would say how the weights were made. Resume with the "
+            f"checkpoint's bindings (its run directory's operative_config.gin), start a new run, or "
+            f"allow these by name: --gin_param \"train.resume_may_change = [{names}]\"")
