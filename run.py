@@ -62,6 +62,7 @@ def import_configurables() -> None:
     import mmdistill.pipeline  # noqa: F401  pipeline
     import mmdistill.evaluation  # noqa: F401  evaluate
     import mmdistill.stages  # noqa: F401  distill, pretrain, validation
+    import mmdistill.leakage  # noqa: F401  leakage
     import mmdistill.train.loop  # noqa: F401  train
 
 
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.argv[0], *argv]
     try:
         if pipeline_configured():
-            run_pipeline(config_name, bindings, argv=command)
+            run_pipeline(config_name, bindings, argv=command, gin_files=args.gin_file)
         else:
             experiment(config_name=config_name, argv=command)
     except Exception as err:

@@ -120,6 +120,22 @@ def flatten_config(config_text: str) -> dict[str, Any]:
     return flat
 
 
+UNBOUND = object()
+
+
+def bound_value(flat: dict[str, Any], key: str) -> Any:
+    """The value a flat config (`flatten_config`) gives the operative setting `key`
+    (`scope/sub/configurable.param`): gin applies a binding to a call when its scope is a prefix
+    of the call's scope, the longest one winning; UNBOUND when none applies."""
+    scope, _, name = key.rpartition("/")
+    parts = scope.split("/") if scope else []
+    for length in range(len(parts), -1, -1):
+        candidate = "/".join([*parts[:length], name])
+        if candidate in flat:
+            return flat[candidate]
+    return UNBOUND
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import gin
 
-from mmdistill.config import flatten_config
+from mmdistill.config import UNBOUND, bound_value, flatten_config
 
 # configurable.param (any scope), or configurable.* : where a run's work does not depend on them.
 IGNORED = ("experiment.resume", "experiment.threads", "experiment.device", "experiment.test",
@@ -43,16 +43,15 @@ def config_differences(saved_text: str, operative_text: str, bound_text: str) ->
     this run used so far; a setting it has not used yet is compared with what is bound now
     (`bound_text`, the parsed config) when bound."""
     saved, now, bound = (flatten_config(text) for text in (saved_text, operative_text, bound_text))
-    missing = object()
     differences = {}
-    for key in sorted(set(saved) | set(now) | (set(bound) & set(saved))):
-        then = saved.get(key, missing)
-        current = now.get(key, bound.get(key, missing))
-        if then is missing and key not in bound:
+    for key in sorted(set(saved) | set(now)):
+        then = saved.get(key, UNBOUND)
+        current = now[key] if key in now else bound_value(bound, key)
+        if then is UNBOUND and bound_value(bound, key) is UNBOUND:
             continue  # a default this run uses that the checkpoint's config did not list yet
-        if current is missing or current == then:
+        if current is UNBOUND or current == then:
             continue
-        differences[key] = ("(not set)" if then is missing else then, current)
+        differences[key] = ("(not set)" if then is UNBOUND else then, current)
     return differences
 
 
