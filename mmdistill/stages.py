@@ -21,6 +21,7 @@ from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.paired import PairedClipDataset, source_seed
 from mmdistill.eval.fewshot import run_fewshot
+from mmdistill.leakage import check_leakage
 from mmdistill.models.decoder import MaskedAutoencoder
 from mmdistill.models.heads import ActionHead, StudentWithHeads, cmt_head
 from mmdistill.models.loading import initialise_from_checkpoint, initialise_mae
@@ -124,6 +125,7 @@ def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: 
 
 
 def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
+    check_leakage("distill")
     objective, mask_ratio = build_distillation()
     modalities = sorted(set(objective.teachers) | {objective.student_input})
     loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio)
@@ -229,6 +231,7 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     """
     if not (source or target):
         raise ValueError("pretrain.source and pretrain.target are both False: switch one on")
+    check_leakage("pretrain", labelled=source, unlabelled=target)
     _check_validation_reads_rgb(modality)
     with gin.config_scope("encoder"):
         encoder = video_vit()
