@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import gin
 
-from mmdistill.config import UNBOUND, bound_value, flatten_config
+from mmdistill.config import NOT_THE_WORK, UNBOUND, bound_value, flatten_config, names_match
 
 
 class KeptOutputError(ValueError):
@@ -48,6 +48,8 @@ def differences(record: dict, bound_now: dict) -> dict[str, tuple[Any, Any]]:
     """setting -> (value then, value now) for the settings the step used that differ."""
     bound_then, found = record["config"], {}
     for key, then in record["operative"].items():
+        if names_match(key, NOT_THE_WORK):
+            continue  # where it was written or logged, not what was made
         now = bound_value(bound_now, key)
         if now is UNBOUND:
             if bound_value(bound_then, key) is UNBOUND:

@@ -4,7 +4,7 @@ operative gin config the weights were made with, and a resumed run whose binding
 describes. Bindings are compared parsed (`flatten_config`), so `train.epochs=1` and
 `train.epochs = 1` are the same binding.
 
-Allowed without asking: settings that do not change what is computed (IGNORED). Allowed by name:
+Allowed without asking: settings that do not change what is computed (config.NOT_THE_WORK). Allowed by name:
 `train.resume_may_change` (default `['train.epochs']`, the documented way to train a finished
 run's copy longer); a name without a scope allows it in every scope.
 """
@@ -15,27 +15,10 @@ from typing import Any, Sequence
 
 import gin
 
-from mmdistill.config import UNBOUND, bound_value, flatten_config
-
-# configurable.param (any scope), or configurable.* : where a run's work does not depend on them.
-IGNORED = ("experiment.resume", "experiment.threads", "experiment.device", "experiment.test",
-           "experiment.ckpt_path", "wandb_run.*", "evaluate.*", "train.log_every",
-           "train.resume_may_change", "data_loader.num_workers", "data_loader.persistent_workers",
-           "data_loader.prefetch_factor", "data_loader.pin_memory")
-
+from mmdistill.config import NOT_THE_WORK, UNBOUND, bound_value, flatten_config, names_match
 
 class ResumeConfigError(ValueError):
     """A resume whose bindings differ from its checkpoint's."""
-
-
-def _unscoped(key: str) -> str:
-    return key.rsplit("/", 1)[-1]
-
-
-def _matches(key: str, names: Sequence[str]) -> bool:
-    base = _unscoped(key)
-    return any(name in (key, base) or (name.endswith(".*") and base.startswith(name[:-1]))
-               for name in names)
 
 
 def config_differences(saved_text: str, operative_text: str, bound_text: str) -> dict[str, tuple[Any, Any]]:
@@ -58,12 +41,12 @@ def config_differences(saved_text: str, operative_text: str, bound_text: str) ->
 def check_resume_config(path: str | Path, saved_text: str, operative_text: str,
                         may_change: Sequence[str]) -> None:
     """Refuse a resume from `path` whose bindings differ from the checkpoint's (`saved_text`),
-    unless each difference is IGNORED or named in `train.resume_may_change`."""
+    unless each difference is NOT_THE_WORK or named in `train.resume_may_change`."""
     if not saved_text.strip() or not operative_text.strip():
         return  # a checkpoint written without gin (tests, tools): nothing to compare
     differences = config_differences(saved_text, operative_text, gin.config_str())
-    refused = {k: v for k, v in differences.items() if not _matches(k, IGNORED + tuple(may_change))}
-    allowed = {k: v for k, v in differences.items() if k not in refused and not _matches(k, IGNORED)}
+    refused = {k: v for k, v in differences.items() if not names_match(k, (*NOT_THE_WORK, *may_change))}
+    allowed = {k: v for k, v in differences.items() if k not in refused and not names_match(k, NOT_THE_WORK)}
     for key, (then, now) in allowed.items():
         print(f"[train] resuming with {key} = {now!r} (it was {then!r}), allowed by "
               f"train.resume_may_change", flush=True)
