@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_cache(args) -> int:
     from mmdistill.data.check import _overrides, dataset_in_scope, parse_gin
-    from mmdistill.data.clip_cache import fill_cache
+    from mmdistill.data.clip_cache import verify_and_fill
 
     overrides = _overrides(args)
     if args.cache_dir:
@@ -65,9 +65,12 @@ def run_cache(args) -> int:
         raise SystemExit("no cache folder: set clip_data.cache_dir (in the gin file, or "
                          f"--gin_param \"{args.scope + '/' if args.scope else ''}clip_data.cache_dir='PATH'\") "
                          "or pass --cache_dir")
-    failed = fill_cache(dataset, args.num_workers, progress=not args.quiet)
+    failed, repaired = verify_and_fill(dataset, args.num_workers, progress=not args.quiet)
     videos = len({clip.video for clip in dataset.clips})
-    print(f"clip cache {dataset.cache.folder}: {videos - len(failed)} of {videos} videos cached")
+    print(f"clip cache {dataset.cache.folder}: {videos - len(failed)} of {videos} videos cached"
+          + (f"; {len(repaired)} broken entries were filled again" if repaired else ""))
+    for video, problem in repaired[:20]:
+        print(f"  refilled: {video}: {problem}")
     for video, error in failed[:20]:
         print(f"  failed: {video}: {error}")
     return 1 if failed else 0
