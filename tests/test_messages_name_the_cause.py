@@ -41,3 +41,24 @@ def test_a_deleted_init_checkpoint_on_resume_says_to_put_it_back(tmp_path):
                                                 "put the file back"):
         pretrain_stage(cpu_context(tmp_path), tmp_path / "last.ckpt",
                        init_checkpoint=str(tmp_path / "gone.pth"))
+
+
+@pytest.mark.parametrize("main, argv, flag", [
+    ("mmdistill.prepare.__main__", ["frames", "--videos", "{tmp}/videos", "--out", "{tmp}/out",
+                                    "--short-side", "0"], "--short-side 0: must be at least 1"),
+    ("mmdistill.prepare.__main__", ["flow", "--data", "{tmp}/out", "--workers", "0"],
+     "--workers 0: must be at least 1"),
+    ("mmdistill.data.__main__", ["cache", "--gin_file", "{tmp}/missing.gin", "--num_workers", "-1"],
+     "--num_workers -1: must be at least 0"),
+    ("mmdistill.ckpt", ["export", "{tmp}/missing.ckpt", "{tmp}/out", "--to", "hf", "--num-heads", "0"],
+     "--num-heads 0: must be at least 1"),
+])
+def test_every_command_checks_its_numbers_by_flag_before_any_work(tmp_path, capsys, main, argv, flag):
+    import importlib
+
+    (tmp_path / "videos" / "serve").mkdir(parents=True)
+    (tmp_path / "videos" / "serve" / "serve1.mp4").write_bytes(b"")
+    code = importlib.import_module(main).main([a.format(tmp=tmp_path) for a in argv])
+    assert code == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
