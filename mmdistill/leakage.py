@@ -46,7 +46,8 @@ class _List:
     def __init__(self, role: str, scope: str, path: Any, labelled: bool):
         self.role, self.path = role, Path(path)
         with gin.config_scope(scope):
-            self.clips: list[Clip] = read_annotations(self.path, require_labels=labelled)
+            # bad entries are the stage's to report (or skip, with on_bad_clip='skip')
+            self.clips: list[Clip] = read_annotations(self.path, on_bad_entry="skip", require_labels=labelled)
             self.span = TemporalSampler().span
         root = _query("clip_data.root", [scope])
         if root is None:

@@ -268,15 +268,18 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
 
 
 def _check_validation_reads_rgb(modality: str) -> None:
-    """Few-shot validation reads RGB clips, so only an RGB encoder is validated; settings for it
-    on another modality's pretraining would otherwise be ignored, or blamed on a missing
-    validation (train.keep_best_k)."""
-    if modality == "rgb" or not _bound("validation.eval_every"):
+    """Few-shot validation reads RGB clips, so only an RGB encoder is validated: say so for
+    another modality, instead of blaming a missing validation for train.keep_best_k."""
+    if modality == "rgb" or not _bound("validation.eval_every") \
+            or not gin.query_parameter("validation.eval_every"):
         return
-    if gin.query_parameter("validation.eval_every"):
-        raise ValueError(f"validation.eval_every is set, but pretrain.modality={modality!r}: few-shot "
-                         f"validation reads RGB clips, so it runs for an RGB encoder only; unset "
-                         f"validation.eval_every (and train.keep_best_k) for this pretraining")
+    if _bound("train.keep_best_k") and gin.query_parameter("train.keep_best_k"):
+        raise ValueError(f"train.keep_best_k ranks checkpoints by a validation metric, but "
+                         f"pretrain.modality={modality!r} is not validated: few-shot validation "
+                         f"(validation.eval_every) reads RGB clips, so it runs for an RGB encoder "
+                         f"only; unset train.keep_best_k for this pretraining")
+    print(f"[pretrain] validation.eval_every applies to RGB encoders only; this {modality} "
+          f"pretraining is not validated", flush=True)
 
 
 def _initial_weights(model: MaskedAutoencoder, path: str | None, patch_embed: str,

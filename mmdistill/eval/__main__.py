@@ -246,7 +246,7 @@ def check_channels(name: str, channels: int, modality: str) -> None:
     data = "" if fits[0] == "rgb" else (" (with --annotations FILE --data-root DIR: prepared data; "
                                         "--clips reads RGB videos only)")
     raise UsageError(f"--checkpoint {name}: the model takes {channels} input channels, not the "
-                     f"{CHANNELS[modality]} of {modality}; it looks like a {fits[0]} model: pass "
+                     f"{CHANNELS[modality]} of {modality}, as a {fits[0]} model does: pass "
                      f"--modality {name}={fits[0]}{data}")
 
 
