@@ -53,6 +53,7 @@ def test_a_deleted_init_checkpoint_on_resume_says_to_put_it_back(tmp_path):
      "--num_workers -1: must be at least 0"),
     ("mmdistill.ckpt", ["export", "{tmp}/missing.ckpt", "{tmp}/out", "--to", "hf", "--num-heads", "0"],
      "--num-heads 0: must be at least 1"),
+    ("mmdistill.demo.cli", ["{tmp}/out", "--clips-per-class", "0"], "--clips-per-class must be >= 1"),
 ])
 def test_every_command_checks_its_numbers_by_flag_before_any_work(tmp_path, capsys, main, argv, flag):
     import importlib
