@@ -5,8 +5,6 @@ import argparse
 import logging
 import sys
 
-from mmdistill.checks import FlagError, check_flags
-
 EXAMPLES = """examples (the shipped gin files bind the training clips in scope unlabeled and the
 evaluation clips in scope fewshot_data):
   python -m mmdistill.data check --gin_file gin/demo/distill.gin --scope unlabeled
@@ -80,12 +78,13 @@ def run_cache(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:  # every number by its flag, before any work
-        check_flags(args, {"--num_workers": (0, None), "--max_clips": (1, None), "--visualize": (0, None),
-                           "--max_listed": (0, None)})
-    except FlagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # Every number by its flag, before any work (the data tools import data modules only, so this
+    # is not mmdistill.checks.check_flags).
+    for flag, least in {"--num_workers": 0, "--max_clips": 1, "--visualize": 0, "--max_listed": 0}.items():
+        value = getattr(args, flag[2:], None)
+        if value is not None and value < least:
+            print(f"error: {flag} {value}: must be at least {least}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
         from mmdistill.data.check import run_check
