@@ -71,7 +71,7 @@ def _evaluation_lists() -> list[_List]:
     lists = []
     test = _query("clip_data.annotations", ["fewshot_data"])
     if test is not None and Path(test).exists():
-        lists.append(_List("few-shot test list", "fewshot_data", test, labelled=True))
+        lists.append(_List("few-shot evaluation list", "fewshot_data", test, labelled=True))
     try:
         val = gin.query_parameter("validation.annotations")
         every = gin.query_parameter("validation.eval_every")

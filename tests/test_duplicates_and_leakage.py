@@ -66,7 +66,7 @@ def test_unlabelled_clips_that_are_evaluation_clips_are_refused_unless_allowed(t
     gin.parse_config([f"fewshot_data/clip_data.annotations = '{test}'",
                       f"unlabeled/clip_data.annotations = '{unlabeled}'"])
     with pytest.raises(LeakageError, match=r"distill: 1 of the 2 clips of the unlabelled list .* few-shot "
-                                           r"test list .*video 'c2'.*leakage.allow = True"):
+                                           r"evaluation list .*video 'c2'.*leakage.allow = True"):
         check_leakage("distill")
     _flat(unlabeled, [{"video": "u1"}, {"video": "c2", "start": 40, "end": 60}])  # frames after it
     check_leakage("distill")
@@ -83,5 +83,5 @@ def test_a_labelled_source_holding_test_classes_stops_stage_1_first(tmp_path):
     gin.parse_config([f"fewshot_data/clip_data.annotations = '{test}'",
                       f"source/clip_data.annotations = '{source}'"])
     with pytest.raises(LeakageError, match=r"pretrain: the labelled source list .*source.json holds classes "
-                                           r"of the few-shot test list .*test.json: forehand"):
+                                           r"of the few-shot evaluation list .*test.json: forehand"):
         pretrain_stage(cpu_context(tmp_path), None, source=True, target=False)
