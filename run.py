@@ -127,7 +127,7 @@ def _main(argv: list[str]) -> int:
     command = [sys.argv[0], *argv]
     try:
         if pipeline_configured():
-            run_pipeline(config_name, bindings, argv=command)
+            run_pipeline(config_name, bindings, argv=command, gin_files=args.gin_file)
         else:
             experiment(config_name=config_name, argv=command)
     except Exception as err:

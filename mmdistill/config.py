@@ -279,6 +279,38 @@ def flatten_config(config_text: str) -> dict[str, Any]:
     return flat
 
 
+UNBOUND = object()
+
+# Settings (configurable.param in any scope, or configurable.*) that say where a run writes, how it
+# logs or how fast it loads, not what it computes: a resume or a kept pipeline output may differ in
+# them (mmdistill/train/resume_config.py, mmdistill/pipeline_record.py).
+NOT_THE_WORK = ("experiment.resume", "experiment.output_root", "experiment.name", "experiment.threads",
+                "experiment.device", "experiment.test", "experiment.ckpt_path", "wandb_run.*",
+                "evaluate.*", "train.log_every", "train.resume_may_change", "data_loader.num_workers",
+                "data_loader.persistent_workers", "data_loader.prefetch_factor", "data_loader.pin_memory")
+
+
+def names_match(key: str, names: Iterable[str]) -> bool:
+    """Whether the setting `key` (`scope/configurable.param`) is one of `names`: a name with a
+    scope matches that scope, one without matches every scope, `configurable.*` every param."""
+    base = key.rsplit("/", 1)[-1]
+    return any(name in (key, base) or (name.endswith(".*") and base.startswith(name[:-1]))
+               for name in names)
+
+
+def bound_value(flat: dict[str, Any], key: str) -> Any:
+    """The value a flat config (`flatten_config`) gives the operative setting `key`
+    (`scope/sub/configurable.param`): gin applies a binding to a call when its scope is a prefix
+    of the call's scope, the longest one winning; UNBOUND when none applies."""
+    scope, _, name = key.rpartition("/")
+    parts = scope.split("/") if scope else []
+    for length in range(len(parts), -1, -1):
+        candidate = "/".join([*parts[:length], name])
+        if candidate in flat:
+            return flat[candidate]
+    return UNBOUND
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value

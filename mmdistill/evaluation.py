@@ -12,7 +12,7 @@ import gin
 import torch
 
 from mmdistill.context import RunContext
-from mmdistill.data.dataset import build_clip_dataset, build_loader
+from mmdistill.data.dataset import DEFAULT_SOURCES, build_clip_dataset, build_loader
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.heads import FC_NORM_EPS, NormedPooling
@@ -104,6 +104,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     if unknown:
         raise ValueError(f"evaluate.modalities names {sorted(unknown)}, which are not evaluated "
                          f"models {sorted(models)} ('trained' or an evaluate.baselines name)")
+    _check_modality_names(modalities or {})
     for name, path in models.items():
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
@@ -153,6 +154,25 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
         summary.update({f"fewshot/{setting}/vs_{name}": word
                         for (setting, name), word in verdicts.items()})
     return summary
+
+
+def _check_modality_names(modalities: Mapping[str, str]) -> None:
+    """A misspelt modality is named here, as an evaluate.modalities value, not later as a
+    reader missing from clip_data.sources."""
+    import difflib
+
+
+    try:
+        custom = set(gin.query_parameter("fewshot_data/clip_data.sources") or {})
+    except ValueError:
+        custom = set()
+    known = sorted(set(DEFAULT_SOURCES) | custom)
+    for name, modality in modalities.items():
+        if modality not in known:
+            close = difflib.get_close_matches(str(modality), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"evaluate.modalities = {{{name!r}: {modality!r}}}: {modality!r} is not a "
+                             f"modality ({', '.join(known)}){hint}")
 
 
 def _fewshot_loaders(ctx: RunContext, modalities: Sequence[str]) -> dict[str, Any]:

@@ -107,9 +107,15 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
         logger, run_id = make_logger(rank, run_dir, name, config_name, task)
         logger = session.track(logger)
 
+        segment_kept = not resume  # a resumed run first keeps the earlier segments' config
+
         def save_operative_config() -> None:
+            nonlocal segment_kept
             if rank != 0:
                 return
+            if not segment_kept:
+                keep_earlier_operative_config(run_dir)
+                segment_kept = True
             text = gin.operative_config_str()
             (run_dir / "operative_config.gin").write_text(text)
             logger.update_config(flatten_config(text))
@@ -132,3 +138,19 @@ def experiment(config_name: str = "run", name: str | None = None, output_root: s
             summary.update(job.test(ctx, target))
         logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     return summary
+
+
+def keep_earlier_operative_config(run_dir: Path) -> Path | None:
+    """Before a resumed run writes operative_config.gin, the one of the run it continues moves to
+    operative_config.<n>.gin (n = 1 for the first segment ...): every segment's config is kept,
+    and operative_config.gin is the latest."""
+    current = run_dir / "operative_config.gin"
+    if not current.is_file():
+        return None
+    number = 1
+    while (run_dir / f"operative_config.{number}.gin").exists():
+        number += 1
+    kept = run_dir / f"operative_config.{number}.gin"
+    current.rename(kept)
+    return kept
+

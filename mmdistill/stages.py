@@ -22,6 +22,7 @@ from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator, mask_generator
 from mmdistill.data.paired import PairedClipDataset, source_seed
 from mmdistill.eval.fewshot import run_fewshot
+from mmdistill.leakage import check_leakage
 from mmdistill.models.decoder import MaskedAutoencoder
 from mmdistill.models.heads import ActionHead, StudentWithHeads, cmt_head
 from mmdistill.ckpt.loading import initialise_from_checkpoint, initialise_mae
@@ -139,6 +140,7 @@ def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: 
 
 
 def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
+    check_leakage("distill")
     objective, mask_ratio, mask_type = build_distillation()
     modalities = sorted(set(objective.teachers) | {objective.student_input})
     loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio,
@@ -245,8 +247,15 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     """
     if not (source or target):
         raise ValueError("pretrain.source and pretrain.target are both False: switch one on")
+    check_leakage("pretrain", labelled=source, unlabelled=target)
+    _check_validation_reads_rgb(modality)
     with gin.config_scope("encoder"):
         encoder = video_vit()
+    if resume_from is not None and init_checkpoint is not None and not Path(init_checkpoint).exists():
+        raise FileNotFoundError(
+            f"pretrain.init_checkpoint {init_checkpoint} no longer exists, but this run started "
+            f"from it and a resume builds the model from it again (resampled position tables are "
+            f"not in {resume_from}) before loading {resume_from}: put the file back where it was")
     if not source:  # plain VideoMAE on the target clips, built exactly as before stage 1 existed
         model = MaskedAutoencoder(encoder)
         _initial_weights(model, init_checkpoint, init_patch_embed, trust_checkpoint)
@@ -272,6 +281,21 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
         ctx.logger.image("pretrain/reconstructions", path)
         print(f"[pretrain] reconstructions: {path}", flush=True)
     return Path(summary["checkpoint"])
+
+
+def _check_validation_reads_rgb(modality: str) -> None:
+    """Few-shot validation reads RGB clips, so only an RGB encoder is validated: say so for
+    another modality, instead of blaming a missing validation for train.keep_best_k."""
+    if modality == "rgb" or not _bound("validation.eval_every") \
+            or not gin.query_parameter("validation.eval_every"):
+        return
+    if _bound("train.keep_best_k") and gin.query_parameter("train.keep_best_k"):
+        raise ValueError(f"train.keep_best_k ranks checkpoints by a validation metric, but "
+                         f"pretrain.modality={modality!r} is not validated: few-shot validation "
+                         f"(validation.eval_every) reads RGB clips, so it runs for an RGB encoder "
+                         f"only; unset train.keep_best_k for this pretraining")
+    print(f"[pretrain] validation.eval_every applies to RGB encoders only; this {modality} "
+          f"pretraining is not validated", flush=True)
 
 
 def _initial_weights(model: MaskedAutoencoder, path: str | None, patch_embed: str,

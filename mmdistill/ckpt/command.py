@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from mmdistill.checks import FlagError, check_flags
 from mmdistill.ckpt import keymaps
 from mmdistill.ckpt.reading import (TRAINING_KEYS, Checkpoint, CheckpointError,
                                          read_checkpoint)
@@ -244,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                                 help="allow arbitrary unpickling (only for files you trust)")
     args = parser.parse_args(argv)
     try:
+        check_flags(args, {"--num-heads": (1, None), "--num-frames": (1, None), "--img-size": (1, None),
+                           "--source-grid": (1, None)})
         if args.command == "inspect":
             print(describe(read_checkpoint(args.path, args.trust_checkpoint)))
             return 0
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         written = (write_hf if args.to == "hf" else write_official)(model, args.out, args.overwrite)
         print(f"wrote {written} ({args.to} layout)")
         return 0
-    except (CheckpointError, OSError) as err:  # missing, unreadable or unwritable files
+    except (CheckpointError, OSError, FlagError) as err:  # bad flags; missing, unreadable or unwritable files
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -34,6 +34,7 @@ MODULES = DATA_MODULES + (
     "mmdistill.pipeline",  # pipeline
     "mmdistill.evaluation",  # evaluate
     "mmdistill.stages",  # distill, pretrain, validation
+    "mmdistill.leakage",  # leakage
     "mmdistill.train.loop",  # train
 )
 

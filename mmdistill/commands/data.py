@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Sequence
 
+from mmdistill.checks import FlagError, check_flags
 from mmdistill.commands.configurables import DATA_MODULES, import_configurables
 from mmdistill.commands.flags import add_gin_flags
 from mmdistill.commands.session import run_command
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_cache(args) -> int:
     from mmdistill.data.check import dataset_in_scope
-    from mmdistill.data.clip_cache import fill_cache
+    from mmdistill.data.clip_cache import verify_and_fill
 
     overrides = _overrides(args)
     if args.cache_dir:
@@ -75,9 +76,12 @@ def run_cache(args) -> int:
         raise SystemExit("no cache folder: set clip_data.cache_dir (in the gin file, or "
                          f"--gin_param \"{args.scope + '/' if args.scope else ''}clip_data.cache_dir='PATH'\") "
                          "or pass --cache_dir")
-    failed = fill_cache(dataset, args.num_workers, progress=not args.quiet)
+    failed, repaired = verify_and_fill(dataset, args.num_workers, progress=not args.quiet)
     videos = len({clip.video for clip in dataset.clips})
-    print(f"clip cache {dataset.cache.folder}: {videos - len(failed)} of {videos} videos cached")
+    print(f"clip cache {dataset.cache.folder}: {videos - len(failed)} of {videos} videos cached"
+          + (f"; {len(repaired)} broken entries were filled again" if repaired else ""))
+    for video, problem in repaired[:20]:
+        print(f"  refilled: {video}: {problem}")
     for video, error in failed[:20]:
         print(f"  failed: {video}: {error}")
     return 1 if failed else 0
@@ -152,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # every number by its flag, before any work
+        check_flags(args, {"--num_workers": (0, None), "--max_clips": (1, None), "--visualize": (0, None),
+                           "--max_listed": (0, None)})
+    except FlagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
         return run_check(args)

@@ -65,6 +65,7 @@ class Session:
     log_file: Any = None
     logger: Any = None  # finished at the end
     save_config: Callable[[], None] | None = None  # called at the end, before summary.json
+    after_summary: Callable[[], None] | None = None  # called after summary.json, lock still held
 
     def track(self, logger: FanoutLogger) -> FanoutLogger:
         """`logger`, which also copies every `summary()` call into this run's summary.json
@@ -114,6 +115,8 @@ def run_session(run_dir: Path, argv: list[str], summary: dict[str, Any] | None =
                 rundir.write_summary(session.dir, session.summary)
             if session.logger is not None:
                 session.logger.finish()
+            if session.after_summary is not None:
+                session.after_summary()
 
 
 @gin.configurable("wandb_run")

@@ -20,6 +20,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -31,8 +32,12 @@ import gin
 import numpy as np
 import torch
 
+from mmdistill.data.cache_entries import (read_entry, remove_entry, settings_record, wider_entry, write_error,
+                                          write_settings_record)
 from mmdistill.data.sources import BadClipError, Keypoints
 from mmdistill.data.transforms import SpatialPlan, apply_to_frames
+
+log = logging.getLogger("mmdistill.data")
 
 CACHE_FORMAT = 1
 FLOW_DTYPES = {"int8": np.int8, "int16": np.int16}
@@ -152,9 +157,10 @@ class ClipCache:
         self.flow_dtype = flow_dtype
         self.finish_on = finish_on
         self._cache_entries: dict[str, CachedVideo] = {}
+        self.repaired: list[tuple[str, str]] = []  # (video, what was wrong) of broken entries refilled
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache_entries": {}}  # each worker checks the files itself
+        return {**self.__dict__, "_cache_entries": {}, "repaired": []}  # each worker checks the files itself
 
     def settings_key(self, dataset: Any) -> str:
         """The key of what every entry of this dataset depends on besides its own files."""
@@ -173,28 +179,65 @@ class ClipCache:
         return self.folder / self.settings_key(dataset)[:20] / f"{video_key}-{_digest(files)[:20]}"
 
     def video(self, dataset: Any, video: str) -> CachedVideo:
-        """The video's entry, filled first if it is missing (BadClipError if its data is bad)."""
+        """The video's entry, filled first if it is missing or broken (BadClipError if its data
+        is bad); an entry of a run with more modalities serves when it holds these as they would
+        be made (cache_entries.py)."""
         if video in self._cache_entries:
             return self._cache_entries[video]
         folder = self.entry_folder(dataset, video)
-        if not (folder / "meta.json").is_file():
+        meta, _ = read_entry(folder)  # a broken one is dealt with under the lock below
+        if meta is None:
+            wider = wider_entry(self.folder, self.settings_record(dataset), folder.name.split("-")[0],
+                                self._files(dataset, video))
+            if wider is not None:
+                folder, meta = wider
+        if meta is None:
             folder.parent.mkdir(parents=True, exist_ok=True)
             with _locked(folder.parent / f"{folder.name.split('-')[0]}.lock"):
-                if not (folder / "meta.json").is_file():
+                meta = self._whole_entry(folder, video)
+                if meta is None:
                     self._fill(dataset, video, folder)
-        with open(folder / "meta.json") as handle:
-            entry = CachedVideo(folder, json.load(handle))
+                    meta, problem = read_entry(folder)
+                    if meta is None:
+                        raise BadClipError(f"video '{video}': the clip cache entry just written is broken: {problem}")
+        entry = CachedVideo(folder, meta)
         self._cache_entries[video] = entry
         return entry
 
+    def _whole_entry(self, folder: Path, video: str) -> dict | None:
+        """(Under the entry's lock) the entry's meta when it is whole; a broken one is removed (to
+        be filled again), with a warning naming what was wrong, and recorded in `repaired`."""
+        meta, problem = read_entry(folder)
+        if problem is not None:
+            log.warning("clip cache: the entry of video '%s' is broken and is filled again: %s", video, problem)
+            self.repaired.append((video, problem))
+            remove_entry(folder)
+        return meta
+
+    def _files(self, dataset: Any, video: str) -> dict:
+        """Per modality, the fingerprints of the files the entry is made from (as JSON gives them back)."""
+        return json.loads(json.dumps({name: _fingerprint(source.files(video), video)
+                                      for name, source in dataset.sources.items()}))
+
+    def settings_record(self, dataset: Any) -> dict:
+        return settings_record({"format": CACHE_FORMAT, "flow_dtype": self.flow_dtype,
+                                "short_side": dataset.spatial.short_side,
+                                "sources": {name: {"kind": source.kind, "digest": _digest(source_settings(source))}
+                                            for name, source in dataset.sources.items()}})
+
     def _fill(self, dataset: Any, video: str, folder: Path) -> None:
         staging = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
         try:
+            staging.mkdir()
             meta = self._write(dataset, video, staging)
+            meta["files"] = self._files(dataset, video)
             with open(staging / "meta.json", "w") as handle:
                 json.dump(meta, handle)
             os.rename(staging, folder)
+            write_settings_record(folder.parent, self.settings_record(dataset))
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise write_error(err, folder, self.folder) from err
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -242,13 +285,15 @@ class _VideoFiller:
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, index: int) -> tuple[str, str | None]:
+    def __getitem__(self, index: int) -> tuple[str, str | None, list]:
         video = self.videos[index]
+        cache = self.dataset.cache
+        repaired = len(cache.repaired)
         try:
-            self.dataset.cache.video(self.dataset, video)
+            cache.video(self.dataset, video)
         except BadClipError as err:
-            return video, str(err)
-        return video, None
+            return video, str(err), cache.repaired[repaired:]
+        return video, None, cache.repaired[repaired:]
 
 
 def _as_list(items: list) -> list:
@@ -258,6 +303,14 @@ def _as_list(items: list) -> list:
 def fill_cache(dataset: Any, num_workers: int = 0, progress: bool = True) -> list[tuple[str, str]]:
     """Fill the entry of every video of `dataset` (a ClipDataset with a cache), in `num_workers`
     processes -> the (video, error) pairs of videos whose data could not be read."""
+    return verify_and_fill(dataset, num_workers, progress)[0]
+
+
+def verify_and_fill(dataset: Any, num_workers: int = 0, progress: bool = True
+                    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """`fill_cache` that checks every existing entry too -> (failed, repaired): the (video, error)
+    pairs of videos whose data could not be read, and the (video, what was wrong) pairs of broken
+    entries that were filled again."""
     from torch.utils.data import DataLoader
 
     from mmdistill.progress import progress as progress_bar
@@ -265,8 +318,9 @@ def fill_cache(dataset: Any, num_workers: int = 0, progress: bool = True) -> lis
     videos = sorted({clip.video for clip in dataset.clips})
     loader = DataLoader(_VideoFiller(dataset, videos), batch_size=1, num_workers=num_workers,
                         collate_fn=_as_list)
-    failed = []
-    for (video, error), in progress_bar(loader, desc="videos", disable=not progress):
+    failed, repaired = [], []
+    for (video, error, fixed), in progress_bar(loader, desc="videos", disable=not progress):
+        repaired += fixed
         if error is not None:
             failed.append((video, error))
-    return failed
+    return failed, repaired

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, read_annotations
+from mmdistill.data.clip_identity import deduplicate
 from mmdistill.data.clip_cache import QUANTISED_SUFFIX, STEP_SUFFIX, ClipCache, dequantise
 from mmdistill.data.heatmaps import HeatmapRenderer
 from mmdistill.data.jpeg_on_device import JPEG_SUFFIX, OFFSETS_SUFFIX, PLAN_SUFFIX, EncodedFrames, decode_clips
@@ -72,11 +73,11 @@ class ClipDataset(Dataset):
             raise ValueError("a clip dataset needs at least one modality source")
         if not clips:
             raise ValueError("a clip dataset needs at least one clip (the annotation list is empty)")
-        self.clips = list(clips)
-        self.sources = dict(sources)
         self.mode = mode
         self.train = mode == "train"
         self.temporal = temporal or TemporalSampler()
+        self.clips = deduplicate(list(clips), self.temporal.span, self.temporal.centred(self.train))
+        self.sources = dict(sources)
         self.spatial = spatial or SpatialTransform()
         self.heatmaps = heatmaps or HeatmapRenderer()
         self.normalize = {name: (normalize or {}).get(name) or Normalize(*DEFAULT_NORMALIZATION[source.kind])

@@ -51,6 +51,10 @@ class TemporalSampler:
         """Frames from the first to the last sampled frame, inclusive."""
         return (self.num_frames - 1) * self.sampling_rate + 1
 
+    def centred(self, train: bool) -> bool:
+        """Whether a window is read at its centre (else at a random offset)."""
+        return self.placement == "center" or (self.placement == "auto" and not train)
+
     def __call__(self, clip: Clip, video_frames: int, rng: np.random.Generator, train: bool
                  ) -> tuple[int, np.ndarray]:
         """-> (first frame index, `num_frames` 0-based indices)."""

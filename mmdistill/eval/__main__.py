@@ -22,7 +22,13 @@ from mmdistill.commands.flags import add_gin_flags
 
 MODALITIES = ("rgb", "flow", "skeleton")
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
-RESULT_FILES = ("summary.json", "fewshot_*.json")
+# What one evaluation writes in --out; set aside while a new one runs (PREVIOUS), replaced only
+# once the new results are written. The feature cache stays: it only speeds a rerun up.
+RESULT_FILES = ("summary.json", "fewshot_*.json", "operative_config.gin", "metrics.jsonl")
+PREVIOUS = ".previous_results"
+FAILED_SUMMARY = "failed_summary.json"
+# Channels of each modality's input (skeleton: the default 17 COCO joints).
+CHANNELS = {"rgb": 3, "flow": 2, "skeleton": 17}
 
 
 class UsageError(ValueError):
@@ -147,29 +153,102 @@ def check_data(args: argparse.Namespace, modalities: dict[str, str]) -> None:
                          f"(the --out of python -m mmdistill.prepare) with --annotations")
 
 
+# flag -> (attribute, smallest value); checked before any model is read.
+NUMBERS = {"--way": ("way", 2), "--queries": ("queries", 1), "--episodes": ("episodes", 1),
+           "--frames": ("frames", 1), "--sampling-rate": ("sampling_rate", 1),
+           "--short-side": ("short_side", 1), "--mask-views": ("mask_views", 0),
+           "--batch-size": ("batch_size", 1), "--workers": ("workers", 0)}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every number by its flag, before any work: a gin parameter's name in an error after the
+    features were extracted says neither which flag nor that nothing was needed to find it."""
+    for flag, (attribute, least) in NUMBERS.items():
+        value = getattr(args, attribute)
+        if value is not None and value < least:
+            raise UsageError(f"{flag} {value}: must be at least {least}")
+    for shot in args.shot or ():
+        if shot < 1:
+            raise UsageError(f"--shot {shot}: must be at least 1 (support clips per class)")
+    if args.size is not None and min(args.size) < 1:
+        raise UsageError(f"--size {args.size[0]} {args.size[1]}: both sides must be at least 1")
+
+
 def check_out(out: Path, overwrite: bool) -> None:
-    """Results someone already has are replaced only on request; the feature cache stays (it
-    is keyed on the weights and clips, so it can only speed a rerun up)."""
+    """Results someone already has are replaced only on request, and only once the new ones are
+    written (`set_aside_results`); this check touches nothing."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a new or empty folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UsageError(f"--out {out} exists and is not empty; nothing was evaluated. Pass "
-                             f"--overwrite to replace its results, or give another --out")
-        for pattern in RESULT_FILES:
-            for old in out.glob(pattern):
-                old.unlink()
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"--out {out} exists and is not empty; nothing was evaluated. Pass "
+                         f"--overwrite to replace its results, or give another --out")
 
 
-def model_input(name: str, path: Path, trust: bool) -> tuple[int, tuple[int, int]]:
-    """(frames, (height, width)) the model takes, built exactly as the evaluate stage builds it."""
+def _results(folder: Path) -> list[Path]:
+    return [path for pattern in RESULT_FILES for path in folder.glob(pattern) if path.is_file()]
+
+
+def set_aside_results(out: Path) -> Path | None:
+    """Move the previous results into out/PREVIOUS (under the lock) -> that folder, or None when
+    there were none. A run killed earlier left its previous results there: those are still the
+    last complete ones, and what it wrote in `out` is dropped."""
+    previous = out / PREVIOUS
+    if previous.is_dir():
+        for partial in _results(out):
+            partial.unlink()
+        return previous
+    old = _results(out)
+    if not old:
+        return None
+    previous.mkdir()
+    for path in old:
+        path.rename(previous / path.name)
+    return previous
+
+
+def settle_results(out: Path, previous: Path | None, finished: bool) -> None:
+    """After the run: on success the previous results go; on failure they come back, and the
+    failed run's summary is kept beside them as FAILED_SUMMARY."""
+    if finished:
+        (out / FAILED_SUMMARY).unlink(missing_ok=True)  # of an earlier failure, now replaced
+    if previous is None:
+        return
+    if finished:
+        for path in _results(previous):
+            path.unlink()
+    else:
+        summary = out / "summary.json"
+        if summary.is_file():
+            summary.replace(out / FAILED_SUMMARY)
+        for partial in _results(out):
+            partial.unlink()
+        for path in _results(previous):
+            path.rename(out / path.name)
+    previous.rmdir()
+
+
+def model_input(name: str, path: Path, trust: bool, modality: str = "rgb") -> tuple[int, tuple[int, int]]:
+    """(frames, (height, width)) the model takes, built exactly as the evaluate stage builds it;
+    a model whose input channels are not its --modality's is refused with the flag that fixes it."""
     from mmdistill.models.heads import NormedPooling
     from mmdistill.ckpt.evaluation import models_for_evaluation
 
     model, _, _ = models_for_evaluation(path, None, trust)
     encoder = model.encoder if isinstance(model, NormedPooling) else model
+    check_channels(name, encoder.in_chans, modality)
     (t, h, w), arch = encoder.grid_size, encoder.arch
     return t * arch["tubelet_size"], (h * arch["patch_size"], w * arch["patch_size"])
+
+
+def check_channels(name: str, channels: int, modality: str) -> None:
+    if channels == CHANNELS[modality] or (modality == "skeleton" and channels != 3 and channels != 2):
+        return  # a skeleton file may have another joint count; the stage checks it on the clips
+    fits = [m for m, c in CHANNELS.items() if c == channels] or ["skeleton"]
+    data = "" if fits[0] == "rgb" else (" (with --annotations FILE --data-root DIR: prepared data; "
+                                        "--clips reads RGB videos only)")
+    raise UsageError(f"--checkpoint {name}: the model takes {channels} input channels, not the "
+                     f"{CHANNELS[modality]} of {modality}, as a {fits[0]} model does: pass "
+                     f"--modality {name}={fits[0]}{data}")
 
 
 def clip_geometry(args: argparse.Namespace, inputs: dict[str, tuple[int, tuple[int, int]]]
@@ -233,6 +312,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     seed_everything(args.seed)
     summary: dict[str, Any] = {"task": "evaluate", "run_dir": str(out)}
     with run_session(out, ["python -m mmdistill.eval", *argv], summary) as session:
+        previous = set_aside_results(out)  # under the session's lock, before anything is written
+        session.after_summary = lambda: settle_results(out, previous,
+                                                       summary.get("status") == "finished")
         session.save_config = lambda: (out / "operative_config.gin").write_text(
             gin.operative_config_str())
         if args.wandb:
@@ -259,15 +341,17 @@ def _main(argv: list[str]) -> int:
     from mmdistill.ckpt.reading import CheckpointError
     from mmdistill.commands.configurables import import_configurables
     from mmdistill.config import ConfigError, parse_config
+    from mmdistill.rundir import RunDirBusy
 
     import_configurables()  # every configurable a run uses, before parsing
-
     try:
         checkpoints = named_checkpoints(args.checkpoint)
         modalities = model_modalities(args.modality, list(checkpoints))
+        check_numbers(args)
         check_data(args, modalities)
         check_out(args.out, args.overwrite)
-        inputs = {n: model_input(n, p, args.trust_checkpoint) for n, p in checkpoints.items()}
+        inputs = {n: model_input(n, p, args.trust_checkpoint, modalities[n])
+                  for n, p in checkpoints.items()}
         frames, size = clip_geometry(args, inputs)
         gin.clear_config()  # this command owns the configuration: only its own bindings count
         parse_config(args.gin_file, bindings(args, checkpoints, modalities, frames, size))
@@ -277,8 +361,13 @@ def _main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         evaluate(args, argv)
+    except RunDirBusy as err:  # another evaluation writes there; nothing of it was touched
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as err:  # bad clips, annotations, a model on the wrong input
-        print(f"error: {err}\n(full traceback: {args.out / 'console.log'})", file=sys.stderr)
+        kept = (f"; the previous results in {args.out} are kept, this run's summary is "
+                f"{FAILED_SUMMARY}" if (args.out / FAILED_SUMMARY).is_file() else "")
+        print(f"error: {err}\n(full traceback: {args.out / 'console.log'}{kept})", file=sys.stderr)
         return 1
     print(f"results: {args.out / 'summary.json'}")
     return 0

@@ -59,7 +59,7 @@ def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dic
                            f"videos (e.g. one sub-folder per class) with --videos")
     wanted = {e.lower() for e in extensions}
     videos: dict[str, Path] = {}
-    for path in _files_under(root):
+    for path in sorted(_walk_files(root)):
         if path.suffix.lower() not in wanted or not path.is_file():
             continue
         video_id = path.relative_to(root).with_suffix("").as_posix()
@@ -72,18 +72,18 @@ def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dic
     return dict(sorted(videos.items(), key=lambda item: natural_key(item[0])))
 
 
-def _files_under(root: Path) -> list[Path]:
-    """Every file under `root`, sorted, following symlinked folders (a class folder is often a
-    link to where the videos are); a link back to a folder already walked is not walked again."""
-    files, seen = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+def _walk_files(root: Path) -> Iterable[Path]:
+    """Every file under `root`, following symlinked folders (a class folder linked in from
+    elsewhere is as much a class as a real one; `Path.rglob` skips it). One folder reached twice
+    (linked under two names, or a link loop) is refused: its videos would count twice."""
+    seen: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        files += [Path(folder) / name for name in names]
-    return sorted(files)
+            raise PrepareError(f"{folder} and {seen[real]} are the same folder ({real}, through a "
+                               f"symbolic link); its videos would count twice: remove one link")
+        seen[real] = folder
+        yield from (Path(folder) / name for name in files)
 
 
 def find_frame_folders(data_root: Path) -> list[str]:
