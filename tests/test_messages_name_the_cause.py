@@ -51,7 +51,7 @@ def test_a_deleted_init_checkpoint_on_resume_says_to_put_it_back(tmp_path):
      "--workers 0: must be at least 1"),
     ("mmdistill.data.__main__", ["cache", "--gin_file", "{tmp}/missing.gin", "--num_workers", "-1"],
      "--num_workers -1: must be at least 0"),
-    ("mmdistill.ckpt", ["export", "{tmp}/missing.ckpt", "{tmp}/out", "--to", "hf", "--num-heads", "0"],
+    ("mmdistill.ckpt.command", ["export", "{tmp}/missing.ckpt", "{tmp}/out", "--to", "hf", "--num-heads", "0"],
      "--num-heads 0: must be at least 1"),
     ("mmdistill.demo.cli", ["{tmp}/out", "--clips-per-class", "0"], "--clips-per-class must be >= 1"),
 ])

@@ -34,7 +34,7 @@ def setup(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "experiment", fake_experiment)
     monkeypatch.setattr(pipeline, "pipeline_settings", lambda: {
-        "steps": {"teacher": [str(step_file)]}, "setup": None, "outputs": {"teacher": str(output)}})
+        "steps": {"teacher": ([str(step_file)], [])}, "setup": None, "outputs": {"teacher": str(output)}})
     yield output, step_file, made
     gin.clear_config()
 
