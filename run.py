@@ -46,6 +46,7 @@ def import_configurables() -> None:
     import mmdistill.data.dataset  # noqa: F401  clip_data, data_loader
     import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
     import mmdistill.data.masking  # noqa: F401  tube_mask
+    import mmdistill.data.modalities.specs  # noqa: F401  modality_specs
     import mmdistill.data.flow_sources  # noqa: F401  flow_frames, flow_array, flow_jpeg
     import mmdistill.data.skeleton_source  # noqa: F401  skeleton_pickle
     import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video

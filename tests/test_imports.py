@@ -203,7 +203,7 @@ def test_the_data_check_reads_an_experiment_file_with_the_data_modules_only():
     assert lines[0] == "['rgb']"
     loaded = eval(lines[1])
     assert not [m for m in loaded if not m.startswith(("mmdistill.data", "mmdistill.config",
-                                                       "mmdistill.progress"))
+                                                       "mmdistill.progress", "mmdistill.checks"))
                 and m != "mmdistill"], loaded
     # the experiment's other bindings are skipped and named, so a misspelled one is visible
     assert "skipped" in out.stderr and "distill, " in out.stderr and "experiment" in out.stderr
