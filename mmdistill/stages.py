@@ -19,6 +19,7 @@ import torch
 from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator
+from mmdistill.data.modalities.specs import model_in_chans, spec_of
 from mmdistill.data.paired import PairedClipDataset, source_seed
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.decoder import MaskedAutoencoder
@@ -76,12 +77,14 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
                              f"distill.teacher_checkpoints (a list in the order of "
                              f"distill.modalities {list(modalities)}). Random teachers would "
                              f"distil noise.")
+        in_chans = model_in_chans(modality, f"teacher_{modality}")
         with gin.config_scope(f"teacher_{modality}"):
-            teacher = video_vit()
+            teacher = video_vit(in_chans=in_chans)
             initialise_from_checkpoint(teacher, path=path)
         teachers[modality] = teacher
+    in_chans = model_in_chans(student_input, "student")
     with gin.config_scope("student"):
-        student = video_vit()
+        student = video_vit(in_chans=in_chans)
         if student_init == "teacher":
             _copy_teacher_into(student, teachers, student_input)
         elif student_init is not None:
@@ -112,12 +115,15 @@ def _copy_teacher_into(student: VideoViT, teachers: dict[str, VideoViT], modalit
         student.use_sincos_table_of(source.arch["sincos_grid"])
 
 
-def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: float):
+def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: float,
+                  models: Mapping[str, VideoViT]):
     mask = TubeMaskGenerator(grid, mask_ratio) if mask_ratio > 0 else None
     with gin.config_scope("unlabeled"):
         dataset = build_clip_dataset(modalities=list(modalities), mode="train", mask=mask,
                                      seed=ctx.seed)
         loader = build_loader(dataset, seed=ctx.seed, rank=ctx.rank, world_size=ctx.world_size)
+    for modality in modalities:
+        check_channels(dataset, modality, models.get(modality))
     print(f"[data] {len(dataset)} training clips, modalities {list(modalities)}, "
           f"mask ratio {mask_ratio}", flush=True)
     return loader
@@ -126,7 +132,8 @@ def _train_loader(ctx: RunContext, modalities: Sequence[str], grid, mask_ratio: 
 def distill_stage(ctx: RunContext, resume_from: Path | None) -> Path:
     objective, mask_ratio = build_distillation()
     modalities = sorted(set(objective.teachers) | {objective.student_input})
-    loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio)
+    models = {**objective.teachers, objective.student_input: objective.trainable.student}
+    loader = _train_loader(ctx, modalities, objective.trainable.student.grid_size, mask_ratio, models)
     summary = train(objective, loader, ctx, resume_from=resume_from,
                     epoch_end=validation_hook(ctx, objective.trainable.feature_model()))
     return Path(summary["checkpoint"])
@@ -202,11 +209,6 @@ def _check_disjoint_from_test(val_classes: Sequence[str]) -> None:
 
 # --- masked-autoencoder pretraining (teachers; stage 1 with a labelled source) --------------
 
-# lambda_ce per modality when pretrain.lambda_ce is None: MM-CDFSL's
-# configs/trainer/modality/*.yaml (rgb 0.05, flow 0.01, pose 0.01; its pose is our skeleton).
-DEFAULT_LAMBDA_CE = {"rgb": 0.05, "flow": 0.01, "skeleton": 0.01}
-
-
 @gin.configurable("pretrain")
 def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "rgb",
                    mask_ratio: float = 0.9, normalize_target: bool = True,
@@ -214,14 +216,14 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
                    lambda_ce: float | None = None, target_recon_weight: float = 0.0,
                    init_checkpoint: str | None = None, init_patch_embed: str = "strict",
                    trust_checkpoint: bool = False) -> Path:
-    """VideoMAE pretraining of one modality's encoder (encoder/video_vit.* sets its size and
-    channels); writes a reconstruction grid PNG of a few clips at the end.
+    """VideoMAE pretraining of one modality's encoder (encoder/video_vit.* sets its size; its
+    channels follow from the modality's spec); writes a reconstruction grid PNG of a few clips at the end.
 
     source: also train on labelled source clips (`source/clip_data.*`), each paired with a
     target clip (`unlabeled/clip_data.*`) under one tube mask (mmdistill.data.paired), with an
     action head (`action_head.dropout`): loss = recon_source + lambda_ce * CE
-    + target_recon_weight * recon_target. lambda_ce None = MM-CDFSL's per-modality value
-    (DEFAULT_LAMBDA_CE: rgb 0.05, flow 0.01, skeleton 0.01); target_recon_weight 0 = MM-CDFSL
+    + target_recon_weight * recon_target. lambda_ce None = the modality spec's `lambda_ce`
+    (MM-CDFSL's per-modality value: rgb 0.05, flow 0.01, skeleton 0.01); target_recon_weight 0 = MM-CDFSL
     (recon_target logged, not trained on). target=False trains on the source alone.
     init_checkpoint: start from these weights (`initialise_mae`: any checkpoint format);
     init_patch_embed 'strict' | 'reinit' | 'channel_mean' says what to do when its channel
@@ -229,15 +231,16 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     """
     if not (source or target):
         raise ValueError("pretrain.source and pretrain.target are both False: switch one on")
+    in_chans = model_in_chans(modality, "encoder")
     with gin.config_scope("encoder"):
-        encoder = video_vit()
+        encoder = video_vit(in_chans=in_chans)
     if not source:  # plain VideoMAE on the target clips, built exactly as before stage 1 existed
         model = MaskedAutoencoder(encoder)
         _initial_weights(model, init_checkpoint, init_patch_embed, trust_checkpoint)
         objective = MaskedAutoencoding(model, modality=modality, normalize_target=normalize_target)
-        loader = _train_loader(ctx, [modality], encoder.grid_size, mask_ratio)
+        loader = _train_loader(ctx, [modality], encoder.grid_size, mask_ratio, {modality: encoder})
     else:
-        paired = _paired_clips(ctx, modality, encoder.grid_size, mask_ratio, target)
+        paired = _paired_clips(ctx, modality, encoder, mask_ratio, target)
         model = MaskedAutoencoder(encoder, action_head=ActionHead(encoder.embed_dim,
                                                                    paired.num_classes))
         _initial_weights(model, init_checkpoint, init_patch_embed, trust_checkpoint)
@@ -258,6 +261,16 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     return Path(summary["checkpoint"])
 
 
+def check_channels(dataset, modality: str, model: VideoViT | None) -> None:
+    """The model built for a modality takes the channels its dataset's reader gives (a reader of
+    `clip_data.sources` other than the spec's default may give others, e.g. another joint count)."""
+    if model is not None and model.in_chans != dataset.channels(modality):
+        raise ValueError(f"the {modality} model takes {model.in_chans} channels but the {modality} clips "
+                         f"have {dataset.channels(modality)} ({type(dataset.sources[modality]).__name__}); "
+                         f"the model's channels come from the reader the data scope 'unlabeled' "
+                         f"configures: configure the same reader there")
+
+
 def _initial_weights(model: MaskedAutoencoder, path: str | None, patch_embed: str,
                      trust: bool) -> None:
     """Runs on resume too: the resumed weights then replace these, but resampled fixed
@@ -272,10 +285,11 @@ def _initial_weights(model: MaskedAutoencoder, path: str | None, patch_embed: st
 def _lambda_ce(value: float | None, modality: str) -> float:
     if value is not None:
         return float(value)
-    if modality not in DEFAULT_LAMBDA_CE:
+    spec = spec_of(modality)
+    if spec.lambda_ce is None:
         raise ValueError(f"pretrain.lambda_ce is None and modality '{modality}' has no default "
-                         f"({DEFAULT_LAMBDA_CE}); set pretrain.lambda_ce")
-    return DEFAULT_LAMBDA_CE[modality]
+                         f"(its spec {type(spec).__name__} has lambda_ce None); set pretrain.lambda_ce")
+    return spec.lambda_ce
 
 
 def _bound(binding: str) -> bool:
@@ -286,7 +300,7 @@ def _bound(binding: str) -> bool:
     return True
 
 
-def _paired_clips(ctx: RunContext, modality: str, grid, mask_ratio: float,
+def _paired_clips(ctx: RunContext, modality: str, encoder: VideoViT, mask_ratio: float,
                   target: bool) -> PairedClipDataset:
     """Labelled source clips (`source/clip_data.*`), each with a target clip
     (`unlabeled/clip_data.*`) when `target`, under one shared tube mask."""
@@ -302,11 +316,14 @@ def _paired_clips(ctx: RunContext, modality: str, grid, mask_ratio: float,
     with gin.config_scope("source"):
         source = build_clip_dataset(modalities=[modality], mode="train",
                                     seed=source_seed(ctx.seed), labeled=True)
+    check_channels(source, modality, encoder)
     target_clips = None
     if target:
         with gin.config_scope("unlabeled"):
             target_clips = build_clip_dataset(modalities=[modality], mode="train", seed=ctx.seed)
-    paired = PairedClipDataset(source, target_clips, TubeMaskGenerator(grid, mask_ratio),
+    if target_clips is not None:
+        check_channels(target_clips, modality, encoder)
+    paired = PairedClipDataset(source, target_clips, TubeMaskGenerator(encoder.grid_size, mask_ratio),
                                seed=ctx.seed)
     print(f"[data] {len(source)} labelled source clips in {source.num_classes} classes"
           + (f", paired with {len(target_clips)} target clips" if target else "")

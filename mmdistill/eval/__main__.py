@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 import gin
 
-MODALITIES = ("rgb", "flow", "skeleton")
+from mmdistill.data.modalities.specs import all_specs
+
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 RESULT_FILES = ("summary.json", "fewshot_*.json")
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(see README 'Bringing your checkpoints'); repeatable. NAME "
                              "(default: the file name) labels its column and fewshot_NAME.json")
     models.add_argument("--modality", action="append", default=[], metavar="[NAME=]MODALITY",
-                        help=f"input of a model, one of {', '.join(MODALITIES)} (default rgb); "
+                        help=f"input of a model, one of {', '.join(all_specs())} (default rgb); "
                              "NAME may be left out when there is one checkpoint")
     models.add_argument("--trust-checkpoint", action="store_true",
                         help="allow arbitrary unpickling (only for files you trust)")
@@ -117,8 +118,9 @@ def model_modalities(values: Sequence[str], names: Sequence[str]) -> dict[str, s
         if name not in modalities:
             raise UsageError(f"--modality {value}: no model named {name!r}; the models are "
                              f"{', '.join(names)} (name them with --checkpoint NAME=PATH)")
-        if modality not in MODALITIES:
-            raise UsageError(f"--modality {value}: {modality!r} is not one of {', '.join(MODALITIES)}")
+        known = all_specs()  # a modality is one whose spec is known (mmdistill/data/modalities/)
+        if modality not in known:
+            raise UsageError(f"--modality {value}: {modality!r} is not one of {', '.join(known)}")
         modalities[name] = modality
     return modalities
 

@@ -43,6 +43,7 @@ class ModalitySpec:
     travel_suffixes: tuple[str, ...] = ()
     size_what = "frames"
     size_fix = "give every modality of a video the same aspect ratio"
+    lambda_ce: float | None = None  # the stage-1 CE weight when pretrain.lambda_ce is None
 
     def default_reader(self, folder_layout: bool) -> Any:
         raise ValueError(f"modality '{self.name}' has no default reader; give one in clip_data.sources")

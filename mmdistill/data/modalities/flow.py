@@ -28,6 +28,7 @@ class FlowSpec(ModalitySpec):
     plan_rank = 1
     travel_suffixes = (QUANTISED_SUFFIX, STEP_SUFFIX)
     size_what = "flow"
+    lambda_ce = 0.01  # MM-CDFSL's configs/trainer/modality/flow.yaml
     size_fix = ("compute the flow from these frames (python -m mmdistill.prepare flow --data ROOT), "
                 "or at their aspect ratio: a flow of another size but the same shape is fine")
 

@@ -35,6 +35,8 @@ class ImageSpec(ModalitySpec):
     travel_suffixes = (JPEG_SUFFIX, OFFSETS_SUFFIX, PLAN_SUFFIX, QUANTISED_SUFFIX, STEP_SUFFIX)
     size_what = "frames"
     size_fix = "extract every image modality from the videos at one aspect ratio"
+    # MM-CDFSL's configs/trainer/modality/rgb.yaml: lambda_ce 0.05.
+    lambda_ce = 0.05
 
     def __init__(self, name: str = "rgb", channels: int = 3):
         self.name = name

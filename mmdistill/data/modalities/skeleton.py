@@ -30,6 +30,7 @@ class SkeletonSpec(ModalitySpec):
     plan_rank = 2
     travel_suffixes = (KEYPOINTS_SUFFIX,)
     size_what = "skeleton img_shape"
+    lambda_ce = 0.01  # MM-CDFSL's configs/trainer/modality/pose.yaml (its pose is our skeleton)
     size_fix = ("img_shape must be the size of the frames the keypoints were detected on: correct it in "
                 "the skeleton file, or detect them on these frames (python -m mmdistill.prepare skeleton "
                 "--data ROOT)")

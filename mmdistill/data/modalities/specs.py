@@ -54,10 +54,11 @@ def travel_suffixes() -> tuple[str, ...]:
 def model_in_chans(modality: str, model_scope: str, data_scope: str = "unlabeled") -> int:
     """The `in_chans` of the ViT that reads `modality`, from its spec and the reader the data scope
     configures; a `<model_scope>/video_vit.in_chans` binding that disagrees is an error."""
-    spec = spec_of(modality)
-    with gin.config_scope(data_scope):
-        channels = int(spec.channels(spec.default_reader(folder_layout=False)))
-    bound = _bound_in_chans(model_scope)
+    with gin.config_scope(None):  # from the top, whatever scope the caller is in
+        spec = spec_of(modality)
+        with gin.config_scope(data_scope):
+            channels = int(spec.channels(spec.default_reader(folder_layout=False)))
+        bound = _bound_in_chans(model_scope)
     if bound is not None and int(bound) != channels:
         raise ValueError(f"{model_scope}/video_vit.in_chans = {bound} disagrees with the '{modality}' "
                          f"modality spec ({type(spec).__name__}), which gives {channels} channels: the "
