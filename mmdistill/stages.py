@@ -17,6 +17,7 @@ import gin
 import torch
 
 from mmdistill.context import RunContext
+from mmdistill.data.annotations import class_names_of, read_annotations
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.masking import TubeMaskGenerator
 from mmdistill.data.modalities.specs import model_in_chans, spec_of
@@ -29,6 +30,7 @@ from mmdistill.models.vit import VideoViT, video_vit
 from mmdistill.train.distributed import any_rank
 from mmdistill.train.loop import train
 from mmdistill.train.objectives import Distillation, MaskedAutoencoding
+from mmdistill.viz import save_reconstructions
 
 DEFAULT_MODALITIES = ("rgb", "flow", "skeleton")
 
@@ -198,8 +200,6 @@ def _check_disjoint_from_test(val_classes: Sequence[str]) -> None:
             test_annotations = test_annotations.scoped_configurable_fn()
     except ValueError:
         return
-    from mmdistill.data.annotations import class_names_of, read_annotations
-
     shared = set(val_classes) & set(class_names_of(read_annotations(test_annotations)))
     if shared:
         raise ValueError(f"validation classes {sorted(shared)} are also test classes "
@@ -253,8 +253,6 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
     summary = train(objective, loader, ctx, resume_from=resume_from,
                     epoch_end=validation_hook(ctx, encoder) if modality == "rgb" else None)
     if ctx.is_main and visualize_clips:
-        from mmdistill.viz import save_reconstructions
-
         path = save_reconstructions(objective, loader, ctx, visualize_clips)
         ctx.logger.image("pretrain/reconstructions", path)
         print(f"[pretrain] reconstructions: {path}", flush=True)

@@ -30,9 +30,11 @@ from typing import Any, Iterator
 import gin
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from mmdistill.data.sources import BadClipError
 from mmdistill.data.transforms import SpatialPlan
+from mmdistill.progress import progress as progress_bar
 
 CACHE_FORMAT = 1
 FLOW_DTYPES = {"int8": np.int8, "int16": np.int16}
@@ -254,10 +256,6 @@ def _as_list(items: list) -> list:
 def fill_cache(dataset: Any, num_workers: int = 0, progress: bool = True) -> list[tuple[str, str]]:
     """Fill the entry of every video of `dataset` (a ClipDataset with a cache), in `num_workers`
     processes -> the (video, error) pairs of videos whose data could not be read."""
-    from torch.utils.data import DataLoader
-
-    from mmdistill.progress import progress as progress_bar
-
     videos = sorted({clip.video for clip in dataset.clips})
     loader = DataLoader(_VideoFiller(dataset, videos), batch_size=1, num_workers=num_workers,
                         collate_fn=_as_list)

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mmdistill.data.check import _overrides, dataset_in_scope, parse_gin
 from mmdistill.data.dataset import ClipDataset, collate_clips
 from mmdistill.data.device_batches import DeviceBatches
 from mmdistill.progress import progress as progress_bar
@@ -56,8 +57,6 @@ def format_gin(stats: dict[str, tuple[list[float], list[float]]]) -> str:
 
 
 def run_stats(args) -> int:
-    from mmdistill.data.check import _overrides, dataset_in_scope, parse_gin
-
     modalities = args.modalities or ["flow", "skeleton"]
     overrides = {**_overrides(args), "mode": "eval", "modalities": modalities,
                  "mean": {name: (0.0,) for name in modalities}, "std": {name: (1.0,) for name in modalities}}
