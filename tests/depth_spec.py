@@ -71,7 +71,7 @@ class DepthSpec(ModalitySpec):
         return tuple(data.shape[1:3])
 
     def to_item(self, name: str, data: np.ndarray, plan: SpatialPlan, reference_size: tuple[int, int],
-                dataset: Any) -> dict[str, torch.Tensor]:
+                dataset: Any, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(dataset.normalize[name](apply_to_frames(data, plan, is_flow=False)))}
 
 

@@ -130,10 +130,13 @@ class ClipDataset(Dataset):
             raise IndexError(f"clip index {index} out of range for {len(self.clips)} clips")
         clip = self.clips[index]
         # Independent streams, so the crop does not change when the modality set or mask changes.
-        time_rng, space_rng, mask_rng = (np.random.default_rng(seq) for seq in
-                                         np.random.SeedSequence([self.seed, int(epoch), index]).spawn(3))
+        # Independent streams, so the crop does not change when the modality set or mask changes;
+        # the fourth seeds each modality's own draws (`ModalitySpec.to_item`'s rng).
+        time_seq, space_seq, mask_seq, modality_seq = np.random.SeedSequence(
+            [self.seed, int(epoch), index]).spawn(4)
+        time_rng, space_rng, mask_rng = (np.random.default_rng(seq) for seq in (time_seq, space_seq, mask_seq))
         try:
-            start, tensors = self.load_clip(clip, time_rng, space_rng)
+            start, tensors = self.load_clip(clip, time_rng, space_rng, modality_seq)
         except BadClipError as err:
             if self.on_bad_clip == "error":
                 raise BadClipError(f"clip #{index} (video '{clip.video}', start {clip.start}): {err}") from None
@@ -146,9 +149,11 @@ class ClipDataset(Dataset):
         item.update(label=int(self.labels[index]), video=clip.video, start=int(start), index=index)
         return item
 
-    def load_clip(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator
-              ) -> tuple[int, dict[str, torch.Tensor]]:
-        """Read and transform one clip -> (first frame index, {modality: tensor}); raises BadClipError."""
+    def load_clip(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator,
+                  modality_seq: np.random.SeedSequence | None = None) -> tuple[int, dict[str, torch.Tensor]]:
+        """Read and transform one clip -> (first frame index, {modality: tensor}); raises BadClipError.
+        `modality_seq` seeds each modality's own random draws (one generator per name)."""
+        modality_seq = modality_seq if modality_seq is not None else np.random.SeedSequence(0)
         if self.cache is not None:  # the video decoded and resized once, memory-mapped (clip_cache.py)
             cached = self.cache.video(self, clip.video)
             ship = self.cache.finish_on == "device"
@@ -167,7 +172,9 @@ class ClipDataset(Dataset):
         plan = self.spatial.plan(reference_size, space_rng, self.train, clip.video)
         tensors = {}
         for name, data in raw.items():
-            tensors.update(self.specs[name].to_item(name, data, plan, reference_size, self))
+            rng = np.random.default_rng(np.random.SeedSequence(
+                modality_seq.entropy, spawn_key=modality_seq.spawn_key + tuple(name.encode())))
+            tensors.update(self.specs[name].to_item(name, data, plan, reference_size, self, rng))
         return start, tensors
 
     def finish_on_device(self, batch: dict) -> dict:

@@ -9,7 +9,9 @@ A spec says, for one modality (rgb, flow, skeleton, or one a user adds):
 - the frame rule: `frame_indices` maps the clip's sampled frame indices to the ones this
   modality reads (the shared `temporal_sampling` picks them once per clip for all modalities);
 - the spatial rule: `to_item` applies the clip's one `SpatialPlan` (resize, crop, flip; flow
-  negates dx, a skeleton swaps left/right joints) and gives the item's entries;
+  negates dx, a skeleton swaps left/right joints) and gives the item's entries; its `rng` is this
+  modality's own generator for the item (from (seed, epoch, index, name)), for a transform that
+  only this modality draws (an RGB-only random resized crop, say) without moving the others;
 - the form it travels in a batch (`travel_suffixes`: keys `<name><suffix>` the loader may leave
   for the device) and `finish`, which turns them into the float `(B, C, T, H, W)` `<name>`;
 - `frame_size`: the (H, W) of what was read, on which the clip's spatial plan is made
@@ -69,7 +71,9 @@ class ModalitySpec:
         return f"{width}x{height}"
 
     def to_item(self, name: str, data: Any, plan: SpatialPlan, reference_size: tuple[int, int],
-                dataset: Any) -> dict[str, torch.Tensor]:
+                dataset: Any, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """What was read -> the item's entries: `{name: float32 (C, T, h, w)}` normalised with
+        `dataset.normalize[name]`, or keys `<name><suffix>` (`travel_suffixes`) for `finish`."""
         raise NotImplementedError
 
     def finish(self, name: str, batch: dict, dataset: Any) -> None:

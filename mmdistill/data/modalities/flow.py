@@ -45,7 +45,7 @@ class FlowSpec(ModalitySpec):
         return tuple(data.shape[2:4])
 
     def to_item(self, name: str, data: Any, plan: SpatialPlan, reference_size: tuple[int, int],
-                dataset: Any) -> dict[str, torch.Tensor]:
+                dataset: Any, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         if hasattr(data, "ship"):  # cached integers: finished on the device
             return data.ship(name, plan)
         return {name: torch.from_numpy(dataset.normalize[name](apply_to_frames(data, plan, is_flow=True)))}

@@ -60,7 +60,7 @@ class ImageSpec(ModalitySpec):
         return tuple(data.shape[1:3])
 
     def to_item(self, name: str, data: Any, plan: SpatialPlan, reference_size: tuple[int, int],
-                dataset: Any) -> dict[str, torch.Tensor]:
+                dataset: Any, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         if hasattr(data, "ship"):  # JPEG bytes or cached integers: finished on the device
             return data.ship(name, plan)
         return {name: torch.from_numpy(dataset.normalize[name](apply_to_frames(data, plan, is_flow=False)))}

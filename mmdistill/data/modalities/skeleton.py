@@ -53,7 +53,7 @@ class SkeletonSpec(ModalitySpec):
         return f"{shape}, {data.xy.shape[0]} person(s)"
 
     def to_item(self, name: str, data: Keypoints, plan: SpatialPlan, reference_size: tuple[int, int],
-                dataset: Any) -> dict[str, torch.Tensor]:
+                dataset: Any, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         moved = apply_to_keypoints(data, plan, reference_size)
         if dataset.heatmaps.render_on == "device":  # drawn by `finish`
             return {name + KEYPOINTS_SUFFIX: torch.from_numpy(np.concatenate(
