@@ -266,7 +266,8 @@ def check_channels(dataset, modality: str, model: VideoViT | None) -> None:
         raise ValueError(f"the {modality} model takes {model.in_chans} channels but the {modality} clips "
                          f"have {dataset.channels(modality)} ({type(dataset.sources[modality]).__name__}); "
                          f"the model's channels come from the reader the data scope 'unlabeled' "
-                         f"configures: configure the same reader there")
+                         f"configures (mmdistill.data.modalities.specs.model_in_chans): give every "
+                         f"scope the same {modality} reader")
 
 
 def _initial_weights(model: MaskedAutoencoder, path: str | None, patch_embed: str,
