@@ -152,39 +152,14 @@ def all_imports(name: str, path: Path, modules) -> set[str]:
     return found - {name}
 
 
-# Edges another branch of issue 21 removes (item 6, branch `specs`: the jpeg_on_device <->
-# sources circle and the deprecated data/synthetic.py shim). Delete each entry when it is gone;
-# the test below fails on an entry that no longer exists, so none outlives its edge.
-PENDING = {
-    ("mmdistill.data.jpeg_on_device", "mmdistill.data.sources"),
-    ("mmdistill.data.jpeg_on_device", "mmdistill.data.transforms"),  # under TYPE_CHECKING
-    ("mmdistill.data.synthetic", "mmdistill.demo"),
-    ("mmdistill.data.synthetic", "mmdistill.demo.actions"),
-    ("mmdistill.data.synthetic", "mmdistill.demo.cache"),
-    ("mmdistill.data.synthetic", "mmdistill.demo.clip"),
-    ("mmdistill.data.synthetic", "mmdistill.demo.figure"),
-    ("mmdistill.data.synthetic", "mmdistill.demo.writer"),
-    ("mmdistill.data.synthetic", "mmdistill.demo.cli"),
-}
-
-
-def import_graph(pending=PENDING) -> dict[str, set[str]]:
+def import_graph() -> dict[str, set[str]]:
     modules = package_modules()
-    graph = {name: all_imports(name, path, modules) for name, path in modules.items()}
-    for source, target in pending:
-        graph.get(source, set()).discard(target)
-    return graph
-
-
-def test_every_pending_edge_still_exists():
-    graph = import_graph(pending=())
-    gone = sorted(edge for edge in PENDING if edge[1] not in graph.get(edge[0], set()))
-    assert not gone, f"remove these from tests/test_imports.py PENDING: {gone}"
+    return {name: all_imports(name, path, modules) for name, path in modules.items()}
 
 
 def test_no_import_circle_even_inside_functions():
     """An import inside a function hides a circle from load time, not from the design: the two
-    modules still need each other. None are left (but the PENDING ones)."""
+    modules still need each other. None are left."""
     graph = import_graph()
     assert "mmdistill.ckpt.evaluation" in graph["mmdistill.evaluation"]  # sees imports ...
     assert "mmdistill.train.training_checkpoint" in graph["mmdistill.experiment"]  # ... in functions
@@ -214,7 +189,7 @@ def test_forbidden_import_directions():
     """Directly or through other modules, at load time or in functions. A package's __main__ is
     a command's spelling (`python -m mmdistill.data`), part of the command layer."""
     graph = import_graph()
-    assert "mmdistill.demo" in import_graph(pending=())["mmdistill.data.synthetic"]  # sees the shim
+    assert "mmdistill.data.modalities.specs" in graph["mmdistill.data.dataset"]  # sees the edges
 
     def reachable(start):
         seen, todo = set(), [start]

@@ -14,6 +14,7 @@ DATA_MODULES = (
     "mmdistill.data.cycled",  # distill_data
     "mmdistill.data.dataset",  # clip_data, data_loader
     "mmdistill.data.heatmaps",  # skeleton_heatmaps
+    "mmdistill.data.modalities.specs",  # modality_specs
     "mmdistill.data.flow_sources",  # flow_frames, flow_array, flow_jpeg
     "mmdistill.data.skeleton_source",  # skeleton_pickle
     "mmdistill.data.sources",  # rgb_frames, rgb_video

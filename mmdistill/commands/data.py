@@ -106,8 +106,8 @@ def parse_gin(gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> 
 
 def run_check(args) -> int:
     from mmdistill.data.check import (annotation_reading_in_scope, dataset_in_scope,
-                                      format_annotation_reading, format_report, scan_dataset,
-                                      write_montage)
+                                      format_annotation_reading, format_report, scan_dataset)
+    from mmdistill.data.pictures import write_montage
 
     overrides = _overrides(args)
     parse_gin(args.gin_file, args.gin_param)

@@ -14,15 +14,13 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import cv2
 import gin
 import numpy as np
-from PIL import Image, ImageDraw
 
 from mmdistill.data.annotation_fields import describe_keys
 from mmdistill.data.annotations import AnnotationReading, Clip, read_annotation_file
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
-from mmdistill.data.device_batches import finish_item
+from mmdistill.data.colours import flow_to_colour  # noqa: F401  (tests)
 from mmdistill.data.sources import BadClipError
 from mmdistill.progress import progress as progress_bar
 
@@ -126,15 +124,6 @@ class CheckReport:
         return not self.problems
 
 
-def _frame_size(source, data) -> str:
-    if source.kind == "keypoints":
-        shape = data.img_shape or "RGB size"
-        shape = f"{shape[1]}x{shape[0]}" if isinstance(shape, tuple) else shape
-        return f"{shape}, {data.xy.shape[0]} person(s)"
-    height, width = data.shape[2:4] if source.kind == "flow" else data.shape[1:3]
-    return f"{width}x{height}"
-
-
 def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = True) -> CheckReport:
     """Check every video of every modality once (and every clip with `decode`)."""
     clips_by_video = defaultdict(list)
@@ -151,7 +140,7 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
             try:
                 counts[name] = source.num_frames(video)
                 first_frames[name] = source.read(video, [0])
-                frame_sizes[name][_frame_size(source, first_frames[name])] += 1
+                frame_sizes[name][dataset.specs[name].describe(first_frames[name])] += 1
             except BadClipError as err:
                 problems.append((name, video, str(err)))
                 continue
@@ -225,76 +214,3 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# The montage
-
-def flow_to_colour(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """(2, H, W) flow -> uint8 (H, W, 3): direction as hue, speed as saturation (white = still)."""
-    dx, dy = flow[0].astype(np.float32), flow[1].astype(np.float32)
-    magnitude, angle = cv2.cartToPolar(dx, dy, angleInDegrees=True)
-    scale = max_magnitude or max(float(magnitude.max()), 1e-6)
-    hsv = np.empty(dx.shape + (3,), np.uint8)
-    hsv[..., 0] = (angle / 2).astype(np.uint8)  # OpenCV hue runs 0..179
-    hsv[..., 1] = np.clip(magnitude / scale * 255, 0, 255).astype(np.uint8)
-    hsv[..., 2] = 255
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-def overlay_heatmaps(rgb: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) picture + (V, H, W) heatmaps in [0, 1] -> joints drawn in their own colours."""
-    num_joints = heatmaps.shape[0]
-    hues = np.linspace(0, 179, num_joints, endpoint=False).astype(np.uint8)
-    palette = cv2.cvtColor(np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], -1)[None],
-                           cv2.COLOR_HSV2RGB)[0].astype(np.float32)
-    heat = np.clip(heatmaps, 0, 1)
-    colour = np.clip(np.einsum("vhw,vc->hwc", heat, palette), 0, 255)
-    alpha = heat.max(axis=0)[..., None] * 0.85
-    return (rgb * (1 - alpha) + colour * alpha).astype(np.uint8)
-
-
-def clip_pictures(dataset: ClipDataset, item: dict, frames_shown: int = 4) -> tuple[list[list[np.ndarray]], str]:
-    """Rows of uint8 tiles (RGB; flow; skeleton on RGB) for the frames shown, and a caption."""
-    num_frames = next(value for key, value in item.items() if key in dataset.sources).shape[1]
-    shown = np.linspace(0, num_frames - 1, min(frames_shown, num_frames)).round().astype(int)
-    rows = []
-    rgb = None
-    for name in dataset.sources:
-        array = dataset.normalize[name].invert(item[name].numpy())
-        kind = dataset.sources[name].kind
-        if kind == "image":
-            rgb = np.clip(array, 0, 255).astype(np.uint8)  # inverted normalisation gives pixel values
-            rows.append([rgb[:, t].transpose(1, 2, 0) for t in shown])
-        elif kind == "flow":
-            max_magnitude = float(np.sqrt((array ** 2).sum(0)).max()) or 1.0
-            rows.append([flow_to_colour(array[:, t], max_magnitude) for t in shown])
-        else:
-            base = rgb if rgb is not None else np.zeros((3,) + array.shape[1:], np.uint8)
-            rows.append([overlay_heatmaps(base[:, t].transpose(1, 2, 0), array[:, t]) for t in shown])
-    label = dataset.class_names[item["label"]] if item["label"] >= 0 else "unlabelled"
-    caption = f"#{item['index']} {item['video']} start {item['start']} frames {shown.tolist()} {label}"
-    return rows, caption
-
-
-def write_montage(dataset: ClipDataset, path: str | Path, num_clips: int, seed: int = 0,
-                  frames_shown: int = 4) -> Path:
-    """A PNG of `num_clips` random readable clips as the training transforms produce them."""
-    blocks = []
-    for index in np.random.default_rng(seed).permutation(len(dataset)).tolist():
-        if len(blocks) == num_clips:
-            break
-        item = dataset[(0, index)]
-        if item is None:  # a bad clip (already reported by the scan): show another one
-            continue
-        rows, caption = clip_pictures(dataset, finish_item(item, dataset), frames_shown)
-        strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
-        header = Image.new("RGB", (strip.shape[1], 14), "black")
-        ImageDraw.Draw(header).text((2, 1), caption[: strip.shape[1] // 6], fill="white")
-        blocks.append(np.concatenate([np.asarray(header), strip], axis=0))
-    if not blocks:
-        raise SystemExit("no clip could be read for the montage; run check without --visualize to see why")
-    width = max(block.shape[1] for block in blocks)
-    canvas = np.concatenate([np.pad(block, ((0, 4), (0, width - block.shape[1]), (0, 0))) for block in blocks])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
-    return path

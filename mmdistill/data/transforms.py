@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mmdistill.data.annotations import Clip
-from mmdistill.data.sources import BadClipError, Keypoints
+from mmdistill.data.clip_types import BadClipError, Keypoints, SpatialPlan  # noqa: F401  (SpatialPlan re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,18 +79,6 @@ class TemporalSampler:
         start = max(0, min(start, video_frames - self.span))
         indices = np.minimum(start + self.sampling_rate * np.arange(self.num_frames), video_frames - 1)
         return start, indices
-
-
-@dataclasses.dataclass(frozen=True)
-class SpatialPlan:
-    """Where one clip's frames go: resized to `resized` (H, W), then cropped to `crop` (H, W)
-    at (`top`, `left`), then mirrored when `flip`."""
-
-    resized: tuple[int, int]
-    top: int
-    left: int
-    crop: tuple[int, int]
-    flip: bool
 
 
 @gin.configurable("spatial_transform")

@@ -19,16 +19,14 @@ from typing import Any, Sequence
 import gin
 
 from mmdistill.commands.flags import add_gin_flags
+from mmdistill.data.modalities.specs import all_specs
 
-MODALITIES = ("rgb", "flow", "skeleton")
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # What one evaluation writes in --out; set aside while a new one runs (PREVIOUS), replaced only
 # once the new results are written. The feature cache stays: it only speeds a rerun up.
 RESULT_FILES = ("summary.json", "fewshot_*.json", "operative_config.gin", "metrics.jsonl")
 PREVIOUS = ".previous_results"
 FAILED_SUMMARY = "failed_summary.json"
-# Channels of each modality's input (skeleton: the default 17 COCO joints).
-CHANNELS = {"rgb": 3, "flow": 2, "skeleton": 17}
 
 
 class UsageError(ValueError):
@@ -44,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(see README 'Bringing your checkpoints'); repeatable. NAME "
                              "(default: the file name) labels its column and fewshot_NAME.json")
     models.add_argument("--modality", action="append", default=[], metavar="[NAME=]MODALITY",
-                        help=f"input of a model, one of {', '.join(MODALITIES)} (default rgb); "
+                        help=f"input of a model, one of {', '.join(all_specs())} (default rgb); "
                              "NAME may be left out when there is one checkpoint")
     models.add_argument("--trust-checkpoint", action="store_true",
                         help="allow arbitrary unpickling (only for files you trust)")
@@ -124,8 +122,9 @@ def model_modalities(values: Sequence[str], names: Sequence[str]) -> dict[str, s
         if name not in modalities:
             raise UsageError(f"--modality {value}: no model named {name!r}; the models are "
                              f"{', '.join(names)} (name them with --checkpoint NAME=PATH)")
-        if modality not in MODALITIES:
-            raise UsageError(f"--modality {value}: {modality!r} is not one of {', '.join(MODALITIES)}")
+        known = all_specs()  # a modality is one whose spec is known (mmdistill/data/modalities/)
+        if modality not in known:
+            raise UsageError(f"--modality {value}: {modality!r} is not one of {', '.join(known)}")
         modalities[name] = modality
     return modalities
 
@@ -240,7 +239,14 @@ def model_input(name: str, path: Path, trust: bool, modality: str = "rgb") -> tu
     return t * arch["tubelet_size"], (h * arch["patch_size"], w * arch["patch_size"])
 
 
+def default_channels() -> dict[str, int]:
+    """Each known modality's input channels with its spec's default reader (skeleton: 17 joints)."""
+    return {name: int(spec.channels(spec.default_reader(folder_layout=False)))
+            for name, spec in all_specs().items()}
+
+
 def check_channels(name: str, channels: int, modality: str) -> None:
+    CHANNELS = default_channels()
     if channels == CHANNELS[modality] or (modality == "skeleton" and channels != 3 and channels != 2):
         return  # a skeleton file may have another joint count; the stage checks it on the clips
     fits = [m for m, c in CHANNELS.items() if c == channels] or ["skeleton"]
