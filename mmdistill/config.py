@@ -69,6 +69,8 @@ SUPPLIED = {
                        "distill.modalities, or a dict such as {'flow': path}) or "
                        "distill.student_init (the student's); pretrain.init_checkpoint for a "
                        "pretraining run",
+    "video_vit.in_chans": "nothing: a model's input channels follow from its modality's spec "
+                          "(mmdistill/data/modalities/; the reader's channel count)",
     "cmt_head.in_dim": "student/video_vit.* (the head's input is the student's width)",
     "cmt_head.out_dim": "teacher_<modality>/video_vit.* (the head's output is the teacher's width)",
     "action_head.in_dim": "encoder/video_vit.* (the head reads the encoder's width)",

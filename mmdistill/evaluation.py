@@ -55,7 +55,7 @@ def _foreign_pooling(model, checkpoint_format: str, pooling: str, path: str | Pa
 def _untrained_model(seed: int):
     """The floor every trained model must clear: the student's architecture (student/video_vit)
     at its seeded random initialisation, no checkpoint."""
-    in_chans = model_in_chans("rgb", "student", data_scope="fewshot_data")
+    in_chans = model_in_chans("rgb", data_scope="fewshot_data")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with gin.config_scope("student"):

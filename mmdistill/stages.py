@@ -90,12 +90,12 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
                              f"distill.teacher_checkpoints (a list in the order of "
                              f"distill.modalities {list(modalities)}). Random teachers would "
                              f"distil noise.")
-        in_chans = model_in_chans(modality, f"teacher_{modality}")
+        in_chans = model_in_chans(modality)
         with gin.config_scope(f"teacher_{modality}"):
             teacher = video_vit(in_chans=in_chans)
             initialise_from_checkpoint(teacher, path=path)
         teachers[modality] = teacher
-    in_chans = model_in_chans(student_input, "student")
+    in_chans = model_in_chans(student_input)
     with gin.config_scope("student"):
         student = video_vit(in_chans=in_chans)
         if student_init == "teacher":
@@ -251,7 +251,7 @@ def pretrain_stage(ctx: RunContext, resume_from: Path | None, modality: str = "r
         raise ValueError("pretrain.source and pretrain.target are both False: switch one on")
     check_leakage("pretrain", labelled=source, unlabelled=target)
     _check_validation_reads_rgb(modality)
-    in_chans = model_in_chans(modality, "encoder")
+    in_chans = model_in_chans(modality)
     with gin.config_scope("encoder"):
         encoder = video_vit(in_chans=in_chans)
     if resume_from is not None and init_checkpoint is not None and not Path(init_checkpoint).exists():

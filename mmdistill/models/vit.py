@@ -255,7 +255,7 @@ class VideoViT(nn.Module):
                              f"of a bool tube mask); got {index.dtype} {tuple(index.shape)}")
 
 
-@gin.configurable("video_vit")
+@gin.configurable("video_vit", denylist=["in_chans"])
 def video_vit(size: str = "tiny", in_chans: int = 3, num_frames: int = 16,
               img_size: int | tuple[int, int] = 224, tubelet_size: int = 2, patch_size: int = 16,
               embed_dim: int | None = None, depth: int | None = None, num_heads: int | None = None,

@@ -14,7 +14,7 @@ hand binding of `video_vit.in_chans` that disagrees is an error naming the spec.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import gin
 
@@ -51,22 +51,12 @@ def travel_suffixes() -> tuple[str, ...]:
     return tuple(sorted({suffix for spec in all_specs().values() for suffix in spec.travel_suffixes}))
 
 
-def model_in_chans(modality: str, model_scope: str, data_scope: str = "unlabeled") -> int:
-    """The `in_chans` of the ViT that reads `modality`, from its spec and the reader the data scope
-    configures; a `<model_scope>/video_vit.in_chans` binding that disagrees is an error."""
+def model_in_chans(modality: str, data_scope: str = "unlabeled") -> int:
+    """The `in_chans` of the ViT that reads `modality`: its spec's channel count with the reader
+    the data scope configures (`video_vit.in_chans` is denylisted, so nobody binds it)."""
     with gin.config_scope(None):  # from the top, whatever scope the caller is in
         spec = spec_of(modality)
         with gin.config_scope(data_scope):
-            channels = int(spec.channels(spec.default_reader(folder_layout=False)))
-        bound = _bound_in_chans(model_scope)
-    if bound is not None and int(bound) != channels:
-        raise ValueError(f"{model_scope}/video_vit.in_chans = {bound} disagrees with the '{modality}' "
-                         f"modality spec ({type(spec).__name__}), which gives {channels} channels: the "
-                         f"model's channels follow from its modality; remove the binding")
-    return channels
+            return int(spec.channels(spec.default_reader(folder_layout=False)))
 
 
-def _bound_in_chans(scope: str) -> Any:
-    """What the config binds for the ViT of `scope` (scoped or not); called where the models are
-    built, so `video_vit` is registered."""
-    return gin.get_bindings(f"{scope}/video_vit" if scope else "video_vit").get("in_chans")
