@@ -275,7 +275,7 @@ def initialise_mae(mae: "MaskedAutoencoder", path: str | Path | Checkpoint,
                 f"patches, the encoder takes {chans} channels and {patch} px patches. To start it "
                 f"from these weights set pretrain.init_patch_embed = 'reinit' (fresh patch "
                 f"embedding and decoder head)" + (" or 'channel_mean' (the kernel averaged over "
-                f"channels)" if file_patch == patch else "") + f"; or give a checkpoint that fits.")
+                "channels)" if file_patch == patch else "") + "; or give a checkpoint that fits.")
         if patch_embed == "channel_mean" and file_patch != patch:
             raise ArchitectureMismatchError(
                 f"pretrain.init_patch_embed='channel_mean' averages a kernel over channels but "
