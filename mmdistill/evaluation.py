@@ -13,6 +13,7 @@ import torch
 
 from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
+from mmdistill.eval import appearance
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.heads import NormedPooling
@@ -46,7 +47,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True,
                    modalities: Mapping[str, str] | None = None,
-                   untrained: bool = False) -> dict[str, Any]:
+                   untrained: bool = False, appearance_baseline: bool = True) -> dict[str, Any]:
     """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
     checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
 
@@ -59,7 +60,10 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     untrained: also evaluate 'untrained', the student's architecture at its seeded random
     initialisation (`experiment.seed`), so a trained model is judged against what no training
     gives. The 'trained' model is compared with every other one per setting from the 95% CIs
-    (`fewshot/<setting>/vs_<name>` = 'better' | 'overlap' | 'worse'), printed under the table."""
+    (`fewshot/<setting>/vs_<name>` = 'better' | 'overlap' | 'worse'), printed under the table.
+
+    appearance_baseline: also evaluate 'colour_histogram' (`mmdistill.eval.appearance`): RGB
+    colour histograms, nearest class mean, on the same episodes: what scene colour alone gives."""
     models: dict[str, str | Path | None] = {}
     if ckpt_path is not None:
         models["trained"] = ckpt_path
@@ -69,6 +73,11 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                              f"= True adds itself: rename that baseline")
         models[UNTRAINED] = None
     models.update(baselines or {})
+    if appearance_baseline:
+        if appearance.NAME in models:
+            raise ValueError(f"evaluate.baselines names '{appearance.NAME}', which "
+                             f"evaluate.appearance_baseline = True adds itself: rename that baseline")
+        models[appearance.NAME] = appearance.NAME
     if not models:
         raise ValueError("nothing to evaluate: set experiment.ckpt_path (or train first), or "
                          "evaluate.baselines = {'name': 'path/to/checkpoint'}")
@@ -77,7 +86,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
         raise ValueError(f"evaluate.modalities names {sorted(unknown)}, which are not evaluated "
                          f"models {sorted(models)} ('trained' or an evaluate.baselines name)")
     for name, path in models.items():
-        if path is not None and not Path(path).exists():
+        if path is not None and name != appearance.NAME and not Path(path).exists():
             raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
     if not ctx.is_main:
         return {}
@@ -88,10 +97,18 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     reports = {}
     for name, path in models.items():
         modality = modality_of[name]
-        model, heads = (_untrained_model(ctx.seed) if path is None else
-                        _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint))
+        if name == appearance.NAME:
+            if modality != "rgb":
+                raise ValueError(f"evaluate.modalities gives '{name}' {modality!r}; it reads RGB")
+            model, heads = appearance.ColourHistogram(loaders["rgb"].dataset.normalize["rgb"]), {}
+        else:
+            model, heads = (_untrained_model(ctx.seed) if path is None else
+                            _load_for_eval(path, prefix if name == "trained" else None,
+                                           trust_checkpoint))
         _check_input_channels(name, model, modality, _channels(loaders[modality].dataset, modality))
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
+        if name == appearance.NAME:  # its own classifier, on the unmasked clip only
+            extra.update(classifier=appearance.CLASSIFIER, mask_views=0)
         report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
                              amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
                              checkpoint=None, logger=None,  # cache keyed on the weights themselves
@@ -99,8 +116,10 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                              input_key=modality, **extra)
         reports[name] = report
         # Which weights produced these numbers, so a run can prove it evaluated what it names.
-        summary[f"evaluated/{name}/checkpoint"] = (f"none (random init, seed {ctx.seed})"
-                                                    if path is None else str(path))
+        summary[f"evaluated/{name}/checkpoint"] = (
+            f"none (random init, seed {ctx.seed})" if path is None else
+            "none (RGB colour histograms, nearest class mean)" if name == appearance.NAME
+            else str(path))
         encoder = model.encoder if isinstance(model, NormedPooling) else model
         summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([encoder])
         if encoder is not model:  # the trained pooled LayerNorm, fingerprinted on its own
