@@ -118,3 +118,25 @@ def test_group_by_video_and_folder():
     with pytest.raises(ValueError, match="not both"):
         clip_groups(["x"], group_by="video", groups_file="g.json")
     assert clip_groups(["x"]) is None
+
+
+def test_data_check_reports_groups_per_class(tmp_path, capsys):
+    import gin
+    from data_factories import make_dataset
+    from mmdistill.data.__main__ import main
+
+    data = make_dataset(tmp_path, videos=("v0", "v1", "v2"), labels=("hit", "miss"), events_per_video=2)
+    small = ["--gin_param", "spatial_transform.short_side = 24", "--gin_param",
+             "spatial_transform.crop_size = (24, 24)", "--gin_param", "temporal_sampling.num_frames = 4",
+             "--quiet", "--modalities", "rgb"]
+    try:
+        assert main(["check", "--annotations", str(data["annotations"]), "--group_by", "video"] + small) == 0
+        out = capsys.readouterr().out
+        assert "groups (group_by video): 3 over 6 clips; groups per class: hit 3, miss 3" in out
+        assert "groups holding clips of several classes: 3" in out
+        groups = tmp_path / "groups.json"
+        groups.write_text(json.dumps({"groups": {"r0": ["v0", "v1"]}}))
+        with pytest.raises(GroupsError, match=r"no group.*\['v2'\]"):
+            main(["check", "--annotations", str(data["annotations"]), "--groups_file", str(groups)] + small)
+    finally:
+        gin.clear_config()

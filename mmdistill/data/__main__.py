@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a PNG montage of N clips after the training transforms")
     check.add_argument("--out", default="data_check.png", help="montage path (with --visualize)")
     check.add_argument("--max_listed", type=int, default=20, help="classes/problems listed at most")
+    check.add_argument("--group_by", choices=("video", "video_folder"), default=None,
+                       help="report groups (recordings) per class, a clip's group being its video "
+                            "or the video's folder (as fewshot.group_by)")
+    check.add_argument("--groups_file", default=None,
+                       help="report groups per class from a groups file (as fewshot.groups_file)")
     stats = commands.add_parser("stats", help="per-channel mean/std of flow and skeleton inputs, as gin lines",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(stats)

@@ -335,6 +335,9 @@ def run_check(args) -> int:
         print(format_annotation_reading(reading))
     report = scan_dataset(dataset, decode=args.decode, progress=not args.quiet)
     print(format_report(report, args.max_listed))
+    if getattr(args, "group_by", None) or getattr(args, "groups_file", None):
+        from mmdistill.eval.groups import format_groups  # recordings per class (issue 26)
+        print(format_groups(dataset.clips, args.group_by, args.groups_file))
     if args.visualize:
         train_set = dataset_in_scope(args.scope, **{**overrides, "mode": "train", "on_bad_clip": "skip"})
         path = write_montage(train_set, args.out, args.visualize, seed=args.seed)

@@ -94,3 +94,27 @@ def groups_per_class(labels: Iterable[int], groups: Sequence[str],
 
 def describe(per_class: Mapping[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in per_class.items())
+
+
+def format_groups(clips: Sequence, group_by: str | None = None,
+                  groups_file: str | Path | None = None) -> str:
+    """`data check`'s lines: groups (recordings) per class and the classes that cannot give a
+    group-disjoint episode at all (one group)."""
+    groups = clip_groups([clip.video for clip in clips], group_by, groups_file)
+    source = f"groups file {groups_file}" if groups_file is not None else f"group_by {group_by}"
+    labels = [clip.label for clip in clips]
+    names = sorted({label for label in labels if label is not None})
+    if not names:
+        return f"groups ({source}): {len(set(groups))} over {len(clips)} unlabelled clips"
+    per_class = groups_per_class([names.index(label) for label in labels if label is not None],
+                                 [g for g, label in zip(groups, labels) if label is not None], names)
+    lines = [f"groups ({source}): {len(set(groups))} over {len(clips)} clips; groups per class: "
+             f"{describe(per_class)}"]
+    single = [name for name, count in per_class.items() if count < 2]
+    if single:
+        lines.append(f"  classes with one group (never in a group-disjoint episode): "
+                     f"{', '.join(single)}")
+    shared = sorted({g for g in groups if len({l for l, h in zip(labels, groups) if h == g}) > 1})
+    if shared:
+        lines.append(f"  groups holding clips of several classes: {len(shared)} (e.g. {shared[:3]})")
+    return "\n".join(lines)
