@@ -14,6 +14,7 @@ import torch
 from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.eval import appearance
+from mmdistill.eval.comparison_figure import draw_comparison
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.models.heads import NormedPooling
@@ -137,6 +138,10 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                          f"one modality (fewshot_data/clip_data.on_bad_clip = 'error' names them)")
     if len(reports) > 1:
         print(comparison_table(reports, modality_of), flush=True)
+        picture = draw_comparison(reports, ctx.dir / "comparison.png",
+                                  {n: f"{n} ({m})" for n, m in modality_of.items()})
+        ctx.logger.image("fewshot/comparison", picture)
+        print(f"[evaluate] comparison picture: {picture}", flush=True)
     if "trained" in reports and len(reports) > 1:
         verdicts = compare_with_baselines(reports)
         print(verdict_lines(reports, verdicts), flush=True)

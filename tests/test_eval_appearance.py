@@ -4,6 +4,7 @@ import json
 import gin
 import pytest
 import torch
+from PIL import Image
 
 from context_factories import TINY_VIT, bind_tiny_fewshot_data, cpu_context
 from mmdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize
@@ -52,6 +53,9 @@ def test_the_comparison_holds_the_appearance_baseline_standard_and_group_disjoin
             assert 0 <= summary[f"{name}/fewshot/{setting}/acc"] <= 100
     assert summary["evaluated/colour_histogram/checkpoint"].startswith("none (RGB colour")
     report = json.loads((ctx.dir / "fewshot_colour_histogram.json").read_text())
+    # The picture beside summary.json, logged too: a panel per setting (standard, disjoint).
+    picture = Image.open(ctx.dir / "comparison.png")
+    assert picture.width > 2 * 260 and ctx.logger.images[0][0] == "fewshot/comparison"
     assert report["classifier"] == "euclidean_centroid"
     assert report["groups_per_class"] == {"a": 4, "b": 4}
 

@@ -15,7 +15,8 @@ class, which is where a shared recording gives the answer away.
 
 It writes the groups file (with the command that made it under "how") and, with `--montages`, one
 PNG per class: a row per group, a thumbnail per clip with its number, to check by eye. Correct the
-file by hand where the pictures disagree, and say so in its "how" note.
+file by hand where the pictures disagree, and say so in its "how" note; `--draw GROUPS_FILE`
+draws the montages of a (corrected) groups file without clustering again.
 """
 from __future__ import annotations
 
@@ -128,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", required=True, help="folder per class of video files")
-    parser.add_argument("--out", required=True, help="groups file to write (JSON)")
+    parser.add_argument("--out", default=None, help="groups file to write (JSON)")
+    parser.add_argument("--draw", default=None, metavar="GROUPS_FILE",
+                        help="only draw the --montages of this groups file (after corrections)")
     parser.add_argument("--montages", default=None, help="folder for one review PNG per class")
     parser.add_argument("--step", type=int, default=10, help="every step-th frame")
     parser.add_argument("--bins", type=int, default=6, help="histogram bins per channel")
@@ -139,12 +142,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs closer than this (average linkage) are merged")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
+    root = Path(args.clips)
+    if args.draw:
+        if not args.montages:
+            parser.error("--draw needs --montages (where to write the pictures)")
+        per_class: dict[str, list[list[str]]] = {}
+        for group, videos in json.loads(Path(args.draw).read_text())["groups"].items():
+            per_class.setdefault(group.split("/")[0], []).append(videos)
+        for label, class_groups in per_class.items():
+            write_montage(root, label, class_groups, Path(args.montages) / f"{label}.png")
+        print(f"review pictures: {args.montages}/<class>.png (a row per group)")
+        return 0
+    if args.out is None:
+        parser.error("--out is required (or --draw GROUPS_FILE with --montages)")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         print(f"{out} exists (it may hold corrections by hand); pass --overwrite to replace it",
               file=sys.stderr)
         return 2
-    root = Path(args.clips)
     groups, per_class = derive_groups(root, args.step, args.bins, args.size, args.cut, args.merge)
     command = "python -m mmdistill.eval.scene_groups " + " ".join(argv if argv is not None
                                                                   else sys.argv[1:])
