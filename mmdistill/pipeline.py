@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
+import traceback
 import shutil
 import time
 from pathlib import Path
@@ -26,19 +28,32 @@ from mmdistill.experiment import experiment
 @gin.configurable("pipeline")
 def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
                       setup: Callable[[], object] | None = None,
-                      outputs: Mapping[str, str] | None = None) -> dict:
+                      outputs: Mapping[str, str] | None = None,
+                      background: Mapping[str, str] | None = None) -> dict:
     """steps: step name -> gin file(s) of that step, run in order.
     setup: called once before the steps (e.g. @demo_data_cache writes the demo data).
     outputs: step -> path where that step's final checkpoint is kept. A step whose output exists
     is skipped (reruns reuse teachers; a warning names the --gin_param bindings that differ from
-    the run that made it, recorded beside it); an existing file is never replaced."""
+    the run that made it, recorded beside it); an existing file is never replaced.
+    background: step -> the later step that needs it. The step runs in a second process started
+    with the pipeline (after setup), beside the other steps, and the named step waits for it: on
+    two cores, a step that needs no other step's output (the teacher control reads no teacher
+    checkpoint) then costs little wall time. Only for such steps: nothing checks what it reads."""
     steps = {name: [files] if isinstance(files, str) else list(files)
              for name, files in (steps or {}).items()}
     outputs = dict(outputs or {})
     unknown = set(outputs) - set(steps)
     if unknown:
         raise ValueError(f"pipeline.outputs names {sorted(unknown)}, which are not steps {list(steps)}")
-    return {"steps": steps, "setup": setup, "outputs": outputs}
+    background = dict(background or {})
+    for step, waiter in background.items():
+        if step not in steps or waiter not in steps:
+            raise ValueError(f"pipeline.background = {{{step!r}: {waiter!r}}} names a step that is "
+                             f"not in pipeline.steps {list(steps)}")
+        if list(steps).index(waiter) < list(steps).index(step) or waiter in background:
+            raise ValueError(f"pipeline.background: '{step}' must come before '{waiter}' in "
+                             f"pipeline.steps, and '{waiter}' must run in the foreground")
+    return {"steps": steps, "setup": setup, "outputs": outputs, "background": background}
 
 
 def pipeline_configured() -> bool:
@@ -57,32 +72,92 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     settings = pipeline_settings()
     if settings["setup"] is not None:
         settings["setup"]()
+    background = dict(settings.get("background") or {})
     results, timings = {}, {}
-    for step, files in settings["steps"].items():
+
+    def arguments(step: str) -> tuple:
         output = Path(settings["outputs"][step]) if step in settings["outputs"] else None
-        with _making(output):
-            if output is not None and output.is_file():
-                print(f"[pipeline] {step}: skipped, {output} exists (delete it to redo this step)",
-                      flush=True)
-                _warn_if_made_otherwise(output, bindings)
-                results[step] = {"status": "skipped", "checkpoint": str(output)}
-                continue
-            print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
-            began = time.perf_counter()
-            gin.clear_config()
-            parse_config(files, bindings)
-            summary = experiment(config_name=config_name, step=step, argv=argv)
-            timings[step] = round(time.perf_counter() - began, 1)
-            if output is not None:
-                if not summary.get("checkpoint"):
-                    raise ValueError(f"pipeline.outputs names a file for step '{step}', but that "
-                                     f"step trained no checkpoint (experiment.train=False or an "
-                                     f"evaluate task); drop it from pipeline.outputs")
-                _keep(Path(summary["checkpoint"]), output, bindings)
-            results[step] = summary
+        return step, settings["steps"][step], output, config_name, bindings, argv
+
+    children = {step: _start_in_background(arguments(step)) for step in background}
+    try:
+        for step in settings["steps"]:
+            for waited in [s for s, waiter in background.items() if waiter == step]:
+                results[waited], seconds = _join(waited, children.pop(waited))
+                if seconds is not None:
+                    timings[waited] = seconds
+            if step not in background:
+                results[step], seconds = _run_step(*arguments(step))
+                if seconds is not None:
+                    timings[step] = seconds
+    finally:
+        for step, (process, _) in children.items():  # a foreground step failed: stop them too
+            print(f"[pipeline] stopping {step} (second process, pid {process.pid})", flush=True)
+            process.terminate()
+            process.join()
     print("[pipeline] seconds per step: "
-          + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()), flush=True)
+          + ", ".join(f"{step} {seconds}" for step, seconds in timings.items())
+          + (f" ({', '.join(background)} in a second process)" if background else ""), flush=True)
     return {"steps": results, "seconds": timings}
+
+
+def _run_step(step: str, files: list[str], output: Path | None, config_name: str,
+              bindings: Sequence[str], argv) -> tuple[dict, float | None]:
+    """One step: skipped when its kept output exists, else parsed afresh and run."""
+    with _making(output):
+        if output is not None and output.is_file():
+            print(f"[pipeline] {step}: skipped, {output} exists (delete it to redo this step)",
+                  flush=True)
+            _warn_if_made_otherwise(output, bindings)
+            return {"status": "skipped", "checkpoint": str(output)}, None
+        print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
+        began = time.perf_counter()
+        gin.clear_config()
+        parse_config(files, bindings)
+        summary = experiment(config_name=config_name, step=step, argv=argv)
+        seconds = round(time.perf_counter() - began, 1)
+        if output is not None:
+            if not summary.get("checkpoint"):
+                raise ValueError(f"pipeline.outputs names a file for step '{step}', but that "
+                                 f"step trained no checkpoint (experiment.train=False or an "
+                                 f"evaluate task); drop it from pipeline.outputs")
+            _keep(Path(summary["checkpoint"]), output, bindings)
+        return summary, seconds
+
+
+def _start_in_background(arguments: tuple):
+    """A forked process running `_run_step(*arguments)`; it sends back its result or the error.
+
+    Forked, not spawned: the child has the configurables run.py imported and the setup's effects,
+    and starts before any step has started threads or a W&B run in this process."""
+    receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
+
+    def target() -> None:
+        try:
+            send.send(("ok", _run_step(*arguments)))
+        except BaseException:  # noqa: BLE001 - sent to the parent, which raises it when it waits
+            send.send(("error", traceback.format_exc()))
+
+    process = multiprocessing.get_context("fork").Process(target=target,
+                                                          name=f"step-{arguments[0]}")
+    process.start()
+    print(f"[pipeline] {arguments[0]}: started in a second process (pid {process.pid})",
+          flush=True)
+    return process, receive
+
+
+def _join(step: str, child) -> tuple[dict, float | None]:
+    """Wait for a background step: (its summary, seconds), or raise with its traceback."""
+    process, receive = child
+    print(f"[pipeline] waiting for {step} (second process)", flush=True)
+    try:
+        status, detail = receive.recv()
+    except EOFError:  # the child died without a word (killed, out of memory)
+        status, detail = "error", f"the process ended with exit code {process.exitcode}"
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"pipeline step '{step}' failed in its second process:\n{detail}")
+    return detail
 
 
 @contextlib.contextmanager

@@ -52,3 +52,28 @@ def test_the_committed_tennis_strokes_groups_cover_every_clip_once():
     groups = clip_groups(videos, groups_file=path)  # raises on a missing or doubled clip
     assert len(read_groups_file(path)) == len(videos)
     assert all(g.split("/")[0] == v.split("/")[0] for g, v in zip(groups, videos))
+
+
+def test_colour_baseline_from_videos_standard_and_group_disjoint(tmp_path, capsys):
+    from mmdistill.eval.colour_baseline import main as baseline
+
+    # Two classes; each has two recordings (scenes) of two clips. Class a: red and green scenes,
+    # class b: blue and yellow. Standard 1-shot episodes find the class from the scene.
+    scenes = {"a": [(200, 40, 40), (40, 200, 40)], "b": [(40, 40, 200), (200, 200, 40)]}
+    groups = {}
+    for label, colours in scenes.items():
+        for r, colour in enumerate(colours):
+            for k in range(2):
+                number = 2 * r + k + 1
+                _write_video(tmp_path / "clips" / label / f"{label}{number}.mp4", colour)
+                groups.setdefault(f"{label}/r{r}", []).append(f"{label}/{label}{number}")
+    (tmp_path / "groups.json").write_text(json.dumps({"groups": groups}))
+    out = tmp_path / "report.json"
+    assert baseline(["--clips", str(tmp_path / "clips"), "--groups_file", str(tmp_path / "groups.json"),
+                     "--way", "2", "--shot", "1", "--queries", "1", "--episodes", "40", "--numbers", "1-4",
+                     "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    accuracy = {s["name"]: s["ensemble"]["mean"] for s in report["settings"]}
+    assert accuracy["2way_1shot"] > 60  # half the queries share the support's scene
+    assert accuracy["2way_1shot_disjoint"] < 60  # no scene of the query is in its support
+    assert report["groups_per_class"] == {"a": 2, "b": 2}
