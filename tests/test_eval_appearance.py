@@ -69,3 +69,9 @@ def test_the_appearance_baseline_can_be_left_out(tmp_path):
     finally:
         gin.clear_config()
     assert not any(k.startswith("colour_histogram/") for k in summary)
+
+
+def test_a_baseline_named_like_the_histogram_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="adds itself: rename that baseline"):
+        evaluate_stage(cpu_context(tmp_path / "run"), None,
+                       baselines={"colour_histogram": str(tmp_path / "x.ckpt")})

@@ -69,6 +69,16 @@ def test_groups_do_not_change_the_standard_episodes():
     assert a.groups_per_class is None
 
 
+def test_a_listed_disjoint_setting_replaces_the_twin():
+    bank = synthetic_bank([12] * 6)
+    groups = [f"{c}_{i % 3}" for i, c in enumerate(bank.labels.tolist())]
+    listed = {"n_way": 5, "k_shot": 5, "q_query": 2, "episodes": 10, "group_disjoint": True}
+    report = evaluate(bank, [(5, 5, 6, 10), listed], groups=groups)
+    assert [r.setting.name for r in report.results] == ["5way_5shot", "5way_5shot_disjoint"]
+    assert report["5way_5shot_disjoint"].setting.q_query == 2
+    assert report["5way_5shot"].setting.q_query == 6
+
+
 def test_disjoint_setting_without_enough_classes_is_reported_not_evaluated():
     bank = synthetic_bank([12] * 6)
     groups = [f"g{c}" for c in bank.labels.tolist()]  # one group per class

@@ -296,8 +296,12 @@ def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logi
     if groups is not None:
         if len(groups) != bank.num_clips:
             raise ValueError(f"{len(groups)} groups for {bank.num_clips} clips in the bank")
+        # Each standard setting gets its disjoint twin unless one is listed (e.g. with fewer
+        # queries, when few classes have enough recordings for the standard Q).
+        listed = {s.name for s in settings}
         settings = settings + [dataclasses.replace(s, group_disjoint=True) for s in settings
-                               if not s.group_disjoint]
+                               if not s.group_disjoint
+                               and dataclasses.replace(s, group_disjoint=True).name not in listed]
     if not settings:
         raise ValueError("no few-shot settings given")
     names = [s.name for s in settings]

@@ -5,8 +5,8 @@ holds a clip of its own recording can be classified by scene alone. A group per 
 episode sampler keep support and queries of a class in different recordings.
 
 Where a clip's group comes from (one of):
-- `video`: the clip's video is its recording (tennis event lists, MM-CDFSL's EPIC lists, whose
-  video is participant/video_id: every clip of one video shares a group);
+- `video`: the clip's video is its recording (tennis event lists; the EPIC lists read by
+  gin/base/mmcdfsl_annotations_epic.gin, whose video is participant_id/video_id);
 - `video_folder`: the folder part of the video, e.g. the participant `P01` of `P01/P01_01`;
 - a groups file (JSON), for lists whose videos are cut clips of unlabelled recordings (the
   tennis strokes folders): `{"groups": {"<group>": ["<video>", ...], ...}}`, videos spelt as the
