@@ -61,8 +61,8 @@ def test_groups_do_not_change_the_standard_episodes():
     names = [f"c{c}" for c in range(6)]
     a = sample_episodes(labels, names, 5, 1, 3, 20, seed=3)
     bank = synthetic_bank([12] * 6)
-    report = evaluate(bank, [(5, 1, 3, 20)], groups=groups)
-    plain = evaluate(bank, [(5, 1, 3, 20)])
+    report = evaluate(bank, [(5, 1, 3, 20)], "centroid", groups=groups)
+    plain = evaluate(bank, [(5, 1, 3, 20)], "centroid")
     assert [r.setting.name for r in report.results] == ["5way_1shot", "5way_1shot_disjoint"]
     assert report["5way_1shot"].accuracy == plain["5way_1shot"].accuracy
     assert report.groups_per_class == {f"c{c}": 2 for c in range(6)}
@@ -73,7 +73,7 @@ def test_a_listed_disjoint_setting_replaces_the_twin():
     bank = synthetic_bank([12] * 6)
     groups = [f"{c}_{i % 3}" for i, c in enumerate(bank.labels.tolist())]
     listed = {"n_way": 5, "k_shot": 5, "q_query": 2, "episodes": 10, "group_disjoint": True}
-    report = evaluate(bank, [(5, 5, 6, 10), listed], groups=groups)
+    report = evaluate(bank, [(5, 5, 6, 10), listed], "centroid", groups=groups)
     assert [r.setting.name for r in report.results] == ["5way_5shot", "5way_5shot_disjoint"]
     assert report["5way_5shot_disjoint"].setting.q_query == 2
     assert report["5way_5shot"].setting.q_query == 6
@@ -82,7 +82,7 @@ def test_a_listed_disjoint_setting_replaces_the_twin():
 def test_disjoint_setting_without_enough_classes_is_reported_not_evaluated():
     bank = synthetic_bank([12] * 6)
     groups = [f"g{c}" for c in bank.labels.tolist()]  # one group per class
-    report = evaluate(bank, [(5, 1, 3, 10)], groups=groups)
+    report = evaluate(bank, [(5, 1, 3, 10)], "centroid", groups=groups)
     assert [r.setting.name for r in report.results] == ["5way_1shot"]
     assert "5way_1shot_disjoint" in report.not_evaluated
     assert "not evaluated" in report.table()
