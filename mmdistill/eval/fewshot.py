@@ -57,6 +57,9 @@ class FewShotSetting:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"few-shot setting {field.name} must be a positive integer, "
                                  f"got {value!r}")
+        if not isinstance(self.group_disjoint, bool):
+            raise ValueError(f"few-shot setting group_disjoint must be True or False, got "
+                             f"{self.group_disjoint!r}")
 
     @property
     def name(self) -> str:
