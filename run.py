@@ -52,6 +52,7 @@ def import_configurables() -> None:
     import mmdistill.demo.cache  # noqa: F401  demo_data_cache
     import mmdistill.demo.writer  # noqa: F401  demo_data
     import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
+    import mmdistill.eval.appearance  # noqa: F401  colour_histogram
     import mmdistill.eval.classifiers  # noqa: F401  fewshot_logistic
     import mmdistill.eval.fewshot  # noqa: F401  fewshot
     import mmdistill.experiment  # noqa: F401  experiment, wandb_run

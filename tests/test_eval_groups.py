@@ -6,7 +6,7 @@ import torch
 
 from mmdistill.eval.episodes import TooFewClasses, sample_episodes
 from mmdistill.eval.fewshot import evaluate
-from mmdistill.eval.groups import GroupsError, clip_groups, read_groups_file
+from mmdistill.data.groups import GroupsError, clip_groups, read_groups_file
 from test_eval_fewshot import synthetic_bank
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmdistill.eval.groups import clip_groups, read_groups_file
+from mmdistill.data.groups import clip_groups, read_groups_file
 from mmdistill.eval.scene_groups import cluster, main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,6 +35,7 @@ from mmdistill.data.annotation_fields import describe_keys
 from mmdistill.data.annotations import AnnotationReading, Clip, read_annotation_file
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
 from mmdistill.data.device_batches import finish_item
+from mmdistill.data.groups import format_groups
 from mmdistill.data.sources import BadClipError
 from mmdistill.progress import progress as progress_bar
 
@@ -336,7 +337,6 @@ def run_check(args) -> int:
     report = scan_dataset(dataset, decode=args.decode, progress=not args.quiet)
     print(format_report(report, args.max_listed))
     if getattr(args, "group_by", None) or getattr(args, "groups_file", None):
-        from mmdistill.eval.groups import format_groups  # recordings per class (issue 26)
         print(format_groups(dataset.clips, args.group_by, args.groups_file))
     if args.visualize:
         train_set = dataset_in_scope(args.scope, **{**overrides, "mode": "train", "on_bad_clip": "skip"})

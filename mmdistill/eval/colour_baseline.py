@@ -25,7 +25,7 @@ from mmdistill.data.annotations import read_class_folders
 from mmdistill.eval.appearance import CLASSIFIER
 from mmdistill.eval.features import POOLED, FeatureBank
 from mmdistill.eval.fewshot import evaluate
-from mmdistill.eval.groups import clip_groups
+from mmdistill.data.groups import clip_groups
 from mmdistill.eval.scene_groups import read_frames, scene_feature
 
 

@@ -4,7 +4,7 @@ Episodes are index tensors into the feature bank, so sampling never touches the 
 dedicated CPU `torch.Generator` makes the same seed give the same episodes on every machine,
 whatever the global RNG state, the device or the number of workers.
 
-With `groups` (the recording of each clip, `mmdistill.eval.groups`) every episode is
+With `groups` (the recording of each clip, `mmdistill.data.groups`) every episode is
 group-disjoint: within a class, support and queries come from different groups, so a query never
 meets a support clip of its own recording. A class is drawn only if its groups can be split into
 a side with at least K clips and a side with at least Q; the others are excluded and listed (never

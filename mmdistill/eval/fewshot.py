@@ -14,7 +14,7 @@ The ensemble averages probabilities over the masked views when there are any, el
 Accuracies are in percent; std uses ddof=0, se = std/sqrt(episodes), ci95 = 1.96*se.
 
 With groups (`fewshot.group_by` or `fewshot.groups_file`: the recording of each clip,
-`mmdistill.eval.groups`) every setting is also evaluated group-disjoint (`<setting>_disjoint`:
+`mmdistill.data.groups`) every setting is also evaluated group-disjoint (`<setting>_disjoint`:
 support and queries of a class from different recordings), beside the standard numbers.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from mmdistill.eval.episodes import TooFewClasses, sample_episodes
 from mmdistill.eval.features import (MASKED, POOLED, FeatureBank, dataset_fingerprint,
                                      extract_features, feature_cache_key, file_fingerprint,
                                      weights_fingerprint)
-from mmdistill.eval.groups import clip_groups, describe, groups_per_class
+from mmdistill.data.groups import clip_groups, describe, groups_per_class
 from mmdistill.eval.stats import STD_DDOF, Z_95, Summary, summarize
 
 ENSEMBLE = "ensemble"
@@ -348,7 +348,7 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
     `seed` draws the episodes, `mask_seed` the tube masks, so a new episode seed reuses the cache.
     `input_key`: the batch field the model reads, its modality (a flow teacher reads 'flow').
     `group_by` ('video' | 'video_folder') or `groups_file`: the recording of each clip
-    (`mmdistill.eval.groups`); every setting is then also reported group-disjoint.
+    (`mmdistill.data.groups`); every setting is then also reported group-disjoint.
     """
     settings = settings if settings is not None else [(n_way, k_shot, q_query, episodes)]
     extra_heads = dict(heads or {}) if use_heads else {}
