@@ -201,11 +201,12 @@ def comparison_table(reports: Mapping[str, Any],
     labels = {n: f"{n} ({modalities[n]})" if modalities else n for n in names}
     settings = [r.setting.name for r in next(iter(reports.values())).results]
     width = max(len("model"), *(len(labels[n]) for n in names)) + 2
+    cell = {s: max(16, len(s) + 2) for s in settings}  # '5way_1shot_disjoint' is wider
     lines = ["Few-shot accuracy (%, mean +/- 95% CI over the same episodes)",
-             f"{'model':<{width}}" + "".join(f"{s:>16}" for s in settings)]
+             f"{'model':<{width}}" + "".join(f"{s:>{cell[s]}}" for s in settings)]
     for name in names:
         cells = "".join(f"{reports[name][s].accuracy.mean:.1f} +/- {reports[name][s].accuracy.ci95:.1f}"
-                        .rjust(16) for s in settings)
+                        .rjust(cell[s]) for s in settings)
         lines.append(f"{labels[name]:<{width}}" + cells)
     return "\n".join(lines)
 
