@@ -13,6 +13,8 @@ import torch
 
 from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
+from mmdistill.eval import appearance
+from mmdistill.eval.comparison_figure import draw_comparison
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
 from mmdistill.data.modalities.specs import all_specs, model_in_chans
@@ -70,7 +72,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True,
                    modalities: Mapping[str, str] | None = None,
-                   untrained: bool = False, foreign_pooling: str = "mean") -> dict[str, Any]:
+                   untrained: bool = False, foreign_pooling: str = "mean",
+                   appearance_baseline: bool = True) -> dict[str, Any]:
     """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
     checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
 
@@ -86,7 +89,9 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     (`fewshot/<setting>/vs_<name>` = 'better' | 'overlap' | 'worse'), printed under the table.
 
     foreign_pooling: 'mean' | 'fresh_layer_norm' for checkpoints mmdistill did not write (see
-    FOREIGN_POOLING); ours always pool as they were trained."""
+    FOREIGN_POOLING); ours always pool as they were trained.
+    appearance_baseline: also evaluate 'colour_histogram' (`mmdistill.eval.appearance`): RGB
+    colour histograms, nearest class mean, on the same episodes: what scene colour alone gives."""
     if foreign_pooling not in FOREIGN_POOLING:
         raise ValueError(f"evaluate.foreign_pooling={foreign_pooling!r}: choose 'mean' (the "
                          f"encoder's own pooling) or 'fresh_layer_norm' (MM-CDFSL's evaluation)")
@@ -99,6 +104,11 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                              f"= True adds itself: rename that baseline")
         models[UNTRAINED] = None
     models.update(baselines or {})
+    if appearance_baseline:
+        if appearance.NAME in models:
+            raise ValueError(f"evaluate.baselines names '{appearance.NAME}', which "
+                             f"evaluate.appearance_baseline = True adds itself: rename that baseline")
+        models[appearance.NAME] = appearance.NAME
     if not models:
         raise ValueError("nothing to evaluate: set experiment.ckpt_path (or train first), or "
                          "evaluate.baselines = {'name': 'path/to/checkpoint'}")
@@ -108,7 +118,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                          f"models {sorted(models)} ('trained' or an evaluate.baselines name)")
     _check_modality_names(modalities or {})
     for name, path in models.items():
-        if path is not None and not Path(path).exists():
+        if path is not None and name != appearance.NAME and not Path(path).exists():
             raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
     if not ctx.is_main:
         return {}
@@ -119,11 +129,18 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     reports = {}
     for name, path in models.items():
         modality = modality_of[name]
-        model, heads = (_untrained_model(ctx.seed) if path is None else
-                        _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint,
-                                       foreign_pooling))
+        if name == appearance.NAME:
+            if modality != "rgb":
+                raise ValueError(f"evaluate.modalities gives '{name}' {modality!r}; it reads RGB")
+            model, heads = appearance.ColourHistogram(loaders["rgb"].dataset.normalize["rgb"]), {}
+        else:
+            model, heads = (_untrained_model(ctx.seed) if path is None else
+                            _load_for_eval(path, prefix if name == "trained" else None,
+                                           trust_checkpoint, foreign_pooling))
         _check_input_channels(name, model, modality, loaders[modality].dataset.channels(modality))
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
+        if name == appearance.NAME:  # its own classifier, on the unmasked clip only
+            extra.update(classifier=appearance.CLASSIFIER, mask_views=0)
         report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
                              amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
                              checkpoint=None, logger=None,  # cache keyed on the weights themselves
@@ -131,8 +148,10 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                              input_key=modality, **extra)
         reports[name] = report
         # Which weights produced these numbers, so a run can prove it evaluated what it names.
-        summary[f"evaluated/{name}/checkpoint"] = (f"none (random init, seed {ctx.seed})"
-                                                    if path is None else str(path))
+        summary[f"evaluated/{name}/checkpoint"] = (
+            f"none (random init, seed {ctx.seed})" if path is None else
+            "none (RGB colour histograms, nearest class mean)" if name == appearance.NAME
+            else str(path))
         encoder = model.encoder if isinstance(model, NormedPooling) else model
         summary[f"evaluated/{name}/weights_sha"] = weights_fingerprint([encoder])
         if encoder is not model:  # the pooled LayerNorm, fingerprinted on its own
@@ -150,6 +169,10 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                          f"one modality (fewshot_data/clip_data.on_bad_clip = 'error' names them)")
     if len(reports) > 1:
         print(comparison_table(reports, modality_of), flush=True)
+        picture = draw_comparison(reports, ctx.dir / "comparison.png",
+                                  {n: f"{n} ({m})" for n, m in modality_of.items()})
+        ctx.logger.image("fewshot/comparison", picture)
+        print(f"[evaluate] comparison picture: {picture}", flush=True)
     if "trained" in reports and len(reports) > 1:
         verdicts = compare_with_baselines(reports)
         print(verdict_lines(reports, verdicts), flush=True)
@@ -220,11 +243,12 @@ def comparison_table(reports: Mapping[str, Any],
     labels = {n: f"{n} ({modalities[n]})" if modalities else n for n in names}
     settings = [r.setting.name for r in next(iter(reports.values())).results]
     width = max(len("model"), *(len(labels[n]) for n in names)) + 2
+    cell = {s: max(16, len(s) + 2) for s in settings}  # '5way_1shot_disjoint' is wider
     lines = ["Few-shot accuracy (%, mean +/- 95% CI over the same episodes)",
-             f"{'model':<{width}}" + "".join(f"{s:>16}" for s in settings)]
+             f"{'model':<{width}}" + "".join(f"{s:>{cell[s]}}" for s in settings)]
     for name in names:
         cells = "".join(f"{reports[name][s].accuracy.mean:.1f} +/- {reports[name][s].accuracy.ci95:.1f}"
-                        .rjust(16) for s in settings)
+                        .rjust(cell[s]) for s in settings)
         lines.append(f"{labels[name]:<{width}}" + cells)
     return "\n".join(lines)
 

@@ -11,7 +11,9 @@ built inside a `pretrain_rgb` step scope.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import shlex
+import traceback
 import shutil
 import time
 from pathlib import Path
@@ -50,7 +52,8 @@ def _quoted(binding: str) -> str:
 def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
                       setup: Callable[[], object] | None = None,
                       outputs: Mapping[str, str] | None = None,
-                      every_step: str | Sequence[str] = ()) -> dict:
+                      every_step: str | Sequence[str] = (),
+                      background: Mapping[str, str] | None = None) -> dict:
     """steps: step name -> its gin files and bindings (`split_step`), run in order.
     every_step: files and bindings added to every step, after the step's own files and after
     its own bindings (e.g. a GPU-scale file on top of the CPU steps).
@@ -58,7 +61,11 @@ def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
     outputs: step -> path where that step's final checkpoint is kept. A step whose output exists
     is skipped when the config that made it (recorded beside it) gives every setting the step
     uses the same value as this run's, and refused otherwise (mmdistill/pipeline_record.py); an
-    existing file is never replaced."""
+    existing file is never replaced.
+    background: step -> the later step that needs it. The step runs in a second process started
+    with the pipeline (after setup), beside the other steps, and the named step waits for it: on
+    two cores, a step that needs no other step's output (the teacher control reads no teacher
+    checkpoint) then costs little wall time. Only for such steps: nothing checks what it reads."""
     common = [every_step] if isinstance(every_step, str) else list(every_step)
     steps = {name: split_step([*([entries] if isinstance(entries, str) else entries), *common])
              for name, entries in (steps or {}).items()}
@@ -70,7 +77,15 @@ def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
     unknown = set(outputs) - set(steps)
     if unknown:
         raise ValueError(f"pipeline.outputs names {sorted(unknown)}, which are not steps {list(steps)}")
-    return {"steps": steps, "setup": setup, "outputs": outputs}
+    background = dict(background or {})
+    for step, waiter in background.items():
+        if step not in steps or waiter not in steps:
+            raise ValueError(f"pipeline.background = {{{step!r}: {waiter!r}}} names a step that is "
+                             f"not in pipeline.steps {list(steps)}")
+        if list(steps).index(waiter) < list(steps).index(step) or waiter in background:
+            raise ValueError(f"pipeline.background: '{step}' must come before '{waiter}' in "
+                             f"pipeline.steps, and '{waiter}' must run in the foreground")
+    return {"steps": steps, "setup": setup, "outputs": outputs, "background": background}
 
 
 def pipeline_configured() -> bool:
@@ -93,33 +108,33 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     extra_files = [str(path) for path in list(gin_files)[1:]]
     if settings["setup"] is not None:
         settings["setup"]()
+    background = dict(settings.get("background") or {})
     results, timings = {}, {}
-    for step, (files, step_bindings) in settings["steps"].items():
+
+    def arguments(step: str) -> tuple:
         output = Path(settings["outputs"][step]) if step in settings["outputs"] else None
-        with _making(output):
-            files = [*files, *extra_files]
-            gin.clear_config()
-            parse_config(files, [*step_bindings, *bindings])
-            if output is not None and output.is_file():
-                check_kept_output(output, step, bindings)
-                print(f"[pipeline] {step}: skipped, {output} exists, made with this config "
-                      f"(delete it to redo this step)", flush=True)
-                results[step] = {"status": "skipped", "checkpoint": str(output)}
-                continue
-            print(f"[pipeline] {step}: {step_command(files, step_bindings)}", flush=True)
-            began = time.perf_counter()
-            summary = experiment(config_name=config_name, step=step,
-                                 argv=step_argv(argv, files, [*step_bindings, *bindings]))
-            timings[step] = round(time.perf_counter() - began, 1)
-            if output is not None:
-                if not summary.get("checkpoint"):
-                    raise ValueError(f"pipeline.outputs names a file for step '{step}', but that "
-                                     f"step trained no checkpoint (experiment.train=False or an "
-                                     f"evaluate task); drop it from pipeline.outputs")
-                _keep(Path(summary["checkpoint"]), output, step_record(bindings))
-            results[step] = summary
+        files, step_bindings = settings["steps"][step]
+        return step, [*files, *extra_files], step_bindings, output, config_name, bindings, argv
+
+    children = {step: _start_in_background(arguments(step)) for step in background}
+    try:
+        for step in settings["steps"]:
+            for waited in [s for s, waiter in background.items() if waiter == step]:
+                results[waited], seconds = _join(waited, children.pop(waited))
+                if seconds is not None:
+                    timings[waited] = seconds
+            if step not in background:
+                results[step], seconds = _run_step(*arguments(step))
+                if seconds is not None:
+                    timings[step] = seconds
+    finally:
+        for step, (process, _) in children.items():  # a foreground step failed: stop them too
+            print(f"[pipeline] stopping {step} (second process, pid {process.pid})", flush=True)
+            process.terminate()
+            process.join()
     print("[pipeline] seconds per step: "
-          + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()), flush=True)
+          + ", ".join(f"{step} {seconds}" for step, seconds in timings.items())
+          + (f" ({', '.join(background)} in a second process)" if background else ""), flush=True)
     return {"steps": results, "seconds": timings}
 
 
@@ -130,6 +145,67 @@ def step_argv(argv: Sequence[str] | None, files: Sequence[str],
     program = argv[0] if argv else "run.py"
     return [program, *(arg for path in files for arg in ("--gin_file", str(path))),
             *(arg for binding in bindings for arg in ("--gin_param", binding))]
+
+
+def _run_step(step: str, files: list[str], step_bindings: list[str], output: Path | None,
+              config_name: str, bindings: Sequence[str], argv) -> tuple[dict, float | None]:
+    """One step, parsed afresh: skipped when its kept output exists and was made with this
+    config (refused when made with another), else run."""
+    with _making(output):
+        gin.clear_config()
+        parse_config(files, [*step_bindings, *bindings])
+        if output is not None and output.is_file():
+            check_kept_output(output, step, bindings)
+            print(f"[pipeline] {step}: skipped, {output} exists, made with this config "
+                  f"(delete it to redo this step)", flush=True)
+            return {"status": "skipped", "checkpoint": str(output)}, None
+        print(f"[pipeline] {step}: {step_command(files, step_bindings)}", flush=True)
+        began = time.perf_counter()
+        summary = experiment(config_name=config_name, step=step,
+                             argv=step_argv(argv, files, [*step_bindings, *bindings]))
+        seconds = round(time.perf_counter() - began, 1)
+        if output is not None:
+            if not summary.get("checkpoint"):
+                raise ValueError(f"pipeline.outputs names a file for step '{step}', but that "
+                                 f"step trained no checkpoint (experiment.train=False or an "
+                                 f"evaluate task); drop it from pipeline.outputs")
+            _keep(Path(summary["checkpoint"]), output, step_record(bindings))
+        return summary, seconds
+
+
+def _start_in_background(arguments: tuple):
+    """A forked process running `_run_step(*arguments)`; it sends back its result or the error.
+
+    Forked, not spawned: the child has the configurables run.py imported and the setup's effects,
+    and starts before any step has started threads or a W&B run in this process."""
+    receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
+
+    def target() -> None:
+        try:
+            send.send(("ok", _run_step(*arguments)))
+        except BaseException:  # noqa: BLE001 - sent to the parent, which raises it when it waits
+            send.send(("error", traceback.format_exc()))
+
+    process = multiprocessing.get_context("fork").Process(target=target,
+                                                          name=f"step-{arguments[0]}")
+    process.start()
+    print(f"[pipeline] {arguments[0]}: started in a second process (pid {process.pid})",
+          flush=True)
+    return process, receive
+
+
+def _join(step: str, child) -> tuple[dict, float | None]:
+    """Wait for a background step: (its summary, seconds), or raise with its traceback."""
+    process, receive = child
+    print(f"[pipeline] waiting for {step} (second process)", flush=True)
+    try:
+        status, detail = receive.recv()
+    except EOFError:  # the child died without a word (killed, out of memory)
+        status, detail = "error", f"the process ended with exit code {process.exitcode}"
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"pipeline step '{step}' failed in its second process:\n{detail}")
+    return detail
 
 
 @contextlib.contextmanager

@@ -69,7 +69,8 @@ def build_distillation(modalities: Sequence[str] = DEFAULT_MODALITIES,
 
     student_init: 'teacher' copies the `student_input` teacher's weights (MM-CDFSL's choice),
     None trains from scratch, any other string is a checkpoint path (student/pretrained.* for its
-    prefix). Teachers without a checkpoint are refused unless allow_random_teachers (tests).
+    prefix). Teachers without a checkpoint are refused unless allow_random_teachers (tests, and
+    the teacher control, the demo's step 'student_control': the same recipe from untrained teachers).
     feature: 'pooled' distils the mean of the visible tokens, 'tokens' each visible token.
     student_fc_norm: a trainable LayerNorm on the student's pooled feature (MM-CDFSL's fc_norm);
     target_norm: the teachers' features through a LayerNorm without affine (their fresh fc_norm).

@@ -75,7 +75,8 @@ def test_demo_runs_every_stage_and_prints_the_comparison(demo):
 
 MODELS = ("trained (rgb)", "untrained (rgb)", "teacher_rgb (rgb)", "teacher_flow (flow)",
           "teacher_skeleton (skeleton)", "student_rgb_only (rgb)", "student_flow_only (rgb)",
-          "student_skeleton_only (rgb)")
+          "student_skeleton_only (rgb)", "student_untrained_teachers (rgb)",
+          "colour_histogram (rgb)")
 
 
 def test_demo_prints_the_full_comparison_and_its_verdicts(demo):
@@ -87,7 +88,8 @@ def test_demo_prints_the_full_comparison_and_its_verdicts(demo):
     summary = json.loads((_run_dir(cwd, "distill") / "summary.json").read_text())
     for setting in ("5way_1shot", "5way_2shot"):
         for other in ("untrained", "teacher_rgb", "teacher_flow", "teacher_skeleton",
-                      "student_rgb_only", "student_flow_only", "student_skeleton_only"):
+                      "student_rgb_only", "student_flow_only", "student_skeleton_only",
+                      "student_untrained_teachers", "colour_histogram"):
             word = summary[f"fewshot/{setting}/vs_{other}"]
             assert word in ("better", "overlap", "worse")
             ours, theirs = summary[f"fewshot/{setting}/acc"], summary[f"{other}/fewshot/{setting}/acc"]
@@ -98,6 +100,11 @@ def test_demo_prints_the_full_comparison_and_its_verdicts(demo):
                 assert ours > theirs
     assert summary["evaluated/teacher_flow/modality"] == "flow"
     assert summary["evaluated/untrained/checkpoint"].startswith("none")
+    # The teacher control: the all-teacher recipe from untrained teachers, kept and evaluated.
+    control = cwd / ".cache/demo_students/untrained_teachers.ckpt"
+    assert summary["evaluated/student_untrained_teachers/checkpoint"] == str(control.relative_to(cwd))
+    assert summary["evaluated/colour_histogram/checkpoint"].startswith("none (RGB colour")
+    assert (_run_dir(cwd, "distill") / "comparison.png").is_file()
     for modality in ("rgb", "flow", "skeleton"):
         kept = cwd / ".cache/demo_students" / f"{modality}_only.ckpt"
         assert summary[f"evaluated/student_{modality}_only/checkpoint"] == str(kept.relative_to(cwd))

@@ -113,3 +113,61 @@ def test_a_step_is_gin_files_plus_bindings_applied_before_the_command_line(monke
     with pytest.raises(ValueError, match="names no gin file"):
         pipeline.run_pipeline("demo", [])
     gin.clear_config()
+
+
+def _fake_steps(monkeypatch, tmp_path, settings, fail=()):
+    import json
+    import os
+
+    def fake_experiment(config_name, step, argv):
+        if step in fail:
+            raise RuntimeError(f"{step} broke")
+        if step == "slow_control":
+            time.sleep(1.0)
+        record = tmp_path / f"{step}.json"
+        record.write_text(json.dumps({"pid": os.getpid(), "end": time.time(), "start": time.time()}))
+        return {"status": "finished", "pid": os.getpid()}
+
+    monkeypatch.setattr(pipeline, "experiment", fake_experiment)
+    monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: None)
+    monkeypatch.setattr(pipeline, "pipeline_settings", lambda: settings)
+
+
+def test_a_background_step_runs_in_a_second_process_and_its_waiter_waits(tmp_path, monkeypatch):
+    import json
+    import os
+
+    settings = {"steps": {"teacher": (["t.gin"], []), "slow_control": (["c.gin"], []),
+                          "evaluate": (["e.gin"], [])},
+                "setup": None, "outputs": {}, "background": {"slow_control": "evaluate"}}
+    _fake_steps(monkeypatch, tmp_path, settings)
+    out = pipeline.run_pipeline("demo", [])
+    records = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in settings["steps"]}
+    assert records["teacher"]["pid"] == os.getpid() == records["evaluate"]["pid"]
+    assert records["slow_control"]["pid"] != os.getpid()
+    # The teacher did not wait for the slow control; the evaluation did.
+    assert records["teacher"]["end"] < records["slow_control"]["end"] < records["evaluate"]["start"]
+    assert out["steps"]["slow_control"]["pid"] == records["slow_control"]["pid"]
+    assert set(out["seconds"]) == set(settings["steps"])
+    gin.clear_config()
+
+
+def test_a_failed_background_step_is_raised_by_name(tmp_path, monkeypatch):
+    import pytest
+
+    settings = {"steps": {"control": (["c.gin"], []), "evaluate": (["e.gin"], [])}, "setup": None,
+                "outputs": {}, "background": {"control": "evaluate"}}
+    _fake_steps(monkeypatch, tmp_path, settings, fail=("control",))
+    with pytest.raises(RuntimeError, match="step 'control' failed in its second process(.|\n)*control broke"):
+        pipeline.run_pipeline("demo", [])
+    assert not (tmp_path / "evaluate.json").exists()
+    gin.clear_config()
+
+
+def test_background_must_name_an_earlier_step_and_a_later_waiter():
+    import pytest
+
+    with pytest.raises(ValueError, match="must come before"):
+        pipeline.pipeline_settings(steps={"a": "a.gin", "b": "b.gin"}, background={"b": "a"})
+    with pytest.raises(ValueError, match="not in pipeline.steps"):
+        pipeline.pipeline_settings(steps={"a": "a.gin"}, background={"a": "zzz"})

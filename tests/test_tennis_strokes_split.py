@@ -103,8 +103,9 @@ def test_pipelines_train_on_source_and_target_and_evaluate_on_test_only(pipeline
     _import_run_configurables()
     steps = _step_files(ROOT / pipeline_file)
     assert list(steps) == ["pretrain_rgb", "pretrain_flow", "pretrain_skeleton", "student_rgb",
-                           "student_flow", "student_skeleton", "student_all", "evaluate"]
-    teachers = set()
+                           "student_flow", "student_skeleton", "student_all", "student_control",
+                           "evaluate"]
+    teachers, recipes = set(), {}
     for step, (files, bindings) in steps.items():
         gin.clear_config()
         parse_config([ROOT / f for f in files], bindings, finalize=False)
@@ -116,10 +117,23 @@ def test_pipelines_train_on_source_and_target_and_evaluate_on_test_only(pipeline
             assert _value("fewshot_data/clip_data.annotations") == \
                 ".cache/tennis_strokes/source_split/test.json"
             assert gin.query_parameter("evaluate.untrained") is True
+            # The control and the appearance baseline are in the comparison (issue 26).
+            control = _value("evaluate.baselines")["student_untrained_teachers"]
+            assert str(control) == "%STUDENT_CONTROL"
+            with pytest.raises(ValueError):  # not bound: its default, on
+                gin.query_parameter("evaluate.appearance_baseline")
+            assert _value("fewshot.groups_file") == "data/tennis_strokes_groups.json"
         else:
             assert task == ("pretrain" if step.startswith("pretrain") else "distill"), step
+        if step in ("student_all", "student_control"):
+            recipes[step] = {name: _value(name) for name in (
+                "distill.modalities", "distill.weights", "distill.mask_ratio", "train.epochs",
+                "train.lr")}
+            checkpoints = _value("distill.teacher_checkpoints")
+            assert (checkpoints is None) == (step == "student_control")
         if task == "pretrain":
             assert gin.query_parameter("pretrain.source") is True
             assert _value("source/clip_data.annotations") == source
             teachers.add(_value("RGB_TEACHER/macro.value"))
+    assert recipes["student_all"] == recipes["student_control"]  # the same recipe
     assert len(teachers) == 1 and ("synthetic" in teachers.pop()) == ("synthetic" in pipeline_file)

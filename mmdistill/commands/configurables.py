@@ -24,6 +24,7 @@ DATA_MODULES = (
 MODULES = DATA_MODULES + (
     "mmdistill.demo.cache",  # demo_data_cache
     "mmdistill.demo.writer",  # demo_data
+    "mmdistill.eval.appearance",  # colour_histogram
     "mmdistill.eval.classifiers",  # fewshot_logistic
     "mmdistill.eval.fewshot",  # fewshot
     "mmdistill.commands.session",  # wandb_run

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a PNG montage of N clips after the training transforms")
     check.add_argument("--out", default="data_check.png", help="montage path (with --visualize)")
     check.add_argument("--max_listed", "--max-listed", type=int, default=20, help="classes/problems listed at most")
+    check.add_argument("--group_by", "--group-by", choices=("video", "video_folder"), default=None,
+                       help="report groups (recordings) per class, a clip's group being its video "
+                            "or the video's folder (as fewshot.group_by)")
+    check.add_argument("--groups_file", "--groups-file", default=None,
+                       help="report groups per class from a groups file (as fewshot.groups_file)")
     stats = commands.add_parser("stats", help="per-channel mean/std of flow and skeleton inputs, as gin lines",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(stats)
@@ -107,6 +112,7 @@ def parse_gin(gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> 
 def run_check(args) -> int:
     from mmdistill.data.check import (annotation_reading_in_scope, dataset_in_scope,
                                       format_annotation_reading, format_report, scan_dataset)
+    from mmdistill.data.groups import format_groups
     from mmdistill.data.pictures import write_montage
 
     overrides = _overrides(args)
@@ -117,6 +123,8 @@ def run_check(args) -> int:
         print(format_annotation_reading(reading))
     report = scan_dataset(dataset, decode=args.decode, progress=not args.quiet)
     print(format_report(report, args.max_listed))
+    if args.group_by or args.groups_file:
+        print(format_groups(dataset.clips, args.group_by, args.groups_file))
     if args.visualize:
         train_set = dataset_in_scope(args.scope, **{**overrides, "mode": "train", "on_bad_clip": "skip"})
         path = write_montage(train_set, args.out, args.visualize, seed=args.seed)

@@ -212,5 +212,3 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
     else:
         lines.append("no problems found")
     return "\n".join(lines)
-
-

@@ -152,9 +152,19 @@ def cosine_nearest_neighbour(support: torch.Tensor, support_labels: torch.Tensor
     return torch.softmax(2.0 * best, dim=-1)
 
 
+def euclidean_centroid(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+                       n_way: int) -> torch.Tensor:
+    """Nearest class mean by Euclidean distance on the features as given (no centring, no
+    normalisation): the appearance baseline's classifier. softmax(-squared distance)."""
+    _check(support, support_labels, query, n_way)
+    centroids = _one_hot_mean(support.float(), support_labels, n_way)
+    return torch.softmax(-torch.cdist(query.float(), centroids).pow(2), dim=-1)
+
+
 CLASSIFIERS: dict[str, Classifier] = {
     "logistic": logistic_regression,
     "centroid": nearest_centroid,
+    "euclidean_centroid": euclidean_centroid,
     "cosine_nn": cosine_nearest_neighbour,
 }
 

@@ -3,6 +3,12 @@
 Episodes are index tensors into the feature bank, so sampling never touches the network. A
 dedicated CPU `torch.Generator` makes the same seed give the same episodes on every machine,
 whatever the global RNG state, the device or the number of workers.
+
+With `groups` (the recording of each clip, `mmdistill.data.groups`) every episode is
+group-disjoint: within a class, support and queries come from different groups, so a query never
+meets a support clip of its own recording. A class is drawn only if its groups can be split into
+a side with at least K clips and a side with at least Q; the others are excluded and listed (never
+merged with another class).
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ class Episodes:
     classes: torch.Tensor  # (E, N) long, global class ids
     eligible: dict[str, int]  # class name -> clip count, classes that can be drawn
     excluded: dict[str, int]  # class name -> clip count, classes with fewer than K+Q clips
+    # (group-disjoint: classes whose groups cannot give K support and Q query clips apart)
+    groups_per_class: dict[str, int] | None = None  # class name -> groups, when grouped
 
     def __len__(self) -> int:
         return self.support.shape[0]
@@ -43,9 +51,48 @@ def class_counts(labels: torch.Tensor, class_names: Sequence[str]) -> list[int]:
     return torch.bincount(labels, minlength=len(class_names)).tolist()
 
 
+class TooFewClasses(ValueError):
+    """Fewer than N classes can give an episode (too few clips, or too few groups)."""
+
+
+def _splittable(sizes: list[int], k_shot: int, q_query: int) -> bool:
+    """Can groups of these sizes be split into a side of >= K clips and one of >= Q clips?"""
+    total = sum(sizes)
+    reachable = 1  # bit s set: some subset of the groups holds exactly s clips
+    for size in sizes:
+        reachable |= reachable << size
+    return any(reachable >> s & 1 for s in range(k_shot, total - q_query + 1))
+
+
+def _split_groups(rows_by_group: list[torch.Tensor], k_shot: int, q_query: int,
+                  generator: torch.Generator, tries: int = 1000) -> torch.Tensor:
+    """K support rows from some groups, then Q query rows from the other groups.
+
+    Groups in a random order fill the support side until it holds K clips; the rest is the query
+    side. Any valid split is some order's prefix, so a splittable class succeeds within a few
+    orders (the cap only guards against a bug)."""
+    for _ in range(tries):
+        order = torch.randperm(len(rows_by_group), generator=generator).tolist()
+        support, taken = [], 0
+        for position, g in enumerate(order):
+            support.append(rows_by_group[g])
+            taken += rows_by_group[g].numel()
+            if taken >= k_shot:
+                break
+        rest = [rows_by_group[g] for g in order[position + 1:]]
+        if rest and sum(r.numel() for r in rest) >= q_query:
+            support, query = torch.cat(support), torch.cat(rest)
+            support = support[torch.randperm(support.numel(), generator=generator)[:k_shot]]
+            query = query[torch.randperm(query.numel(), generator=generator)[:q_query]]
+            return torch.cat([support, query])
+    raise RuntimeError("no group-disjoint split found for a class checked splittable")
+
+
 def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int, k_shot: int,
-                    q_query: int, episodes: int, seed: int = 0) -> Episodes:
-    """Draw `episodes` episodes; classes uniformly among those with at least K+Q clips."""
+                    q_query: int, episodes: int, seed: int = 0,
+                    groups: Sequence[str] | None = None) -> Episodes:
+    """Draw `episodes` episodes; classes uniformly among those that can give K+Q clips (with
+    `groups`: K support and Q query clips from different groups)."""
     for name, value in (("n_way", n_way), ("k_shot", k_shot), ("q_query", q_query),
                         ("episodes", episodes)):
         if int(value) != value or value < 1:
@@ -53,17 +100,34 @@ def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int
     labels = torch.as_tensor(labels).long().reshape(-1).cpu()
     counts = class_counts(labels, class_names)
     per_class = k_shot + q_query
-    eligible_ids = [c for c, n in enumerate(counts) if n >= per_class]
+    rows_of_class = [torch.nonzero(labels == c).flatten() for c in range(len(class_names))]
+    groups_of_class, per_class_groups = None, None
+    if groups is not None:
+        if len(groups) != labels.numel():
+            raise ValueError(f"{len(groups)} groups for {labels.numel()} clips: give one per clip")
+        groups_of_class = []
+        for rows in rows_of_class:
+            by_group: dict[str, list[int]] = {}
+            for row in rows.tolist():
+                by_group.setdefault(groups[row], []).append(row)
+            groups_of_class.append([torch.tensor(r, dtype=torch.long) for r in by_group.values()])
+        per_class_groups = {class_names[c]: len(g) for c, g in enumerate(groups_of_class)
+                            if counts[c]}
+        ok = [_splittable([r.numel() for r in g], k_shot, q_query) for g in groups_of_class]
+    else:
+        ok = [n >= per_class for n in counts]
+    eligible_ids = [c for c in range(len(class_names)) if ok[c]]
     eligible = {class_names[c]: counts[c] for c in eligible_ids}
-    excluded = {class_names[c]: n for c, n in enumerate(counts) if n < per_class}
+    excluded = {class_names[c]: n for c, n in enumerate(counts) if not ok[c]}
     if len(eligible_ids) < n_way:
-        raise ValueError(
-            f"{n_way}-way {k_shot}-shot {q_query}-query needs {n_way} classes with at least "
-            f"{per_class} clips each, but only {len(eligible_ids)} qualify "
-            f"(eligible: {eligible}; too few clips: {excluded}). Lower n_way, k_shot or q_query, "
-            "or add clips.")
+        need = (f"{k_shot} support and {q_query} query clips from different groups" if groups
+                is not None else f"at least {per_class} clips each")
+        groups_note = f"; groups per class: {per_class_groups}" if groups is not None else ""
+        raise TooFewClasses(
+            f"{n_way}-way {k_shot}-shot {q_query}-query needs {n_way} classes with {need}, but "
+            f"only {len(eligible_ids)} qualify (eligible: {eligible}; excluded: {excluded}"
+            f"{groups_note}). Lower n_way, k_shot or q_query, or add clips.")
 
-    rows_of_class = [torch.nonzero(labels == c).flatten() for c in eligible_ids]
     eligible_tensor = torch.tensor(eligible_ids, dtype=torch.long)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     classes = torch.empty(episodes, n_way, dtype=torch.long)
@@ -73,9 +137,12 @@ def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int
     for e in range(episodes):
         chosen = torch.randperm(len(eligible_ids), generator=generator)[:n_way]
         classes[e] = eligible_tensor[chosen]
-        for j, c in enumerate(chosen.tolist()):
-            rows = rows_of_class[c]
-            picks[e, j] = rows[torch.randperm(rows.numel(), generator=generator)[:per_class]]
+        for j, c in enumerate(classes[e].tolist()):
+            if groups_of_class is not None:
+                picks[e, j] = _split_groups(groups_of_class[c], k_shot, q_query, generator)
+            else:
+                rows = rows_of_class[c]
+                picks[e, j] = rows[torch.randperm(rows.numel(), generator=generator)[:per_class]]
 
     way_labels = torch.arange(n_way).view(1, n_way, 1)
     return Episodes(
@@ -86,4 +153,5 @@ def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int
         classes=classes,
         eligible=eligible,
         excluded=excluded,
+        groups_per_class=per_class_groups,
     )

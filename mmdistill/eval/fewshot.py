@@ -12,6 +12,10 @@ Ensemble members (each fitted by the chosen classifier on its own support featur
 The ensemble averages probabilities over the masked views when there are any, else it is
 `pooled`; with `ensemble_heads` the head views join it. Every member's own accuracy is reported.
 Accuracies are in percent; std uses ddof=0, se = std/sqrt(episodes), ci95 = 1.96*se.
+
+With groups (`fewshot.group_by` or `fewshot.groups_file`: the recording of each clip,
+`mmdistill.data.groups`) every setting is also evaluated group-disjoint (`<setting>_disjoint`:
+support and queries of a class from different recordings), beside the standard numbers.
 """
 from __future__ import annotations
 
@@ -26,13 +30,15 @@ import numpy as np
 import torch
 
 from mmdistill.eval.classifiers import classifier_options, get_classifier
-from mmdistill.eval.episodes import sample_episodes
+from mmdistill.eval.episodes import TooFewClasses, sample_episodes
 from mmdistill.eval.features import (MASKED, POOLED, FeatureBank, dataset_fingerprint,
                                      extract_features, feature_cache_key, file_fingerprint,
                                      weights_fingerprint)
+from mmdistill.data.groups import clip_groups, describe, groups_per_class
 from mmdistill.eval.stats import STD_DDOF, Z_95, Summary, summarize
 
 ENSEMBLE = "ensemble"
+DISJOINT = "_disjoint"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,17 +49,21 @@ class FewShotSetting:
     k_shot: int
     q_query: int = 15
     episodes: int = 400
+    group_disjoint: bool = False  # support and queries of a class from different groups
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):
+        for field in dataclasses.fields(self)[:4]:
             value = getattr(self, field.name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"few-shot setting {field.name} must be a positive integer, "
                                  f"got {value!r}")
+        if not isinstance(self.group_disjoint, bool):
+            raise ValueError(f"few-shot setting group_disjoint must be True or False, got "
+                             f"{self.group_disjoint!r}")
 
     @property
     def name(self) -> str:
-        return f"{self.n_way}way_{self.k_shot}shot"
+        return f"{self.n_way}way_{self.k_shot}shot" + (DISJOINT if self.group_disjoint else "")
 
     @classmethod
     def coerce(cls, value: Any) -> "FewShotSetting":
@@ -90,6 +100,8 @@ class Report:
     num_classes: int
     num_skipped: int = 0
     classifier_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    groups_per_class: dict[str, int] | None = None  # class -> recordings, when grouped
+    not_evaluated: dict[str, str] = dataclasses.field(default_factory=dict)  # setting -> why
 
     def __getitem__(self, name: str) -> SettingResult:
         for result in self.results:
@@ -114,6 +126,8 @@ class Report:
         for name, value in self.classifier_options.items():
             if isinstance(value, (bool, int, float)):
                 out[f"fewshot/classifier/{name}"] = value
+        for name, count in (self.groups_per_class or {}).items():
+            out[f"fewshot/groups/{name}"] = count
         if self.results:
             first = self.results[0].accuracy
             out.update({"top1_action_ensemble": first.mean, "top1_action_ensemble_std": first.std,
@@ -145,6 +159,7 @@ class Report:
             "classifier": self.classifier, "classifier_options": self.classifier_options,
             "seed": self.seed, "num_clips": self.num_clips,
             "num_classes": self.num_classes, "num_skipped_clips": self.num_skipped,
+            "groups_per_class": self.groups_per_class, "not_evaluated": self.not_evaluated,
             "conventions": {"unit": "percent", "std_ddof": STD_DDOF, "se": "std / sqrt(episodes)",
                             "ci95": f"{Z_95} * se",
                             "aliases": "top1_action_ensemble* = first setting's ensemble"},
@@ -188,8 +203,15 @@ class Report:
             lines.append(f"{s.name} per-class accuracy (ensemble): {per_class}")
             if r.excluded:
                 excluded = ", ".join(f"{n} ({c})" for n, c in r.excluded.items())
-                lines.append(f"{s.name} excluded (fewer than {s.k_shot + s.q_query} clips): "
-                             f"{excluded}")
+                why = (f"no split into {s.k_shot} support and {s.q_query} query clips from "
+                       f"different groups" if s.group_disjoint
+                       else f"fewer than {s.k_shot + s.q_query} clips")
+                lines.append(f"{s.name} excluded ({why}): {excluded}")
+        if self.groups_per_class is not None:
+            lines.append(f"groups (recordings) per class: {describe(self.groups_per_class)}; "
+                         f"*{DISJOINT}: support and queries of a class from different groups")
+        for name, why in self.not_evaluated.items():
+            lines.append(f"{name} not evaluated: {why}")
         return "\n".join(lines)
 
 
@@ -220,9 +242,11 @@ def _groups(bank: FeatureBank, ensemble_heads: bool) -> tuple[list[_Group], list
 
 
 def _evaluate_setting(bank: FeatureBank, setting: FewShotSetting, classify, seed: int,
-                      ensemble_heads: bool, device: torch.device, chunk: int) -> SettingResult:
+                      ensemble_heads: bool, device: torch.device, chunk: int,
+                      groups: Sequence[str] | None = None) -> SettingResult:
     episodes = sample_episodes(bank.labels, bank.class_names, setting.n_way, setting.k_shot,
-                               setting.q_query, setting.episodes, seed)
+                               setting.q_query, setting.episodes, seed,
+                               groups=groups if setting.group_disjoint else None)
     groups, ensemble = _groups(bank, ensemble_heads)
     members = [m for g in groups for m in g.queries]
     correct = {m: [] for m in [ENSEMBLE, *members]}
@@ -262,13 +286,25 @@ def _evaluate_setting(bank: FeatureBank, setting: FewShotSetting, classify, seed
 def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logistic",
              seed: int = 0, ensemble_heads: bool = False, device: torch.device | str = "cpu",
              episode_chunk: int = 1000,
-             classifier_overrides: Mapping[str, Any] | None = None) -> Report:
+             classifier_overrides: Mapping[str, Any] | None = None,
+             groups: Sequence[str] | None = None) -> Report:
     """Every setting on the same features; each setting's episodes come from `seed` alone.
 
     The classifier runs with its gin-bound options (e.g. `fewshot_logistic.l2_normalize`),
     overridden by `classifier_overrides`; the report records the options used.
+    `groups` (one per bank row): every setting is also evaluated group-disjoint; a disjoint
+    setting with fewer than N classes that can give an episode is reported as not evaluated.
     """
     settings = [FewShotSetting.coerce(s) for s in settings]
+    if groups is not None:
+        if len(groups) != bank.num_clips:
+            raise ValueError(f"{len(groups)} groups for {bank.num_clips} clips in the bank")
+        # Each standard setting gets its disjoint twin unless one is listed (e.g. with fewer
+        # queries, when few classes have enough recordings for the standard Q).
+        listed = {s.name for s in settings}
+        settings = settings + [dataclasses.replace(s, group_disjoint=True) for s in settings
+                               if not s.group_disjoint
+                               and dataclasses.replace(s, group_disjoint=True).name not in listed]
     if not settings:
         raise ValueError("no few-shot settings given")
     names = [s.name for s in settings]
@@ -277,10 +313,19 @@ def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logi
                          "keys would collide")
     options = classifier_options(classifier, classifier_overrides)
     classify = functools.partial(get_classifier(classifier), **options)
-    results = [_evaluate_setting(bank, s, classify, seed, ensemble_heads, torch.device(device),
-                                 episode_chunk) for s in settings]
+    results, not_evaluated = [], {}
+    for s in settings:
+        try:
+            results.append(_evaluate_setting(bank, s, classify, seed, ensemble_heads,
+                                             torch.device(device), episode_chunk, groups))
+        except TooFewClasses as err:
+            if not s.group_disjoint:
+                raise
+            not_evaluated[s.name] = str(err)
+    per_class_groups = (None if groups is None else
+                        groups_per_class(bank.labels.tolist(), groups, bank.class_names))
     return Report(results, classifier, seed, bank.num_clips, len(bank.class_names),
-                  bank.num_skipped, options)
+                  bank.num_skipped, options, per_class_groups, not_evaluated)
 
 
 @gin.configurable("fewshot", denylist=["model", "loader", "device", "amp_dtype", "heads",
@@ -294,7 +339,8 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
                 classifier: str = "logistic", mask_views: int = 0, mask_ratio: float = 0.75,
                 use_heads: bool = False, ensemble_heads: bool = False, seed: int = 0,
                 mask_seed: int = 0, cache_dir: str | Path | None = None,
-                progress: bool = True, input_key: str = "rgb") -> Report:
+                progress: bool = True, input_key: str = "rgb", group_by: str | None = None,
+                groups_file: str | Path | None = None) -> Report:
     """Extract (or load cached) features once, then evaluate every setting on them.
 
     `settings`: a list of (n_way, k_shot, q_query, episodes), each evaluated on the same
@@ -304,6 +350,8 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
     `checkpoint` names the weights' file for the cache key (else the weights are hashed).
     `seed` draws the episodes, `mask_seed` the tube masks, so a new episode seed reuses the cache.
     `input_key`: the batch field the model reads, its modality (a flow teacher reads 'flow').
+    `group_by` ('video' | 'video_folder') or `groups_file`: the recording of each clip
+    (`mmdistill.data.groups`); every setting is then also reported group-disjoint.
     """
     extra_heads = dict(heads or {}) if use_heads else {}
     if use_heads and not extra_heads:
@@ -334,10 +382,22 @@ def run_fewshot(model, loader, device: torch.device | str = "cpu",
             bank.key = key
             bank.save(path)
             print(f"few-shot: features cached to {path}")
-    report = evaluate(bank, settings, classifier, seed, ensemble_heads, device)
+    groups = bank_groups(bank, loader.dataset, group_by, groups_file)
+    report = evaluate(bank, settings, classifier, seed, ensemble_heads, device, groups=groups)
     print(report.table())
     if logger is not None:
         report.log_to(logger)
     if summary_path is not None:
         report.write_json(summary_path)
     return report
+
+
+def bank_groups(bank: FeatureBank, dataset, group_by: str | None,
+                groups_file: str | Path | None) -> list[str] | None:
+    """The group of each bank row, from the dataset's clip records (None: not grouped)."""
+    if group_by is None and groups_file is None:
+        return None
+    clips = getattr(dataset, "clips", None)
+    if clips is None:
+        raise ValueError(f"{type(dataset).__name__} has no `clips` list to take groups from")
+    return clip_groups([clips[i].video for i in bank.indices.tolist()], group_by, groups_file)
