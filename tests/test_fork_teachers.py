@@ -19,13 +19,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmdistill.ckpt import describe
+from mmdistill.ckpt.command import describe
 from mmdistill.data.masking import token_indices
-from mmdistill.models.checkpoint import (ArchitectureMismatchError, Checkpoint, CheckpointError,
+from mmdistill.ckpt.reading import (ArchitectureMismatchError, Checkpoint, CheckpointError,
                                          read_checkpoint)
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.loading import build_from_checkpoint, initialise_mae, load_pretrained
-from mmdistill.models.selection import (arch_mismatches, decoder_arch, heads_for_width,
+from mmdistill.ckpt.loading import build_from_checkpoint, initialise_mae, load_pretrained
+from mmdistill.ckpt.selection import (arch_mismatches, decoder_arch, heads_for_width,
                                         select_model)
 from mmdistill.models.vit import VideoViT
 
@@ -300,7 +300,7 @@ def test_tennis_pretraining_files_take_the_initial_checkpoint_as_a_macro(modalit
 def test_export_keeps_the_head_count_official_yes_hugging_face_no(fork_ckpt, tmp_path):
     """The official layout records num_heads, so the export rebuilds alone; the Hugging Face
     classes need heads that divide the width and are refused."""
-    from mmdistill.ckpt import main
+    from mmdistill.ckpt.command import main
 
     path, state = fork_ckpt
     out = tmp_path / "teacher.pth"

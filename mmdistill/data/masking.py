@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import gin
 import numpy as np
 import torch
 
@@ -88,10 +87,11 @@ def mask_generator(mask_type: str, grid: Sequence[int], ratio: float):
     return MASK_TYPES[mask_type](grid, ratio)
 
 
-@gin.configurable("tube_mask")
 def tube_mask(num_frames: int = 16, input_size: Sequence[int] = (224, 384), patch_size: int = 16,
               tubelet_size: int = 2, ratio: float = 0.75) -> TubeMaskGenerator:
-    """A generator for a model's token grid, from its input and patch sizes."""
+    """A generator for a model's token grid, from its input and patch sizes. Not a gin
+    configurable: the stages build the mask from the model's grid and the stage's one mask ratio
+    (distill.mask_ratio, pretrain.mask_ratio), so `tube_mask.*` is refused at parse time."""
     height, width = input_size
     if num_frames % tubelet_size or height % patch_size or width % patch_size:
         raise ValueError(f"tube_mask: input {num_frames}x{height}x{width} is not divisible by the tubelet "

@@ -36,7 +36,7 @@ class CMTHead(nn.Sequential):
         self.config = dict(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, depth=depth, act=act)
 
 
-@gin.configurable("cmt_head")
+@gin.configurable("cmt_head", denylist=["in_dim", "out_dim"])
 def cmt_head(in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: int = 1,
              act: str = "relu") -> CMTHead:
     """gin entry for the CMT heads distillation builds, one per teacher.

@@ -3,7 +3,7 @@
 State-dict keys are the official VideoMAE names (`patch_embed.proj`, `blocks.N.attn.qkv`,
 `q_bias`, `v_bias`, `norm1`, `mlp.fc1`, `norm`, `fc_norm`, `pos_embed`), so official weights load
 1:1; the one exception is layer scale, which timm names `blocks.N.ls1.gamma` (official
-`gamma_1`) and `mmdistill.models.keymaps` renames. Pooling follows the official switch:
+`gamma_1`) and `mmdistill.ckpt.keymaps` renames. Pooling follows the official switch:
 `use_mean_pooling=False` (pretraining encoders) puts a LayerNorm `norm` after the blocks and pools
 by a plain mean; `use_mean_pooling=True` (fine-tuned models) leaves the tokens un-normed and
 normalises the mean with `fc_norm`.
@@ -255,7 +255,7 @@ class VideoViT(nn.Module):
                              f"of a bool tube mask); got {index.dtype} {tuple(index.shape)}")
 
 
-@gin.configurable("video_vit")
+@gin.configurable("video_vit", denylist=["in_chans"])
 def video_vit(size: str = "tiny", in_chans: int = 3, num_frames: int = 16,
               img_size: int | tuple[int, int] = 224, tubelet_size: int = 2, patch_size: int = 16,
               embed_dim: int | None = None, depth: int | None = None, num_heads: int | None = None,
