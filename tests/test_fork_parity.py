@@ -7,7 +7,6 @@ end. The references are written from the fork's code (file:line in fork_tree.py)
 from pathlib import Path
 
 import gin
-import numpy as np
 import pytest
 import torch
 
