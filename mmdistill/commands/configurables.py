@@ -15,6 +15,9 @@ DATA_MODULES = (
     "mmdistill.data.dataset",  # clip_data, data_loader
     "mmdistill.data.heatmaps",  # skeleton_heatmaps
     "mmdistill.data.modalities.specs",  # modality_specs
+    "mmdistill.data.modalities.frame_rule",  # frame_rule
+    "mmdistill.data.modalities.grid_heatmaps",  # grid_heatmaps
+    "mmdistill.data.modalities.variants",  # rgb_spec, flow_spec, skeleton_spec
     "mmdistill.data.flow_sources",  # flow_frames, flow_array, flow_jpeg
     "mmdistill.data.skeleton_source",  # skeleton_pickle
     "mmdistill.data.sources",  # rgb_frames, rgb_video

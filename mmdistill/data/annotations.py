@@ -115,7 +115,8 @@ def read_tennis_events(path: str | Path, label_key: str | Sequence[str] | None =
 
 
 def _tennis_clips(path: Path, videos: list, fields: FieldMap, frame_base: int, on_bad_entry: str,
-                  ignored: set[str], require_labels: bool) -> tuple[list[Clip], Counter, list[str]]:
+                  ignored: set[str], require_labels: bool, events_per_video: str = "all"
+                  ) -> tuple[list[Clip], Counter, list[str]]:
     event_lists = [(index, entry[EVENTS_KEY]) for index, entry in enumerate(videos)
                    if isinstance(entry, dict) and isinstance(entry.get(EVENTS_KEY), list)]
     unread = _unread(((f"{path} video #{index}", entry) for index, entry in enumerate(videos)),
@@ -135,7 +136,8 @@ def _tennis_clips(path: Path, videos: list, fields: FieldMap, frame_base: int, o
                           f"{{'frame', 'label'}})", on_bad_entry, skipped)
             continue
         num_frames = entry.get("num_frames")
-        for e_index, event in enumerate(entry[EVENTS_KEY]):
+        events = entry[EVENTS_KEY][:1] if events_per_video == "first" else entry[EVENTS_KEY]
+        for e_index, event in enumerate(events):
             where = f"{path} video '{video}' event #{e_index}"
             try:
                 clips.append(_clip_from_event(event, video, num_frames, where, fields, frame_base))
@@ -271,6 +273,10 @@ def read_class_folders(root: str | Path, extensions: Iterable[str] = VIDEO_EXTEN
 
 
 LAYOUTS = ("auto", "tennis", "flat", "folders")
+# Which events of a tennis-style video become clips: every one, or only the first in the file's
+# order (the tennis fork's unlabelled reader, datamodule/unlabel_loader/tennis_unlabel_loader.py:30
+# at a9d8a78, takes `events[0]` of each video: one clip per video).
+EVENTS_PER_VIDEO = ("all", "first")
 
 
 @gin.configurable("clip_annotations", denylist=["path", "on_bad_entry", "require_labels"])
@@ -278,7 +284,7 @@ def read_annotations(path: str | Path, layout: str = "auto", label_key: str | Se
                      frame_base: int = 0, on_bad_entry: str = "error", video_key: str | Sequence[str] = "video",
                      start_key: str | None = "start", end_key: str | None = "end", entries_key: str | None = None,
                      ignored_keys: Sequence[str] = (), require_labels: bool = False,
-                     exclude: Exclude | None = None) -> list[Clip]:
+                     exclude: Exclude | None = None, events_per_video: str = "all") -> list[Clip]:
     """Read any supported layout; `layout='auto'` picks by what the path holds.
 
     A folder is a class-folder layout; `.csv` a flat list; a JSON list (or the list under
@@ -289,11 +295,13 @@ def read_annotations(path: str | Path, layout: str = "auto", label_key: str | Se
     whose entries lack the label, naming the key it looked for (`clip_data.labeled = True`, and
     few-shot evaluation, ask for it). `exclude` {entry key: [values]} drops the entries holding
     a listed value before they are read (mmdistill.data.exclude; e.g. MM-CDFSL's Ego4D `delete`).
+    `events_per_video='first'` makes one clip per tennis-style video, from the first event in the
+    file's order (the tennis fork's unlabelled list); 'all' one clip per event.
     """
     reading = read_annotation_file(path, layout, label_key, frame_base, on_bad_entry, video_key=video_key,
                                    start_key=start_key, end_key=end_key, entries_key=entries_key,
                                    ignored_keys=ignored_keys, require_labels=require_labels,
-                                   exclude=exclude)
+                                   exclude=exclude, events_per_video=events_per_video)
     reading.log_warnings()
     return reading.clips
 
@@ -302,9 +310,12 @@ def read_annotation_file(path: str | Path, layout: str = "auto", label_key: str 
                          frame_base: int = 0, on_bad_entry: str = "error", *, video_key: str | Sequence[str] = "video",
                          start_key: str | None = "start", end_key: str | None = "end", entries_key: str | None = None,
                          ignored_keys: Sequence[str] = (), require_labels: bool = False,
-                         exclude: Exclude | None = None) -> AnnotationReading:
+                         exclude: Exclude | None = None, events_per_video: str = "all") -> AnnotationReading:
     """`read_annotations`, returning how the file was read as well (layout, fields, unread keys)."""
     _check_on_bad_entry(on_bad_entry)
+    if events_per_video not in EVENTS_PER_VIDEO:
+        raise ValueError(f"clip_annotations.events_per_video must be 'all' (one clip per event) or 'first' "
+                         f"(one clip per video, at its first event), got {events_per_video!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"clip_annotations.layout must be 'auto', 'tennis', 'flat' or 'folders', got {layout!r}")
     fields = FieldMap.from_options(video_key, start_key, end_key, label_key)
@@ -315,6 +326,7 @@ def read_annotation_file(path: str | Path, layout: str = "auto", label_key: str 
         if exclude:
             raise AnnotationError(f"{path}: clip_annotations.exclude reads annotation entries; a "
                                   f"class-folder layout has none (move the videos out instead)")
+        _check_events_per_video(path, "folders", events_per_video)
         clips = read_class_folders(path)
         return AnnotationReading(path, "folders", fields, frame_base, None, len(clips), clips)
     if path.suffix.lower() == ".csv":
@@ -329,9 +341,19 @@ def read_annotation_file(path: str | Path, layout: str = "auto", label_key: str 
         ignored_keys = (*ignored_keys, *exclude)  # read here, so not "unread"
     if layout == "auto":
         layout = _detect_layout(path, entries)
-    read = _tennis_clips if layout == "tennis" else _list_clips
-    clips, unread, skipped = read(path, entries, fields, frame_base, on_bad_entry, set(ignored_keys), require_labels)
+    _check_events_per_video(path, layout, events_per_video)
+    args = (path, entries, fields, frame_base, on_bad_entry, set(ignored_keys), require_labels)
+    clips, unread, skipped = (_tennis_clips(*args, events_per_video) if layout == "tennis" else _list_clips(*args))
     return AnnotationReading(path, layout, fields, frame_base, entries_key, len(entries), clips, unread, skipped)
+
+
+def _check_events_per_video(path: Path, layout: str, events_per_video: str) -> None:
+    """'first' picks among a video's events: only a tennis-style file has them."""
+    if events_per_video != "all" and layout != "tennis":
+        raise AnnotationError(f"{path}: clip_annotations.events_per_video = {events_per_video!r} picks among a "
+                              f"video's 'events', but this file was read as a {layout} layout, which has none; "
+                              f"unset it (or set it to 'all') for this file, or scope it to the tennis-style list "
+                              f"(e.g. unlabeled/clip_annotations.events_per_video)")
 
 
 def _entries(path: Path, data: Any, entries_key: str | None) -> list:

@@ -22,6 +22,7 @@ from mmdistill.data.modalities.base import ModalitySpec
 from mmdistill.data.modalities.flow import FLOW
 from mmdistill.data.modalities.rgb import RGB
 from mmdistill.data.modalities.skeleton import SKELETON
+from mmdistill.data.modalities import variants  # noqa: F401  (gin: rgb_spec, flow_spec, skeleton_spec)
 
 BUILTIN_SPECS: dict[str, ModalitySpec] = {"rgb": RGB, "flow": FLOW, "skeleton": SKELETON}
 
