@@ -1,6 +1,7 @@
 """python -m mmdistill.eval: saved models evaluated on a folder per class of videos, end to end."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,7 +196,7 @@ def test_overwrite_waits_for_the_lock_and_restores_old_results_on_failure(tmp_pa
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from mmdistill.rundir import lock_run_dir; "
         f"lock_run_dir({str(out)!r}); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])  # imports mmdistill
     try:
         assert holder.stdout.readline().strip() == "held"
         code, _, err = run(argv, capsys)
