@@ -103,11 +103,11 @@ class _Exploit:
         return (os.system, ("touch PWNED",))
 
 
-def test_restricted_unpickler_refuses_code(tmp_path):
+def test_restricted_unpickler_refuses_code(tmp_path, monkeypatch):
     path = tmp_path / "skeletons" / "evil.pkl"
     path.parent.mkdir()
     path.write_bytes(pickle.dumps({"keypoint": _Exploit()}))
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # restored after the test: later tests run from the repository
     with pytest.raises(BadClipError, match=r"refused to load (posix|os)\.system.*only numpy arrays"):
         SkeletonSource(root=tmp_path).read("evil", [0])
     assert not (tmp_path / "PWNED").exists()
