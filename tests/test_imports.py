@@ -44,11 +44,12 @@ def _with_parents(name: str, modules) -> set[str]:
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(modules)
 
 
-def load_time_imports(name: str, path: Path, modules) -> set[str]:
-    """The mmdistill modules `name` imports while it loads."""
+def _imported(name: str, path: Path, nodes, modules) -> set[str]:
+    """The mmdistill modules the import statements among `nodes` of module `name` import
+    (relative imports resolved, `from pkg import module` counted as importing the module)."""
     is_package = path.name == "__init__.py"
     found = set()
-    for node in _load_time_statements(ast.parse(path.read_text()).body):
+    for node in nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found |= _with_parents(alias.name, modules)
@@ -63,6 +64,11 @@ def load_time_imports(name: str, path: Path, modules) -> set[str]:
             for alias in node.names:  # `from pkg import module`
                 found |= _with_parents(f"{target}.{alias.name}", modules)
     return found - {name}
+
+
+def load_time_imports(name: str, path: Path, modules) -> set[str]:
+    """The mmdistill modules `name` imports while it loads."""
+    return _imported(name, path, _load_time_statements(ast.parse(path.read_text()).body), modules)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -131,25 +137,8 @@ def imports_anywhere(path: Path) -> set[str]:
 
 
 def all_imports(name: str, path: Path, modules) -> set[str]:
-    """The mmdistill modules `name` imports anywhere: while it loads or inside a function
-    (relative imports resolved, `from pkg import module` counted as importing the module)."""
-    is_package = path.name == "__init__.py"
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                found |= _with_parents(alias.name, modules)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                package = name if is_package else name.rsplit(".", 1)[0]
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module
-            found |= _with_parents(target, modules)
-            for alias in node.names:
-                found |= _with_parents(f"{target}.{alias.name}", modules)
-    return found - {name}
+    """The mmdistill modules `name` imports anywhere: while it loads or inside a function."""
+    return _imported(name, path, ast.walk(ast.parse(path.read_text())), modules)
 
 
 def import_graph() -> dict[str, set[str]]:
