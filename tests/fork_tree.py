@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]
+
 FORK_COMMIT = "a9d8a787ff8cbd73aafb88f10fb5b22e80855c72"
 
 FRAME_SIZE = (224, 398)         # (H, W) of vid_frames_224 for 1280 x 720 sources
@@ -272,3 +274,17 @@ def fork_teacher_inputs(stage: str, root: Path, video: str, start: int, num_fram
         inputs["flow"] = fork_flow_input(root, video, start, num_frames, flow_stats or norms["flow"])
         inputs["skeleton"] = fork_skeleton_input(root, video, start, num_frames, norms["skeleton"])
     return inputs
+
+
+def parse_fork_gin(tree: "ForkTree", gin_file: str, *bindings: str) -> None:
+    """Parse a shipped gin file (path from the repository root) with its data macros pointed at
+    `tree` and `bindings` after them, as run.py would (every configurable registered)."""
+    import gin
+
+    from mmdistill.commands.configurables import import_configurables
+    from mmdistill.config import parse_config
+
+    import_configurables()
+    gin.clear_config()
+    parse_config([REPO / gin_file], [f"DATA_ROOT = '{tree.root}'", f"UNLABELED_JSON = '{tree.events_json}'",
+                                     f"FEWSHOT_JSON = '{tree.events_json}'", *bindings], finalize=False)

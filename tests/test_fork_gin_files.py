@@ -10,11 +10,9 @@ import torch
 
 import fork_tree as fork
 from context_factories import cpu_context
-from mmdistill.config import parse_config
 from mmdistill.data.dataset import build_clip_dataset
 from mmdistill.data.clip_types import BadClipError
 from test_fork_teachers import PREFIX, fork_shapes, write_deepspeed_dir
-from test_spine import import_run_configurables
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny model with the fork's head rule (64 wide, 12 heads: attention 60 wide), 4 frames of 32 x 48.
@@ -31,10 +29,7 @@ def tree(tmp_path_factory):
 
 
 def parse(tree, gin_file: str, *bindings: str) -> None:
-    import_run_configurables()
-    gin.clear_config()
-    parse_config([REPO / gin_file], [f"DATA_ROOT = '{tree.root}'", f"UNLABELED_JSON = '{tree.events_json}'",
-                                     f"FEWSHOT_JSON = '{tree.events_json}'", *TINY, *bindings], finalize=False)
+    fork.parse_fork_gin(tree, gin_file, *TINY, *bindings)
 
 
 def fork_teacher(root: Path, in_chans: int, seed: int) -> Path:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import fork_tree as fork
-from mmdistill.config import parse_config
 from mmdistill.data.dataset import build_clip_dataset
 from test_spine import import_run_configurables
 
@@ -28,11 +27,7 @@ def tree(tmp_path_factory):
 
 
 def parse(tree, gin_file: str, *bindings: str) -> None:
-    import_run_configurables()
-    gin.clear_config()
-    parse_config([REPO / gin_file], [f"DATA_ROOT = '{tree.root}'", f"UNLABELED_JSON = '{tree.events_json}'",
-                                     f"FEWSHOT_JSON = '{tree.events_json}'",
-                                     f"temporal_sampling.num_frames = {NUM_FRAMES}", *bindings], finalize=False)
+    fork.parse_fork_gin(tree, gin_file, f"temporal_sampling.num_frames = {NUM_FRAMES}", *bindings)
 
 
 def dataset_in(scope: str, modalities, mode: str, **kwargs):
