@@ -77,7 +77,7 @@ def test_evaluation_reads_fewshot_settings_and_its_mask_ratio(tmp_path, monkeypa
 
     monkeypatch.setattr(fewshot, "extract_features", recording)
     summary = evaluate_stage(cpu_context(tmp_path / "run"), None, baselines={"t": path},
-                             cache_features=False)
+                             cache_features=False, appearance_baseline=False)  # the network only
     assert ratios == [0.25]
     assert summary["t/fewshot/2way_1shot/episodes"] == 7
     assert summary["t/fewshot/2way_2shot/episodes"] == 5
