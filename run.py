@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
 import traceback
 from pathlib import Path
+
+from mmdistill.commands.configurables import import_configurables  # noqa: F401  (tests call it here)
+from mmdistill.commands.flags import add_gin_flags
+from mmdistill.commands.session import run_command
 
 EXAMPLE = """examples:
   python run.py --gin_file gin/demo.gin
@@ -26,48 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py", description=__doc__.split("\n")[0], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gin_file", action="append", default=[], metavar="PATH",
-                        help="a gin file; repeatable, parsed in the order given (later files "
-                             "override earlier ones). Files may `include` shared bases in gin/base/.")
-    parser.add_argument("--gin_param", "--gin_bindings", action="append", default=[],
-                        dest="gin_param", metavar="BINDING",
-                        help="one gin binding such as 'train.lr=1e-3'; repeatable, applied after "
-                             "all files so it overrides them. Strings need quotes: "
-                             "\"experiment.name='x'\".")
+    add_gin_flags(parser, extra_param_names=("--gin_bindings",))
     return parser
-
-
-def import_configurables() -> None:
-    """Import every module that defines a gin configurable a gin file may bind, before parsing, so
-    a misspelled configurable fails at parse time (exit 2) instead of halfway through a run.
-    tests/test_imports.py checks that every module with a configurable is listed here."""
-    import mmdistill.data.annotations  # noqa: F401  clip_annotations
-    import mmdistill.data.clip_cache  # noqa: F401  clip_cache
-    import mmdistill.data.cycled  # noqa: F401  distill_data
-    import mmdistill.data.dataset  # noqa: F401  clip_data, data_loader
-    import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
-    import mmdistill.data.masking  # noqa: F401  tube_mask
-    import mmdistill.data.flow_sources  # noqa: F401  flow_frames, flow_array, flow_jpeg
-    import mmdistill.data.skeleton_source  # noqa: F401  skeleton_pickle
-    import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video
-    import mmdistill.demo.cache  # noqa: F401  demo_data_cache
-    import mmdistill.demo.writer  # noqa: F401  demo_data
-    import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
-    import mmdistill.eval.classifiers  # noqa: F401  fewshot_logistic
-    import mmdistill.eval.fewshot  # noqa: F401  fewshot
-    import mmdistill.experiment  # noqa: F401  experiment, wandb_run
-    import mmdistill.models.loading  # noqa: F401  pretrained
-    import mmdistill.models.decoder  # noqa: F401  mae
-    import mmdistill.models.heads  # noqa: F401  cmt_head
-    import mmdistill.models.vit  # noqa: F401  video_vit
-    import mmdistill.pipeline  # noqa: F401  pipeline
-    import mmdistill.evaluation  # noqa: F401  evaluate
-    import mmdistill.stages  # noqa: F401  distill, pretrain, validation
-    import mmdistill.train.loop  # noqa: F401  train
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # --- errors: a bad input's cause plainly and last; a bug's traceback in full ------------------
@@ -138,6 +101,10 @@ def report_expected(err: BaseException, cause: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    return run_command(lambda: _main(argv), "run.py")
+
+
+def _main(argv: list[str]) -> int:
     if not argv:  # a run needs at least a gin file or a binding; never start one named `run`
         build_parser().print_help(sys.stderr)
         print("\nrun.py: error: nothing to run: pass --gin_file (see the examples above)",
@@ -153,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"run.py: error: {err}", file=sys.stderr)
         return 2
-    # A scheduler's SIGTERM ends the run like Ctrl-C does: summary.json says 'interrupted' and
-    # the W&B run is finished (the checkpoint of the last whole epoch is already on disk).
-    signal.signal(signal.SIGTERM, _interrupt)
     from mmdistill.experiment import experiment
     from mmdistill.pipeline import pipeline_configured, run_pipeline
 
@@ -163,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.argv[0], *argv]
     try:
         if pipeline_configured():
-            run_pipeline(config_name, bindings, argv=command)
+            run_pipeline(config_name, bindings, argv=command, gin_files=args.gin_file)
         else:
             experiment(config_name=config_name, argv=command)
     except Exception as err:

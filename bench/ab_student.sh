@@ -12,7 +12,10 @@ for round in $(seq "$rounds"); do
     dir=$old; [ "$side" = new ] && dir=$new
     log=$(mktemp)
     start=$(date +%s.%N)
-    (cd "$dir" && python run.py --gin_file gin/demo/student_flow.gin \
+    # the demo's student_flow step (gin/demo.gin)
+    (cd "$dir" && python run.py --gin_file gin/demo/student.gin \
+        --gin_param "distill.modalities=('flow',)" --gin_param 'distill.teacher_checkpoints=[%FLOW_TEACHER]' \
+        --gin_param 'distill.student_init=%RGB_TEACHER' --gin_param "student/pretrained.prefix='encoder.'" \
         --gin_param "train.epochs=$epochs" --gin_param "experiment.name='ab_$side'" > "$log" 2>&1)
     seconds=$(echo "$(date +%s.%N) - $start" | bc)
     echo "round $round $side ${seconds}s $(grep -o 'epoch_loss [0-9.]*' "$log" | tail -1)"

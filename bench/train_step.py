@@ -80,7 +80,7 @@ def make_batch(objective, args, ratio, device):
 
 
 def heatmap_drawer(args):
-    """What ClipDataset.draw_heatmaps does for render_on='device' (the default normalisation)."""
+    """What the skeleton spec's finish does for render_on='device' (the default normalisation)."""
     renderer = HeatmapRenderer(sigma=2.0)
 
     def draw(batch):

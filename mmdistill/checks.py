@@ -96,3 +96,22 @@ def check_str(name: str, value: Any, example: str) -> str:
         raise SettingError(f"{name}={value!r} is {_a(value)}; give a string such as "
                            f"{name}={example!r} (with quotes)")
     return value
+
+
+class FlagError(ValueError):
+    """A command-line flag outside its range; the commands exit with status 2 on it."""
+
+
+def check_flags(args: Any, ranges: dict[str, tuple[float, float | None]]) -> None:
+    """Every flag of `ranges` (`--flag`: (least, most or None)) that the parsed `args` hold, by
+    its flag name, before a command does any work; a flag given as several numbers (`--size H W`)
+    is checked number by number. Unset flags (None) are not checked."""
+    for flag, (least, most) in ranges.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        for number in (value if isinstance(value, (list, tuple)) else [value]):
+            if number is None:
+                continue
+            if number < least or (most is not None and number > most):
+                limit = f"between {least} and {most}" if most is not None else f"at least {least}"
+                shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+                raise FlagError(f"{flag} {shown}: must be {limit}")

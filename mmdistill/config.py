@@ -2,16 +2,23 @@
 operative config for W&B, and turn W&B sweep arguments into bindings.
 
 A leaf: it imports nothing of mmdistill. Whoever parses imports the modules whose configurables
-its gin files bind first (run.py's `import_configurables`, the data check's data modules), so a
-misspelled name fails here rather than halfway through a run.
+its gin files bind first (`commands.configurables`: all of them, or the data modules for the
+data command), so a misspelled name fails here rather than halfway through a run.
 
 gin 0.5.0 has no dict API for a config, so `flatten_config` parses gin's own text with
 `gin.config_parser` (the parser gin itself uses) instead of scraping it with regexes.
+
+A setting has one name, and a binding the code would ignore is an error here, at parse time:
+gin lets a value the caller passes win over a binding, so every parameter a caller supplies is on
+its configurable's denylist (gin refuses the binding) and `SUPPLIED` names the binding that works;
+one a caller supplies in some scopes only is refused for those scopes (`SUPPLIED`'s scoped
+keys); a retired spelling is refused naming the new one (`RETIRED`).
 """
 from __future__ import annotations
 
 import ast
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -33,6 +40,148 @@ class ConfigError(Exception):
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _SEARCH_PATH_ADDED = False
+
+
+# Bindings the code would ignore because the caller passes the value -> what to bind instead.
+# 'configurable.param' (any scope) is also on that configurable's gin denylist; gin refuses it and
+# parse_config says this. 'scope/configurable.param' is passed in that scope only (gin's denylist
+# cannot say "only there"), so parse_config refuses it itself after each file and binding.
+SUPPLIED = {
+    "experiment.config_name": "--gin_file (a run is named after its gin file; experiment.name "
+                              "names it otherwise)",
+    "experiment.argv": "nothing: the command line is recorded as it was given",
+    "experiment.step": "pipeline.steps (a pipeline names its steps)",
+    "evaluate.ctx": "nothing: the run passes its own context",
+    "evaluate.ckpt_path": "experiment.ckpt_path",
+    "pretrain.ctx": "nothing: the run passes its own context",
+    "pretrain.resume_from": "experiment.resume",
+    "validation.ctx": "nothing: the run passes its own context",
+    "validation.model": "nothing: the model being trained is validated",
+    "train.objective": "experiment.task (the stage builds it)",
+    "train.loader": "unlabeled/clip_data.* and unlabeled/data_loader.*",
+    "train.ctx": "nothing: the run passes its own context",
+    "train.resume_from": "experiment.resume",
+    "train.epoch_end": "validation.eval_every and validation.annotations",
+    "mae.encoder": "encoder/video_vit.* (or video_vit.*)",
+    "mae.action_head": "pretrain.source = True and action_head.dropout",
+    "pretrained.model": "teacher_<modality>/video_vit.* or student/video_vit.*",
+    "pretrained.path": "distill.teacher_checkpoints (a teacher's: a list in the order of "
+                       "distill.modalities, or a dict such as {'flow': path}) or "
+                       "distill.student_init (the student's); pretrain.init_checkpoint for a "
+                       "pretraining run",
+    "video_vit.in_chans": "nothing: a model's input channels follow from its modality's spec "
+                          "(mmdistill/data/modalities/; the reader's channel count)",
+    "cmt_head.in_dim": "student/video_vit.* (the head's input is the student's width)",
+    "cmt_head.out_dim": "teacher_<modality>/video_vit.* (the head's output is the teacher's width)",
+    "action_head.in_dim": "encoder/video_vit.* (the head reads the encoder's width)",
+    "action_head.num_classes": "source/clip_data.annotations (the classes of the source clips)",
+    "clip_data.modalities": "distill.modalities (distillation), pretrain.modality (pretraining), "
+                            "evaluate.modalities (evaluation); --modalities in the data tools",
+    "clip_data.mode": "nothing: training clips are read in 'train' mode, evaluation clips in "
+                      "'eval' mode",
+    "clip_data.seed": "experiment.seed",
+    "clip_data.mask": "distill.mask_ratio (distillation) or pretrain.mask_ratio (pretraining); "
+                      "fewshot.mask_ratio for masked evaluation views",
+    "data_loader.dataset": "clip_data.* in the loader's scope",
+    "data_loader.seed": "experiment.seed",
+    "data_loader.rank": "nothing: torchrun sets the rank",
+    "data_loader.world_size": "nothing: torchrun sets the number of processes",
+    "clip_cache.folder": "clip_data.cache_dir",
+    "clip_annotations.path": "clip_data.annotations (in its scope, e.g. "
+                             "unlabeled/clip_data.annotations)",
+    "clip_annotations.on_bad_entry": "clip_data.on_bad_clip",
+    "clip_annotations.require_labels": "clip_data.labeled",
+    "fewshot.model": "experiment.ckpt_path or evaluate.baselines",
+    "fewshot.loader": "fewshot_data/clip_data.* and fewshot_data/data_loader.*",
+    "fewshot.device": "experiment.device",
+    "fewshot.amp_dtype": "experiment.precision",
+    "fewshot.heads": "fewshot.use_heads (the heads are the checkpoint's)",
+    "fewshot.checkpoint": "nothing: the feature cache is keyed on the weights",
+    "fewshot.logger": "nothing: the run's logger",
+    "fewshot.summary_path": "nothing: the evaluate stage writes fewshot_<model>.json",
+    "fewshot.input_key": "evaluate.modalities",
+    "fewshot.cache_dir": "evaluate.cache_features (features cached in the run folder)",
+    "fewshot_logistic.n_way": "fewshot.settings",
+    "demo_data.root": "demo_data_cache.root",
+    # passed in one scope only
+    "fewshot_val_data/clip_data.annotations": "validation.annotations",
+    "fewshot_data/clip_data.labeled": "nothing: evaluation clips are always labelled",
+    "fewshot_val_data/clip_data.labeled": "nothing: validation clips are always labelled",
+    "source/clip_data.labeled": "nothing: source clips are always labelled",
+    "fewshot_data/data_loader.shuffle": "nothing: evaluation reads every clip in order",
+    "fewshot_data/data_loader.drop_last": "nothing: evaluation reads every clip in order",
+    "fewshot_val_data/data_loader.shuffle": "nothing: validation reads every clip in order",
+    "fewshot_val_data/data_loader.drop_last": "nothing: validation reads every clip in order",
+}
+
+# Spellings that are gone -> the one that replaced them ('configurable.param' or a configurable).
+RETIRED = {
+    "fewshot.n_way": "fewshot.settings = [(n_way, k_shot, q_query, episodes), ...]",
+    "fewshot.k_shot": "fewshot.settings = [(n_way, k_shot, q_query, episodes), ...]",
+    "fewshot.q_query": "fewshot.settings = [(n_way, k_shot, q_query, episodes), ...]",
+    "fewshot.episodes": "fewshot.settings = [(n_way, k_shot, q_query, episodes), ...]",
+    "tube_mask": "distill.mask_ratio (distillation), pretrain.mask_ratio (pretraining) or "
+                 "fewshot.mask_ratio (evaluation views); the mask's grid follows from the model",
+}
+
+_DENYLISTED = re.compile(r"Configurable '([\w.]+)' has denylisted kwarg '(\w+)'")
+_NO_PARAMETER = re.compile(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'")
+_NO_CONFIGURABLE = re.compile(r"No configurable matching (?:reference )?'@?([\w./]+)")
+
+
+def _instead(working: str) -> str:
+    """'bind X instead', or why there is nothing to bind ('nothing: <why>' in SUPPLIED)."""
+    if working.startswith("nothing: "):
+        return f"{working[len('nothing: '):]}, so drop the binding"
+    return f"bind {working} instead"
+
+
+class _IgnoredBinding(ValueError):
+    """A scoped binding `SUPPLIED` lists: the code passes that value in that scope."""
+
+
+def _explain(err: Exception) -> str | None:
+    """The binding that works, for gin's error about a denylisted or retired name (else None)."""
+    text = str(err)
+    if isinstance(err, _IgnoredBinding):
+        return text
+    if match := _DENYLISTED.search(text):
+        name = f"{match[1].split('.')[-1]}.{match[2]}"
+        working = SUPPLIED.get(name, "nothing: the code that calls it passes it")
+        return (f"`{name}` is passed by the code that calls {match[1].split('.')[-1]}, so a "
+                f"binding of it would be ignored: {_instead(working)}")
+    if match := _NO_PARAMETER.search(text):
+        name = f"{match[1].split('.')[-1]}.{match[2]}"
+        if name in RETIRED:
+            return f"`{name}` is no longer a setting; instead bind {RETIRED[name]}"
+    if match := _NO_CONFIGURABLE.search(text):
+        name = match[1].split("/")[-1]
+        if name in RETIRED:
+            return f"`{name}` is no longer a configurable; instead bind {RETIRED[name]}"
+    return None
+
+
+def _refuse_ignored_scoped_bindings() -> None:
+    """Raise for a binding `SUPPLIED` lists under a scope the code passes that value in."""
+    for (scope, selector), params in list(gin.config._CONFIG.items()):
+        if not scope:
+            continue
+        name = selector.split(".")[-1]
+        for param in params:
+            for part in scope.split("/"):
+                key = f"{part}/{name}.{param}"
+                if key in SUPPLIED:
+                    raise _IgnoredBinding(f"`{scope}/{name}.{param}` is passed by the code in "
+                                          f"scope '{part}', so a binding of it would be ignored: "
+                                          f"{_instead(SUPPLIED[key])}")
+
+
+def _retired_configurables(names: Iterable[str]) -> None:
+    """skip_unknown parsing skips a retired configurable; name what replaced it instead."""
+    for name in names:
+        if name.split("/")[-1] in RETIRED:
+            raise ConfigError(f"`{name}` is no longer a configurable; instead bind "
+                              f"{RETIRED[name.split('/')[-1]]}")
 
 
 class _UnknownNames(set):
@@ -76,18 +225,30 @@ def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] =
                               f"(see the gin/ folder for the shipped experiments).")
         try:
             gin.parse_config_file(str(path), skip_unknown=skipped)
+            _refuse_ignored_scoped_bindings()
         except Exception as err:  # gin raises ValueError/KeyError/SyntaxError subclasses
-            raise ConfigError(f"in gin file {path}: {type(err).__name__}: {err}") from err
+            explained = _explain(err)
+            if explained:
+                raise ConfigError(f"in gin file {path} (or a file it includes): {explained}\n"
+                                  f"(gin: {err})") from err
+            raise ConfigError(f"in gin file {path} (or a file it includes): "
+                              f"{type(err).__name__}: {err}") from err
     for binding in bindings:
         try:
             gin.parse_config(binding, skip_unknown=skipped)
+            _refuse_ignored_scoped_bindings()
         except Exception as err:
+            explained = _explain(err)
+            if explained:
+                raise ConfigError(f"in --gin_param {binding!r}: {explained}") from err
             hint = ("Strings need quotes: --gin_param \"experiment.name='x'\"."
                     if isinstance(err, SyntaxError) else
                     "Check the configurable and parameter names against operative_config.gin "
                     "of an earlier run or the gin/ files.")
             raise ConfigError(f"in --gin_param {binding!r}: {type(err).__name__}: {err}\n"
                               f"{hint}") from err
+    if skip_unknown:
+        _retired_configurables(skipped.asked)
     if finalize:
         gin.finalize()
     return sorted(skipped.asked) if skip_unknown else []
@@ -118,6 +279,38 @@ def flatten_config(config_text: str) -> dict[str, Any]:
             key = f"{name}.{statement.arg_name}" if statement.arg_name else name
             flat[key] = _jsonable(statement.value)
     return flat
+
+
+UNBOUND = object()
+
+# Settings (configurable.param in any scope, or configurable.*) that say where a run writes, how it
+# logs or how fast it loads, not what it computes: a resume or a kept pipeline output may differ in
+# them (mmdistill/train/resume_config.py, mmdistill/pipeline_record.py).
+NOT_THE_WORK = ("experiment.resume", "experiment.output_root", "experiment.name", "experiment.threads",
+                "experiment.device", "experiment.test", "experiment.ckpt_path", "wandb_run.*",
+                "evaluate.*", "train.log_every", "train.resume_may_change", "data_loader.num_workers",
+                "data_loader.persistent_workers", "data_loader.prefetch_factor", "data_loader.pin_memory")
+
+
+def names_match(key: str, names: Iterable[str]) -> bool:
+    """Whether the setting `key` (`scope/configurable.param`) is one of `names`: a name with a
+    scope matches that scope, one without matches every scope, `configurable.*` every param."""
+    base = key.rsplit("/", 1)[-1]
+    return any(name in (key, base) or (name.endswith(".*") and base.startswith(name[:-1]))
+               for name in names)
+
+
+def bound_value(flat: dict[str, Any], key: str) -> Any:
+    """The value a flat config (`flatten_config`) gives the operative setting `key`
+    (`scope/sub/configurable.param`): gin applies a binding to a call when its scope is a prefix
+    of the call's scope, the longest one winning; UNBOUND when none applies."""
+    scope, _, name = key.rpartition("/")
+    parts = scope.split("/") if scope else []
+    for length in range(len(parts), -1, -1):
+        candidate = "/".join([*parts[:length], name])
+        if candidate in flat:
+            return flat[candidate]
+    return UNBOUND
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,10 +15,11 @@ from mmdistill.context import RunContext
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.eval.features import weights_fingerprint
 from mmdistill.eval.fewshot import run_fewshot
+from mmdistill.data.modalities.specs import all_specs, model_in_chans
 from mmdistill.models.heads import FC_NORM_EPS, NormedPooling
 from mmdistill.models.vit import video_vit
-from mmdistill.train.checkpoint_format import FORMAT
-from mmdistill.train.training_checkpoint import models_for_evaluation
+from mmdistill.ckpt.evaluation import models_for_evaluation
+from mmdistill.ckpt.format import FORMAT
 
 UNTRAINED = "untrained"
 # evaluate.foreign_pooling: how the pooled feature of a checkpoint not written by mmdistill is
@@ -54,16 +55,17 @@ def _foreign_pooling(model, checkpoint_format: str, pooling: str, path: str | Pa
 def _untrained_model(seed: int):
     """The floor every trained model must clear: the student's architecture (student/video_vit)
     at its seeded random initialisation, no checkpoint."""
+    in_chans = model_in_chans("rgb", data_scope="fewshot_data")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with gin.config_scope("student"):
-            model = video_vit()
+            model = video_vit(in_chans=in_chans)
     print(f"[evaluate] {UNTRAINED}: student/video_vit at random initialisation (seed {seed}), "
           f"no checkpoint", flush=True)
     return model, {}
 
 
-@gin.configurable("evaluate")
+@gin.configurable("evaluate", denylist=["ctx", "ckpt_path"])
 def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True,
@@ -104,6 +106,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     if unknown:
         raise ValueError(f"evaluate.modalities names {sorted(unknown)}, which are not evaluated "
                          f"models {sorted(models)} ('trained' or an evaluate.baselines name)")
+    _check_modality_names(modalities or {})
     for name, path in models.items():
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"evaluate: checkpoint for '{name}' not found: {path}")
@@ -119,7 +122,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
         model, heads = (_untrained_model(ctx.seed) if path is None else
                         _load_for_eval(path, prefix if name == "trained" else None, trust_checkpoint,
                                        foreign_pooling))
-        _check_input_channels(name, model, modality, _channels(loaders[modality].dataset, modality))
+        _check_input_channels(name, model, modality, loaders[modality].dataset.channels(modality))
         extra = {} if heads else {"use_heads": False, "ensemble_heads": False}  # baselines
         report = run_fewshot(model.to(ctx.device), loaders[modality], device=ctx.device,
                              amp_dtype=ctx.amp_dtype, heads={k: h.to(ctx.device) for k, h in heads.items()},
@@ -155,6 +158,24 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     return summary
 
 
+def _check_modality_names(modalities: Mapping[str, str]) -> None:
+    """A misspelt modality is named here, as an evaluate.modalities value, not later as a
+    reader missing from clip_data.sources."""
+    import difflib
+
+    try:
+        custom = set(gin.query_parameter("fewshot_data/clip_data.sources") or {})
+    except ValueError:
+        custom = set()
+    known = sorted(set(all_specs()) | custom)
+    for name, modality in modalities.items():
+        if modality not in known:
+            close = difflib.get_close_matches(str(modality), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"evaluate.modalities = {{{name!r}: {modality!r}}}: {modality!r} is not a "
+                             f"modality ({', '.join(known)}){hint}")
+
+
 def _fewshot_loaders(ctx: RunContext, modalities: Sequence[str]) -> dict[str, Any]:
     """One labelled loader per modality, all from `fewshot_data/clip_data`: the same clips, in the
     same order, with the same class indices (checked), hence the same episodes."""
@@ -177,22 +198,15 @@ def _fewshot_loaders(ctx: RunContext, modalities: Sequence[str]) -> dict[str, An
     return loaders
 
 
-def _channels(dataset, modality: str) -> int | None:
-    """Input channels a modality's clips have: 3 RGB, 2 flow, one per joint for heatmaps."""
-    source = dataset.sources.get(modality)
-    if getattr(source, "kind", None) == "keypoints":
-        return getattr(source, "num_joints", None)
-    return {"image": 3, "flow": 2}.get(getattr(source, "kind", None))
-
-
-def _check_input_channels(name: str, model, modality: str, channels: int | None = None) -> None:
-    """A model read on a modality with other channels is a wrong evaluate.modalities entry (or a
-    missing one, for a non-RGB checkpoint read as RGB): say so before the ViT fails on shapes."""
-    if modality == "rgb" and model.in_chans != 3:
-        raise ValueError(f"evaluate: '{name}' takes {model.in_chans} input channels, not RGB's 3; "
+def _check_input_channels(name: str, model, modality: str, channels: int) -> None:
+    """A model read on a modality with other channels (its spec's, mmdistill/data/modalities/) is
+    a wrong evaluate.modalities entry (or a missing one, for a non-RGB checkpoint read as RGB, the
+    default): say so before the ViT fails on shapes."""
+    if modality == "rgb" and model.in_chans != channels:
+        raise ValueError(f"evaluate: '{name}' takes {model.in_chans} input channels, not RGB's {channels}; "
                          f"name its modality: evaluate.modalities = {{'{name}': 'flow'}} "
                          f"(or 'skeleton')")
-    if channels is not None and model.in_chans != channels:
+    if model.in_chans != channels:
         raise ValueError(f"evaluate: '{name}' takes {model.in_chans} input channels but its "
                          f"modality '{modality}' (evaluate.modalities) has {channels}; give it the "
                          f"modality it was trained on")

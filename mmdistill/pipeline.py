@@ -1,7 +1,8 @@
 """Several experiments in one command (the demo: pretrain three teachers, then distil and
-evaluate). Each step is a complete experiment described by its own gin file(s), parsed afresh
-with the command line's --gin_param bindings on top, so every step has its own run directory,
-operative config and W&B run, and all steps share the W&B group of the pipeline's gin file.
+evaluate). Each step is a complete experiment described by gin files plus bindings (e.g. the
+shared teacher file with `pretrain.modality = 'flow'`), parsed afresh with the command line's
+--gin_param bindings on top, so every step has its own run directory, operative config and W&B
+run, and all steps share the W&B group of the pipeline's gin file.
 
 Steps get a fresh config instead of a gin scope because gin applies a scoped binding only where
 its scope is a prefix of the active scope: `unlabeled/clip_data.*` would not reach a dataset
@@ -10,7 +11,7 @@ built inside a `pretrain_rgb` step scope.
 from __future__ import annotations
 
 import contextlib
-import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -21,19 +22,50 @@ from filelock import FileLock, Timeout
 
 from mmdistill.config import parse_config
 from mmdistill.experiment import experiment
+from mmdistill.pipeline_record import check_kept_output, step_record, write_record
+
+
+def split_step(entries: str | Sequence[str]) -> tuple[list[str], list[str]]:
+    """A step's entries as (gin files, bindings): an entry ending in `.gin` is a file, any other
+    one a binding (`pretrain.modality = 'flow'`), applied after the files, in order."""
+    entries = [entries] if isinstance(entries, str) else list(entries)
+    files = [e for e in entries if e.strip().endswith(".gin")]
+    return files, [e for e in entries if not e.strip().endswith(".gin")]
+
+
+def step_command(files: Sequence[str], bindings: Sequence[str]) -> str:
+    """The run.py command that runs a step alone (without the command line's bindings)."""
+    return " ".join(["python run.py", *(f"--gin_file {f}" for f in files),
+                     *(f"--gin_param {_quoted(b)}" for b in bindings)])
+
+
+def _quoted(binding: str) -> str:
+    """Shell quoting a reader can copy: double quotes around a binding with a quoted string."""
+    if "'" in binding and not any(c in binding for c in '"$`\\!'):
+        return f'"{binding}"'
+    return shlex.quote(binding)
 
 
 @gin.configurable("pipeline")
 def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
                       setup: Callable[[], object] | None = None,
-                      outputs: Mapping[str, str] | None = None) -> dict:
-    """steps: step name -> gin file(s) of that step, run in order.
+                      outputs: Mapping[str, str] | None = None,
+                      every_step: str | Sequence[str] = ()) -> dict:
+    """steps: step name -> its gin files and bindings (`split_step`), run in order.
+    every_step: files and bindings added to every step, after the step's own files and after
+    its own bindings (e.g. a GPU-scale file on top of the CPU steps).
     setup: called once before the steps (e.g. @demo_data_cache writes the demo data).
     outputs: step -> path where that step's final checkpoint is kept. A step whose output exists
-    is skipped (reruns reuse teachers; a warning names the --gin_param bindings that differ from
-    the run that made it, recorded beside it); an existing file is never replaced."""
-    steps = {name: [files] if isinstance(files, str) else list(files)
-             for name, files in (steps or {}).items()}
+    is skipped when the config that made it (recorded beside it) gives every setting the step
+    uses the same value as this run's, and refused otherwise (mmdistill/pipeline_record.py); an
+    existing file is never replaced."""
+    common = [every_step] if isinstance(every_step, str) else list(every_step)
+    steps = {name: split_step([*([entries] if isinstance(entries, str) else entries), *common])
+             for name, entries in (steps or {}).items()}
+    for name, (files, _) in steps.items():
+        if not files:
+            raise ValueError(f"pipeline.steps['{name}'] names no gin file (an entry ending in "
+                             f"'.gin'); a step is gin files plus bindings")
     outputs = dict(outputs or {})
     unknown = set(outputs) - set(steps)
     if unknown:
@@ -48,41 +80,56 @@ def pipeline_configured() -> bool:
         return False
 
 
-def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | None = None) -> dict:
-    """Run the steps of the parsed pipeline config; `bindings` are re-applied to every step.
+def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | None = None,
+                 gin_files: Sequence[str] = ()) -> dict:
+    """Run the steps of the parsed pipeline config; `bindings` are re-applied to every step, and
+    so is every `gin_files` file after the first (the pipeline's own), parsed after the step's
+    files.
 
     Step files are parsed with the configurables the caller imported before it parsed the
-    pipeline's own file (run.py's `import_configurables`), so a step may bind what that file may.
+    pipeline's own file (`commands.configurables`), so a step may bind what that file may.
     """
     settings = pipeline_settings()
+    extra_files = [str(path) for path in list(gin_files)[1:]]
     if settings["setup"] is not None:
         settings["setup"]()
     results, timings = {}, {}
-    for step, files in settings["steps"].items():
+    for step, (files, step_bindings) in settings["steps"].items():
         output = Path(settings["outputs"][step]) if step in settings["outputs"] else None
         with _making(output):
+            files = [*files, *extra_files]
+            gin.clear_config()
+            parse_config(files, [*step_bindings, *bindings])
             if output is not None and output.is_file():
-                print(f"[pipeline] {step}: skipped, {output} exists (delete it to redo this step)",
-                      flush=True)
-                _warn_if_made_otherwise(output, bindings)
+                check_kept_output(output, step, bindings)
+                print(f"[pipeline] {step}: skipped, {output} exists, made with this config "
+                      f"(delete it to redo this step)", flush=True)
                 results[step] = {"status": "skipped", "checkpoint": str(output)}
                 continue
-            print(f"[pipeline] {step}: {' '.join(files)}", flush=True)
+            print(f"[pipeline] {step}: {step_command(files, step_bindings)}", flush=True)
             began = time.perf_counter()
-            gin.clear_config()
-            parse_config(files, bindings)
-            summary = experiment(config_name=config_name, step=step, argv=argv)
+            summary = experiment(config_name=config_name, step=step,
+                                 argv=step_argv(argv, files, [*step_bindings, *bindings]))
             timings[step] = round(time.perf_counter() - began, 1)
             if output is not None:
                 if not summary.get("checkpoint"):
                     raise ValueError(f"pipeline.outputs names a file for step '{step}', but that "
                                      f"step trained no checkpoint (experiment.train=False or an "
                                      f"evaluate task); drop it from pipeline.outputs")
-                _keep(Path(summary["checkpoint"]), output, bindings)
+                _keep(Path(summary["checkpoint"]), output, step_record(bindings))
             results[step] = summary
     print("[pipeline] seconds per step: "
           + ", ".join(f"{step} {seconds}" for step, seconds in timings.items()), flush=True)
     return {"steps": results, "seconds": timings}
+
+
+def step_argv(argv: Sequence[str] | None, files: Sequence[str],
+              bindings: Sequence[str]) -> list[str]:
+    """The argv that runs one step alone (its command.txt): the step's gin files, its own
+    bindings and the pipeline's, as the step parsed them."""
+    program = argv[0] if argv else "run.py"
+    return [program, *(arg for path in files for arg in ("--gin_file", str(path))),
+            *(arg for binding in bindings for arg in ("--gin_param", binding))]
 
 
 @contextlib.contextmanager
@@ -105,37 +152,11 @@ def _making(output: Path | None):
         lock.release()
 
 
-def _made_with(output: Path) -> Path:
-    """Beside a kept output: the command-line bindings of the pipeline run that made it."""
-    return output.with_name(output.name + ".made_with.json")
-
-
-def _warn_if_made_otherwise(output: Path, bindings: Sequence[str]) -> None:
-    """A kept output is reused whatever the command line says now (a rerun with another
-    `evaluate.*` binding must not retrain the teachers), so say it when the run that made it had
-    other --gin_param bindings: `demo_data.seed=1` in a folder whose teachers were made with seed
-    0 would otherwise compare seed-0 teachers with seed-1 data without a word."""
-    record = _made_with(output)
-    if not record.is_file():
-        return
-    made = set(json.loads(record.read_text()).get("bindings", []))
-    only_then, only_now = sorted(made - set(bindings)), sorted(set(bindings) - made)
-    if not only_then and not only_now:
-        return
-    print(f"[pipeline] warning: {output} was made by a run with other --gin_param bindings "
-          f"(then only: {only_then or 'none'}; now only: {only_now or 'none'}); it is reused "
-          f"as it is. Delete it (and {record.name}) to make it with this run's settings, or run "
-          f"from another folder.", flush=True)
-
-
-def _keep(checkpoint: Path, output: Path, bindings: Sequence[str] = ()) -> None:
+def _keep(checkpoint: Path, output: Path, record: dict) -> None:
     if output.exists():
         raise FileExistsError(f"{output} appeared while the step ran; not replacing it")
     output.parent.mkdir(parents=True, exist_ok=True)
-    record = _made_with(output)
-    record_tmp = record.with_name(record.name + ".tmp")
-    record_tmp.write_text(json.dumps({"bindings": list(bindings)}, indent=1) + "\n")
-    record_tmp.rename(record)  # before the output: an output never stands without its record
+    write_record(output, record)  # before the output: an output never stands without its record
     tmp = output.with_name(output.name + ".tmp")
     shutil.copyfile(checkpoint, tmp)
     tmp.rename(output)

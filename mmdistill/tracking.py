@@ -69,16 +69,43 @@ class MemoryLogger:
 
 
 class MetricsFile(NullLogger):
-    """Appends every logged scalar to `metrics.jsonl` as `{"step": s, key: value, ...}` lines."""
+    """Appends every logged scalar to `metrics.jsonl` as `{"step": s, key: value, ...}` lines, and
+    every summary (a training run's final losses, the few-shot results) as one
+    `{"step": s, "summary": {key: value, ...}}` line at the last logged step, so runs compare
+    without W&B."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.last_step: int | None = None
 
     def log(self, metrics, step):
         record = {"step": int(step)}
         for key, value in metrics.items():
-            value = float(value)
-            record[key] = value if math.isfinite(value) else str(value)
+            record[key] = _finite_or_text(float(value))
+        self._append(record)
+        self.last_step = int(step)
+
+    def summary(self, values):
+        kept = {key: _finite_or_text(float(value)) if isinstance(value, (int, float))
+                and not isinstance(value, bool) else value
+                for key, value in values.items() if isinstance(value, (bool, int, float, str))}
+        if kept:
+            self._append({"step": self._summary_step(), "summary": kept})
+
+    def _summary_step(self) -> int:
+        if self.last_step is None and self.path.is_file():  # a resumed run, a test stage alone
+            steps = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("step"), int):
+                    steps.append(record["step"])
+            self.last_step = max(steps, default=None)
+        return self.last_step or 0
+
+    def _append(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -86,8 +113,9 @@ class MetricsFile(NullLogger):
         """Drop the records logged after `step`; returns how many were dropped.
 
         A resumed run repeats the steps after its checkpoint; without this they would appear twice.
-        A half-written last line (the process was killed mid-write) is dropped too. Records without
-        a 'step' key are kept. A missing file has nothing to drop.
+        A half-written last line (the process was killed mid-write) is dropped too, and so are
+        summary lines (the resumed run writes its own at its end). Records without a 'step' key
+        are kept. A missing file has nothing to drop.
         """
         if not self.path.is_file():
             return 0
@@ -104,7 +132,8 @@ class MetricsFile(NullLogger):
                     continue
                 raise ValueError(f"{self.path} line {number} is not JSON ({err}); fix or remove "
                                  f"that line before resuming.") from err
-            if isinstance(record, dict) and "step" in record and record["step"] > step:
+            if isinstance(record, dict) and ("summary" in record
+                                             or ("step" in record and record["step"] > step)):
                 dropped += 1
                 continue
             kept.append(line)
@@ -113,6 +142,11 @@ class MetricsFile(NullLogger):
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, self.path)
         return dropped
+
+
+def _finite_or_text(value: float) -> float | str:
+    """JSON has no NaN or infinity: those are written as text ('nan', 'inf')."""
+    return value if math.isfinite(value) else str(value)
 
 
 class FanoutLogger:

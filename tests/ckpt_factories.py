@@ -3,7 +3,7 @@
 Each writer produces the on-disk structure the named tool writes (see
 /work/shared/design/reference-systems.md section 3), with tiny random models. The official and
 Hugging Face layouts are produced from a `transformers` model by a key mapping written here by
-hand, independent of `mmdistill.models.keymaps`, so parity tests compare two implementations.
+hand, independent of `mmdistill.ckpt.keymaps`, so parity tests compare two implementations.
 Import as `import ckpt_factories` (pytest puts tests/ on sys.path).
 """
 from __future__ import annotations

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 import ckpt_factories as cf
 from mmdistill.data.masking import token_indices
-from mmdistill.models.checkpoint import (ArchitectureMismatchError, CheckpointError,
+from mmdistill.ckpt.reading import (ArchitectureMismatchError, CheckpointError,
                                          UntrustedCheckpointError, read_checkpoint)
-from mmdistill.models.loading import (build_from_checkpoint, initialise_from_checkpoint,
+from mmdistill.ckpt.loading import (build_from_checkpoint, initialise_from_checkpoint,
                                       load_pretrained)
 from mmdistill.models.pos_embed import resample_pos_embed, sinusoid_table
 from mmdistill.models.vit import VideoViT
@@ -140,6 +140,22 @@ def test_deepspeed_parts_and_broken_directories_are_refused(tmp_path, distillati
     zero3 = cf.write_deepspeed_dir(tmp_path / "zero3", state, zero3_partitioned=True)
     with pytest.raises(CheckpointError, match="ZeRO-3.*zero_to_fp32.py"):
         read_checkpoint(zero3)
+
+
+def test_a_deepspeed_directory_without_ds_version_is_read_by_its_module_entry(tmp_path,
+                                                                              distillation):
+    """Older or trimmed model-states files carry `module` but neither `ds_version` nor
+    `buffer_names`; the directory layout says DeepSpeed, and the `module` entry is there."""
+    state, _ = distillation
+    ds = cf.write_deepspeed_dir(tmp_path / "ds", state)
+    states = ds / "checkpoint" / "mp_rank_00_model_states.pt"
+    torch.save({"module": state, "global_steps": 7}, states)
+    ckpt = read_checkpoint(ds)
+    assert ckpt.format == "deepspeed" and set(ckpt.state_dict) == set(state)
+    assert ckpt.metadata["global_steps"] == 7
+    torch.save({"state_dict": state, "global_steps": 7}, states)  # weights, but no `module`
+    with pytest.raises(CheckpointError, match="no `module` entry"):
+        read_checkpoint(ds)
 
 
 def test_a_folder_of_checkpoints_is_not_a_checkpoint(tmp_path):
@@ -276,8 +292,9 @@ def test_path_that_does_not_exist(tmp_path):
 def test_gin_entry_loads_by_scope(tmp_path):
     source = cf.tiny_vit(2, in_chans=2)
     path = cf.write_official_pth(tmp_path / "flow.pth", source.state_dict())
-    gin.parse_config(f"teacher_flow/pretrained.path = '{path}'")
+    gin.parse_config("teacher_flow/pretrained.strict = False")
     model = VideoViT(**cf.TINY, in_chans=2)
-    with gin.config_scope("teacher_flow"):
-        assert initialise_from_checkpoint(model).loaded == len(source.state_dict())
-    assert initialise_from_checkpoint(VideoViT(**cf.TINY)) is None  # no path bound: nothing to do
+    with gin.config_scope("teacher_flow"):  # the path comes from distill.teacher_checkpoints
+        assert initialise_from_checkpoint(model, path=path).loaded == len(source.state_dict())
+    assert gin.query_parameter("teacher_flow/pretrained.strict") is False
+    assert initialise_from_checkpoint(VideoViT(**cf.TINY)) is None  # no path: nothing to do

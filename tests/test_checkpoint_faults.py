@@ -15,13 +15,14 @@ import torch
 from safetensors.torch import save_file
 
 import ckpt_factories as cf
-from mmdistill.ckpt import main as ckpt_main
-from mmdistill.models.checkpoint import CheckpointError, read_checkpoint
-from mmdistill.models.loading import load_pretrained
+from mmdistill.ckpt.command import main as ckpt_main
+from mmdistill.ckpt.reading import CheckpointError, read_checkpoint
+from mmdistill.ckpt.loading import load_pretrained
 from mmdistill.models.vit import VideoViT
-from mmdistill.train import checkpoint_write
-from mmdistill.train.checkpoint_write import CheckpointWriteError, payload_bytes
-from mmdistill.train.training_checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
+from mmdistill.ckpt import writing as checkpoint_write
+from mmdistill.ckpt.writing import CheckpointWriteError, payload_bytes
+from mmdistill.ckpt.format import FORMAT, VERSION, load_checkpoint
+from mmdistill.ckpt.writing import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -83,7 +84,7 @@ def test_a_full_disk_names_the_file_the_space_needed_and_keeps_the_previous_one(
 
 FILE_SIZE_LIMITED_SAVE = """
 import resource, signal, sys, torch
-from mmdistill.train.training_checkpoint import save_checkpoint
+from mmdistill.ckpt.writing import save_checkpoint
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 try:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import ckpt_factories as cf
-from mmdistill.ckpt import main
-from mmdistill.models.checkpoint import read_checkpoint
-from mmdistill.models.loading import load_pretrained
+from mmdistill.ckpt.command import main
+from mmdistill.ckpt.reading import read_checkpoint
+from mmdistill.ckpt.loading import load_pretrained
 from mmdistill.models.vit import VideoViT
 
 
@@ -32,7 +32,7 @@ def test_inspect_lists_models_architectures_and_training_state(deepspeed_dir, ca
     assert "decoder/pretraining/classifier tensors" in out
 
 
-@pytest.mark.filterwarnings("ignore:'mmdistill.ckpt' found in sys.modules")
+@pytest.mark.filterwarnings("ignore:'mmdistill.ckpt.__main__' found in sys.modules")
 def test_inspect_runs_as_a_module_on_an_official_pth(tmp_path, monkeypatch, capsys):
     path = cf.write_official_pth(tmp_path / "a.pth", cf.tiny_vit().state_dict(),
                                  args={"model": "vit_custom", "num_frames": 4, "input_size": (32, 48)})

@@ -105,7 +105,7 @@ def test_the_distillation_loader_cycles_real_clips(tmp_path):
                           "spatial_transform.short_side = None",
                           "spatial_transform.crop_size = (32, 32)",
                           "data_loader.batch_size = 2", "data_loader.num_workers = 0"])
-        loader = _train_loader(cpu_context(tmp_path / "run"), ["rgb"], (2, 2, 2), 0.5,
+        loader = _train_loader(cpu_context(tmp_path / "run"), ["rgb"], (2, 2, 2), 0.5, {},
                                epoch_length=8)
         assert isinstance(loader.dataset, CycledClips) and len(loader) == 4
         batches = [finish_batch(b, "cpu", heatmap_drawer(loader.dataset)) for b in loader]

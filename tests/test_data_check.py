@@ -10,7 +10,7 @@ from PIL import Image
 
 from data_factories import make_dataset, write_flow_pairs, write_json
 from mmdistill.config import parse_config
-from mmdistill.data.__main__ import build_parser, main
+from mmdistill.commands.data import build_parser, main
 from mmdistill.data.check import flow_to_colour
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +65,9 @@ def test_check_reads_gin_files_and_scopes(tmp_path, capsys):
     data = make_dataset(tmp_path)
     config = tmp_path / "data.gin"
     config.write_text(f"fewshot/clip_data.annotations = '{data['annotations']}'\n"
-                      f"fewshot/clip_data.modalities = ['rgb']\n")
-    assert main(["check", "--gin_file", str(config), "--scope", "fewshot"] + SMALL) == 0
+                      f"fewshot/clip_data.on_bad_clip = 'skip'\n")
+    assert main(["check", "--gin_file", str(config), "--scope", "fewshot", "--modalities", "rgb"]
+                + SMALL) == 0
     assert "modalities: rgb\n" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no annotation file bound"):
         main(["check", "--gin_file", str(config)] + SMALL)

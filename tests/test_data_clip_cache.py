@@ -11,7 +11,7 @@ import pytest
 import torch
 from data_factories import make_dataset, write_frames
 
-from mmdistill.data.__main__ import main as data_main
+from mmdistill.commands.data import main as data_main
 from mmdistill.data.clip_cache import ClipCache, _locked
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.device_batches import finish_batch, finish_item, heatmap_drawer
@@ -19,7 +19,7 @@ from mmdistill.data.masking import tube_mask
 
 SETTINGS = ["temporal_sampling.num_frames = 4", "temporal_sampling.sampling_rate = 2",
             "spatial_transform.short_side = 20", "spatial_transform.crop_size = (16, 24)",
-            "tube_mask.num_frames = 4", "tube_mask.input_size = (16, 24)", "tube_mask.patch_size = 8"]
+            ]
 
 
 @pytest.fixture
@@ -33,7 +33,8 @@ def data(tmp_path):
 def _dataset(data, cache_dir=None, mode="train", extra=()):
     gin.clear_config()
     gin.parse_config(SETTINGS + list(extra))
-    mask = tube_mask(ratio=0.5) if mode == "train" else None
+    mask = (tube_mask(num_frames=4, input_size=(16, 24), patch_size=8, ratio=0.5)
+            if mode == "train" else None)
     return build_clip_dataset(data["annotations"], mode=mode, mask=mask, cache_dir=cache_dir)
 
 

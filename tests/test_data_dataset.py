@@ -148,8 +148,6 @@ def test_label_rules(tmp_path):
 def test_gin_describes_a_dataset(data, tmp_path):
     gin.parse_config(f"""
         clip_data.annotations = '{data["annotations"]}'
-        clip_data.modalities = ['rgb', 'skeleton']
-        clip_data.mode = 'eval'
         clip_data.mean = {{'skeleton': [0.5]}}
         clip_data.std = {{'skeleton': [0.25]}}
         temporal_sampling.num_frames = 2
@@ -158,7 +156,7 @@ def test_gin_describes_a_dataset(data, tmp_path):
         skeleton_pickle.num_joints = 17
         skeleton_heatmaps.sigma = 1.5
     """)
-    dataset = build_clip_dataset()
+    dataset = build_clip_dataset(modalities=['rgb', 'skeleton'], mode='eval')  # the stage's part
     item = dataset[0]
     assert item["rgb"].shape == (3, 2, 32, 32) and item["skeleton"].shape == (17, 2, 32, 32)
     assert item["skeleton"].min() == pytest.approx(-2.0, abs=1e-3)  # (0 - 0.5) / 0.25 away from joints

@@ -2,8 +2,6 @@
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import cv2
 import gin
@@ -21,7 +19,6 @@ from mmdistill.demo.appearance import Layers
 from mmdistill.demo.cli import main as demo_main
 from mmdistill.demo.raster import render
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(num_classes=2, val_classes=1, clips_per_class=2, unlabeled_clips=3, num_frames=6,
             size=(40, 56), max_distractors=2)
 
@@ -340,17 +337,6 @@ def test_cache_root_is_a_gin_parameter(tmp_path):
     path = ensure_demo_dataset(progress=False, num_classes=1, clips_per_class=1,
                                unlabeled_clips=0, num_frames=2, size=(16, 16))
     assert path == tmp_path / 'from_gin' and (path / 'fewshot.json').is_file()
-
-
-def test_old_command_line_still_works_and_points_to_the_new_one(tmp_path):
-    root = tmp_path / 'old_cli'
-    out = subprocess.run([sys.executable, '-m', 'mmdistill.data.synthetic', str(root),
-                          '--num-classes', '1', '--clips-per-class', '1', '--unlabeled-clips', '0',
-                          '--num-frames', '2', '--size', '16', '16'],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert 'python -m mmdistill.demo' in out.stderr
-    assert json.loads((root / 'manifest.json').read_text())['complete']
 
 
 def test_caches_written_under_the_old_module_name_are_reused(tmp_path):

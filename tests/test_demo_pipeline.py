@@ -13,7 +13,7 @@ import torch
 from process_kill import kill_once_paused, saved_epoch
 
 from mmdistill.eval.features import weights_fingerprint
-from mmdistill.models.loading import build_from_checkpoint
+from mmdistill.ckpt.loading import build_from_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [

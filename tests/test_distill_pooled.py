@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 from test_objectives import TINY, FixedClips
 
 from context_factories import cpu_context
+from mmdistill.ckpt.evaluation import models_for_evaluation
 from mmdistill.data.device_batches import finish_batch
 from mmdistill.eval.features import MASKED, POOLED, extract_features
 from mmdistill.models.heads import NormedPooling, StudentWithHeads, cmt_head
@@ -104,7 +105,7 @@ def test_evaluation_reads_the_pooled_feature_through_the_trained_fc_norm(tmp_pat
     fc_norm = objective.trainable.fc_norm
     assert not torch.allclose(fc_norm.weight, torch.ones_like(fc_norm.weight))  # it was trained
 
-    model, heads, _ = training_checkpoint.models_for_evaluation(
+    model, heads, _ = models_for_evaluation(
         ctx.checkpoints_dir / training_checkpoint.LAST)
     assert isinstance(model, NormedPooling) and model.grid_size == (2, 2, 2)
     loader = DataLoader(LabelledClips(), batch_size=4)
@@ -126,7 +127,7 @@ def test_evaluation_reads_the_pooled_feature_through_the_trained_fc_norm(tmp_pat
 
 
 def test_export_of_a_pooled_student_names_the_fc_norm_it_cannot_hold(tmp_path, capsys):
-    from mmdistill.ckpt import main
+    from mmdistill.ckpt.command import main
     objective = _pooled_objective()
     ctx = cpu_context(tmp_path)
     train(objective, DataLoader(FixedClips(), batch_size=4), ctx, epochs=1, lr=0.05,

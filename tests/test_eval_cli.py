@@ -8,7 +8,7 @@ import torch
 from ckpt_factories import write_mmdistill_ckpt
 from data_factories import smooth_frames, write_video
 
-from mmdistill.ckpt import write_official
+from mmdistill.ckpt.command import write_official
 from mmdistill.eval.__main__ import main
 from mmdistill.models.vit import video_vit
 
@@ -140,3 +140,83 @@ def test_models_built_for_other_clip_sizes_are_refused_together(tmp_path, clips,
                         "--clips", clips, "--out", tmp_path / "e", *PROTOCOL], capsys)
     assert code == 2
     assert "pretrain 4x32x32, longer 8x32x32" in err and "separate runs" in err
+
+
+# --- issue 25: arguments by their flags before any work; old results kept until new ones exist
+
+@pytest.mark.parametrize("extra, flag", [
+    (["--shot", "0"], "--shot 0"), (["--episodes", "-5"], "--episodes -5"),
+    (["--sampling-rate", "0"], "--sampling-rate 0"), (["--queries", "0"], "--queries 0"),
+])
+def test_a_bad_number_is_refused_by_its_flag_before_any_work(tmp_path, clips, checkpoints, capsys,
+                                                              extra, flag):
+    code, _, err = run(["--checkpoint", f"ours={checkpoints['ours']}", "--clips", clips,
+                        "--out", tmp_path / "e", *PROTOCOL, *extra], capsys)
+    assert code == 2
+    assert flag in err and "must be at least" in err, err
+    assert not (tmp_path / "e").exists()  # no feature was extracted, nothing written
+
+
+def test_a_flow_checkpoint_given_as_rgb_gets_the_flag_that_fixes_it(tmp_path, clips, capsys):
+    flow = write_official(video_vit(**{**TINY, "in_chans": 2}), tmp_path / "flow.pth")
+    code, _, err = run(["--checkpoint", f"flow={flow}", "--clips", clips, "--out", tmp_path / "e",
+                        *PROTOCOL], capsys)
+    assert code == 2
+    assert "--modality flow=flow" in err and "evaluate.modalities" not in err, err
+
+
+def _old_results(out):
+    out.mkdir()
+    (out / "summary.json").write_text("{\"mine\": 1}")
+    (out / "fewshot_old.json").write_text("{}")
+
+
+def test_overwrite_keeps_the_old_results_when_an_argument_is_refused(tmp_path, clips, checkpoints,
+                                                                     capsys):
+    out = tmp_path / "e"
+    _old_results(out)
+    code, _, err = run(["--checkpoint", checkpoints["ours"], "--clips", clips, "--out", out,
+                        "--overwrite", "--frames", "16", *PROTOCOL], capsys)
+    assert code == 2 and "--frames 16" in err
+    assert json.loads((out / "summary.json").read_text()) == {"mine": 1}
+    assert (out / "fewshot_old.json").is_file()
+
+
+def test_overwrite_waits_for_the_lock_and_restores_old_results_on_failure(tmp_path, clips,
+                                                                         checkpoints, capsys,
+                                                                         monkeypatch):
+    import subprocess
+    import sys
+
+    out = tmp_path / "e"
+    _old_results(out)
+    argv = ["--checkpoint", f"a={checkpoints['ours']}", "--clips", clips, "--out", out,
+            "--overwrite", *PROTOCOL]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from mmdistill.rundir import lock_run_dir; "
+        f"lock_run_dir({str(out)!r}); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run(argv, capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 1 and "in use by another process" in err
+    assert json.loads((out / "summary.json").read_text()) == {"mine": 1}
+
+    import mmdistill.evaluation
+
+    def broken(ctx, ckpt):
+        raise ValueError("clips went bad halfway")
+
+    monkeypatch.setattr(mmdistill.evaluation, "evaluate_stage", broken)
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "previous results" in err and "failed_summary.json" in err
+    assert json.loads((out / "summary.json").read_text()) == {"mine": 1}
+    assert (out / "fewshot_old.json").is_file()
+    assert json.loads((out / "failed_summary.json").read_text())["status"] == "failed"
+    monkeypatch.undo()
+    assert run(argv, capsys)[0] == 0  # a run that finishes replaces them
+    assert "a/fewshot/3way_1shot/acc" in json.loads((out / "summary.json").read_text())
+    assert not (out / "fewshot_old.json").exists() and not (out / "failed_summary.json").exists()

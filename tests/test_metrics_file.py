@@ -34,3 +34,19 @@ def test_a_resumed_run_continues_the_file_without_duplicates(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert records[1] == {"step": 2, "loss": 0.2, "lr": "nan"}
     assert records[3] == {"step": 4, "loss": 4.0}
+
+
+def test_a_summary_is_one_line_at_the_last_step_and_a_resume_drops_it(tmp_path):
+    metrics = MetricsFile(tmp_path / "metrics.jsonl")
+    for step in (1, 2, 3):
+        metrics.log({"loss": step / 10}, step)
+    metrics.summary({"fewshot/5way_1shot/acc": 61.5, "std": float("inf"), "checkpoint": "a.ckpt",
+                     "table": [1, 2]})
+    last = json.loads(metrics.path.read_text().splitlines()[-1])
+    assert last == {"step": 3, "summary": {"fewshot/5way_1shot/acc": 61.5, "std": "inf",
+                                           "checkpoint": "a.ckpt"}}
+    # a new writer on the same file (a test stage alone, a resumed run) finds the last step
+    MetricsFile(metrics.path).summary({"acc": 1.0})
+    assert json.loads(metrics.path.read_text().splitlines()[-1]) == {"step": 3, "summary": {"acc": 1.0}}
+    assert MetricsFile(metrics.path).truncate_after(3) == 2  # the resumed run writes its own
+    assert all("summary" not in json.loads(line) for line in metrics.path.read_text().splitlines())

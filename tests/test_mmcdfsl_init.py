@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import ckpt_factories as cf
-from mmdistill.models.checkpoint import ArchitectureMismatchError
+from mmdistill.ckpt.reading import ArchitectureMismatchError
 from mmdistill.models.decoder import MaskedAutoencoder
-from mmdistill.models.loading import initialise_mae
+from mmdistill.ckpt.loading import initialise_mae
 from mmdistill.models.vit import VideoViT
 
 DIM, DEC, FRAMES, TUBELET = 32, 16, 4, 2

@@ -26,7 +26,7 @@ def test_a_second_pipeline_waits_then_reuses_the_kept_output(tmp_path, monkeypat
 
     monkeypatch.setattr(pipeline, "experiment", fake_experiment)
     monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: None)
-    settings = {"steps": {"teacher": [str(step_file)]}, "setup": None,
+    settings = {"steps": {"teacher": ([str(step_file)], [])}, "setup": None,
                 "outputs": {"teacher": str(output)}}
     monkeypatch.setattr(pipeline, "pipeline_settings", lambda: settings)
     results = {}
@@ -52,7 +52,7 @@ def test_an_output_for_a_step_that_trains_nothing_is_refused_by_name(tmp_path, m
     monkeypatch.setattr(pipeline, "experiment", lambda config_name, step, argv: {"status": "finished"})
     monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: None)
     monkeypatch.setattr(pipeline, "pipeline_settings", lambda: {
-        "steps": {"evaluate": ["x.gin"]}, "setup": None,
+        "steps": {"evaluate": (["x.gin"], [])}, "setup": None,
         "outputs": {"evaluate": str(tmp_path / "kept.ckpt")}})
     import pytest
 
@@ -75,7 +75,7 @@ def test_a_kept_output_made_with_other_bindings_is_reused_with_a_warning(tmp_pat
     monkeypatch.setattr(pipeline, "experiment", fake_experiment)
     monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: None)
     monkeypatch.setattr(pipeline, "pipeline_settings", lambda: {
-        "steps": {"teacher": ["step.gin"]}, "setup": None, "outputs": {"teacher": str(output)}})
+        "steps": {"teacher": (["step.gin"], [])}, "setup": None, "outputs": {"teacher": str(output)}})
     pipeline.run_pipeline("demo", ["demo_data.seed=0", "train.lr=0.1"])
     assert trained == ["teacher"] and (tmp_path / "cache" / "teacher.ckpt.made_with.json").is_file()
     capsys.readouterr()
@@ -89,3 +89,27 @@ def test_a_kept_output_made_with_other_bindings_is_reused_with_a_warning(tmp_pat
     assert result["steps"]["teacher"]["status"] == "skipped"
     assert "warning" in out and "demo_data.seed=0" in out and "demo_data.seed=1" in out
     assert "Delete it" in out and output.read_bytes() == b"seed-0 weights"
+
+
+def test_a_step_is_gin_files_plus_bindings_applied_before_the_command_line(monkeypatch, capsys):
+    parsed = []
+    monkeypatch.setattr(pipeline, "experiment", lambda config_name, step, argv: {})
+    monkeypatch.setattr(pipeline, "parse_config", lambda files, bindings: parsed.append(
+        (list(files), list(bindings))))
+    gin.parse_config("""pipeline.steps = {
+        'flow': ['gin/demo/teacher.gin', "pretrain.modality = 'flow'", 'train.epochs = 3'],
+        'all': 'gin/demo/distill.gin'}""")
+    pipeline.run_pipeline("demo", ["train.epochs = 1"])
+    assert parsed == [(["gin/demo/teacher.gin"],
+                       ["pretrain.modality = 'flow'", "train.epochs = 3", "train.epochs = 1"]),
+                      (["gin/demo/distill.gin"], ["train.epochs = 1"])]
+    # each step prints the command that runs it alone
+    assert ("python run.py --gin_file gin/demo/teacher.gin --gin_param "
+            "\"pretrain.modality = 'flow'\" --gin_param 'train.epochs = 3'") in capsys.readouterr().out
+    gin.clear_config()
+    gin.parse_config("pipeline.steps = {'x': ['train.epochs = 3']}")
+    import pytest
+
+    with pytest.raises(ValueError, match="names no gin file"):
+        pipeline.run_pipeline("demo", [])
+    gin.clear_config()

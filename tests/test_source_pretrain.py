@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 import ckpt_factories as cf
 from mmdistill.data.masking import TubeMaskGenerator, token_indices
-from mmdistill.models.checkpoint import ArchitectureMismatchError
+from mmdistill.ckpt.reading import ArchitectureMismatchError
 from mmdistill.models.decoder import MaskedAutoencoder
 from mmdistill.models.heads import ActionHead
-from mmdistill.models.loading import initialise_mae
+from mmdistill.ckpt.loading import initialise_mae
 from mmdistill.models.vit import VideoViT
 from mmdistill.train.objectives import MaskedAutoencoding
 from mmdistill.train.targets import normalized_patch_targets
@@ -138,7 +138,7 @@ def test_the_action_head_learns_a_separable_toy_task():
 
 
 def test_the_action_head_is_saved_and_recorded_but_a_teacher_loads_the_encoder_only(tmp_path):
-    from mmdistill.models.loading import build_from_checkpoint, load_pretrained
+    from mmdistill.ckpt.loading import build_from_checkpoint, load_pretrained
 
     model = _mae(classes=3)
     objective = MaskedAutoencoding(model, source=True, lambda_ce=0.05)

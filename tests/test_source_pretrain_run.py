@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 import data_factories as df
-from mmdistill.models.loading import initialise_from_checkpoint, load_pretrained
+from mmdistill.ckpt.loading import initialise_from_checkpoint, load_pretrained
 from mmdistill.models.vit import VideoViT
 
 ROOT = Path(__file__).resolve().parent.parent

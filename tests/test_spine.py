@@ -129,7 +129,9 @@ def test_run_creates_the_run_dir_layout(tmp_path, monkeypatch):
                  "console.log", "wandb", "command.txt", "environment.json", "wandb_run_id"]:
         assert (run_dir / name).exists(), name
     lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [l["step"] for l in lines] == [0, 1, 2, 3]
+    assert [l["step"] for l in lines if "summary" not in l] == [0, 1, 2, 3]
+    # the final numbers too, at the last step, so runs compare without W&B
+    assert lines[-1]["step"] == 3 and lines[-1]["summary"]["toy/acc"] == 0.75
     assert memory.series("train/loss")[0] == (0, 0.5)
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["toy/acc"] == 0.75 and saved["status"] == "finished"

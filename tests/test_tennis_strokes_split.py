@@ -86,11 +86,13 @@ def _value(name: str):
     return value
 
 
-def _step_files(pipeline_file: Path) -> dict[str, list[str]]:
+def _step_files(pipeline_file: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Each step's (gin files, bindings), as the pipeline runs them."""
+    from mmdistill.pipeline import pipeline_settings
+
     gin.clear_config()
     parse_config([pipeline_file], [], finalize=False)
-    return {step: [files] if isinstance(files, str) else list(files)
-            for step, files in gin.query_parameter("pipeline.steps").items()}
+    return pipeline_settings()["steps"]
 
 
 @pytest.mark.parametrize("pipeline_file, source", [
@@ -103,9 +105,9 @@ def test_pipelines_train_on_source_and_target_and_evaluate_on_test_only(pipeline
     assert list(steps) == ["pretrain_rgb", "pretrain_flow", "pretrain_skeleton", "student_rgb",
                            "student_flow", "student_skeleton", "student_all", "evaluate"]
     teachers = set()
-    for step, files in steps.items():
+    for step, (files, bindings) in steps.items():
         gin.clear_config()
-        parse_config([ROOT / f for f in files], [], finalize=False)
+        parse_config([ROOT / f for f in files], bindings, finalize=False)
         task = gin.query_parameter("experiment.task")
         target = _value("unlabeled/clip_data.annotations")
         assert target == ".cache/tennis_strokes/source_split/unlabeled.json", step

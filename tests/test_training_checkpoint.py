@@ -18,9 +18,11 @@ from mmdistill.models.vit import video_vit
 from mmdistill.train import optim, training_checkpoint
 from mmdistill.train.loop import TrainStep
 from mmdistill.train.objectives import Distillation
-from mmdistill.train.training_checkpoint import (FORMAT, VERSION, capture_rng, checkpoint_name,
-                                                 load_checkpoint, prune_checkpoints, restore_rng,
-                                                 save_checkpoint)
+from mmdistill.ckpt.evaluation import models_for_evaluation
+from mmdistill.ckpt.format import FORMAT, VERSION, load_checkpoint
+from mmdistill.ckpt.writing import save_checkpoint
+from mmdistill.train.training_checkpoint import (capture_rng, checkpoint_name, prune_checkpoints,
+                                                 restore_rng)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +52,7 @@ def test_write_that_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(training_checkpoint.torch, "save", torn_save)
+    monkeypatch.setattr(torch, "save", torn_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, payload(2.0))
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(4))
@@ -61,11 +63,11 @@ def test_process_killed_midway_keeps_the_previous_file(tmp_path):
     path = save_checkpoint(tmp_path / "last.ckpt", payload(1.0))
     code = (
         "import os, signal, torch\n"
-        "from mmdistill.train import training_checkpoint\n"
+        "from mmdistill.ckpt import writing\n"
         "def killed(obj, f):\n"
         "    f.write(b'PK half a file'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
-        "training_checkpoint.torch.save = killed\n"
-        f"training_checkpoint.save_checkpoint({str(path)!r}, {{'model': {{'w': torch.zeros(4)}}}})\n"
+        "writing.torch.save = killed\n"
+        f"writing.save_checkpoint({str(path)!r}, {{'model': {{'w': torch.zeros(4)}}}})\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=60)
@@ -172,7 +174,7 @@ def test_a_distillation_checkpoint_rebuilds_its_student_and_heads(tmp_path, feat
                                    data_state=DATA_STATE, metrics={"train/epoch_loss": 0.5},
                                    save_ckpt_freq=1, keep_last_k=None)
 
-    model, rebuilt, report = training_checkpoint.models_for_evaluation(
+    model, rebuilt, report = models_for_evaluation(
         ctx.checkpoints_dir / training_checkpoint.LAST)
     assert (report.format, report.prefix) == (FORMAT, "student.")
     for key, value in student.state_dict().items():

@@ -39,7 +39,6 @@ def test_gin_scopes_configure_the_factory():
         student/video_vit.size = 'tiny'
         student/video_vit.num_frames = 4
         student/video_vit.img_size = (32, 48)
-        flow/video_vit.in_chans = 2
         flow/video_vit.embed_dim = 64
         flow/video_vit.depth = 1
         flow/video_vit.num_heads = 2
@@ -49,7 +48,7 @@ def test_gin_scopes_configure_the_factory():
     with gin.config_scope("student"):
         student = video_vit()
     with gin.config_scope("flow"):
-        flow = video_vit()
+        flow = video_vit(in_chans=2)  # the stages pass it from the modality's spec
     assert student.grid_size == (2, 2, 3) and student.embed_dim == 192
     assert flow.in_chans == 2 and flow.embed_dim == 64 and len(flow.blocks) == 1
 

@@ -47,7 +47,11 @@ def main(argv: list[str]) -> None:
 
     torch.set_num_threads(1)
     exp.TASKS["toy"] = exp.Task(train=toy_train, test=None)
-    parse_config([], ["experiment.task = 'toy'", "experiment.device = 'cpu'", *argv])
+    # The pause and wait are how a test drives the run, not how its weights are made: a resume
+    # may change them (mmdistill/train/resume_config.py).
+    parse_config([], ["experiment.task = 'toy'", "experiment.device = 'cpu'",
+                      "train.resume_may_change = ['train.epochs', 'toy_task.pause_after_epoch', "
+                      "'toy_task.wait_for']", *argv])
     exp.experiment(config_name="toy", argv=[sys.argv[0], *argv])
 
 

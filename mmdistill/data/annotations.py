@@ -273,7 +273,7 @@ def read_class_folders(root: str | Path, extensions: Iterable[str] = VIDEO_EXTEN
 LAYOUTS = ("auto", "tennis", "flat", "folders")
 
 
-@gin.configurable("clip_annotations", denylist=["require_labels"])
+@gin.configurable("clip_annotations", denylist=["path", "on_bad_entry", "require_labels"])
 def read_annotations(path: str | Path, layout: str = "auto", label_key: str | Sequence[str] | None = "label",
                      frame_base: int = 0, on_bad_entry: str = "error", video_key: str | Sequence[str] = "video",
                      start_key: str | None = "start", end_key: str | None = "end", entries_key: str | None = None,

@@ -1,4 +1,4 @@
-"""`python -m mmdistill.data check`: scan a dataset once and say what is there and what is not,
+"""What `python -m mmdistill.data check` reports (the command is mmdistill/commands/data.py): scan a dataset once and say what is there and what is not,
 optionally with a picture of a few training clips so a user can see the modalities line up.
 
 The scan asks every source of every video for its frame count and reads one frame (or the
@@ -11,49 +11,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import statistics
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Sequence
 
-import cv2
 import gin
 import numpy as np
-from PIL import Image, ImageDraw
 
-# The modules whose configurables a dataset is built from, imported before parsing so gin checks
-# their parameter names; an experiment file's other configurables (models, training) are skipped.
-import mmdistill.data.annotations  # noqa: F401  clip_annotations
-import mmdistill.data.heatmaps  # noqa: F401  skeleton_heatmaps
-import mmdistill.data.masking  # noqa: F401  tube_mask
-import mmdistill.data.flow_sources  # noqa: F401  flow_frames, flow_array, flow_jpeg
-import mmdistill.data.skeleton_source  # noqa: F401  skeleton_pickle
-import mmdistill.data.sources  # noqa: F401  rgb_frames, rgb_video
-import mmdistill.data.transforms  # noqa: F401  temporal_sampling, spatial_transform
-from mmdistill.config import ConfigError, parse_config
 from mmdistill.data.annotation_fields import describe_keys
 from mmdistill.data.annotations import AnnotationReading, Clip, read_annotation_file
 from mmdistill.data.dataset import ClipDataset, build_clip_dataset
-from mmdistill.data.device_batches import finish_item
+from mmdistill.data.colours import flow_to_colour  # noqa: F401  (tests)
 from mmdistill.data.sources import BadClipError
 from mmdistill.progress import progress as progress_bar
 
 # ---------------------------------------------------------------------------------------------
 # Building the dataset a gin file describes
-
-def parse_gin(gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> None:
-    """Parse the files and bindings as run.py does (shipped files found from any working
-    directory), exiting with gin's message on a bad file or binding. Only the data modules are
-    imported, so the bindings of other configurables are skipped; their names are printed, as a
-    misspelled data configurable would be among them."""
-    try:
-        skipped = parse_config(gin_files, gin_params, finalize=False, skip_unknown=True)
-    except ConfigError as err:
-        raise SystemExit(str(err)) from None
-    if skipped:
-        print(f"skipped the bindings of configurables the data check does not use: "
-              f"{', '.join(skipped)}", file=sys.stderr)
-
 
 def dataset_in_scope(scope: str | None = None, **overrides) -> ClipDataset:
     """Call `clip_data` with the parsed bindings (inside `scope`, e.g. 'fewshot')."""
@@ -152,15 +124,6 @@ class CheckReport:
         return not self.problems
 
 
-def _frame_size(source, data) -> str:
-    if source.kind == "keypoints":
-        shape = data.img_shape or "RGB size"
-        shape = f"{shape[1]}x{shape[0]}" if isinstance(shape, tuple) else shape
-        return f"{shape}, {data.xy.shape[0]} person(s)"
-    height, width = data.shape[2:4] if source.kind == "flow" else data.shape[1:3]
-    return f"{width}x{height}"
-
-
 def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = True) -> CheckReport:
     """Check every video of every modality once (and every clip with `decode`)."""
     clips_by_video = defaultdict(list)
@@ -177,7 +140,7 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
             try:
                 counts[name] = source.num_frames(video)
                 first_frames[name] = source.read(video, [0])
-                frame_sizes[name][_frame_size(source, first_frames[name])] += 1
+                frame_sizes[name][dataset.specs[name].describe(first_frames[name])] += 1
             except BadClipError as err:
                 problems.append((name, video, str(err)))
                 continue
@@ -251,103 +214,3 @@ def format_report(report: CheckReport, max_listed: int = 20) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# The montage
-
-def flow_to_colour(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """(2, H, W) flow -> uint8 (H, W, 3): direction as hue, speed as saturation (white = still)."""
-    dx, dy = flow[0].astype(np.float32), flow[1].astype(np.float32)
-    magnitude, angle = cv2.cartToPolar(dx, dy, angleInDegrees=True)
-    scale = max_magnitude or max(float(magnitude.max()), 1e-6)
-    hsv = np.empty(dx.shape + (3,), np.uint8)
-    hsv[..., 0] = (angle / 2).astype(np.uint8)  # OpenCV hue runs 0..179
-    hsv[..., 1] = np.clip(magnitude / scale * 255, 0, 255).astype(np.uint8)
-    hsv[..., 2] = 255
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-def overlay_heatmaps(rgb: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) picture + (V, H, W) heatmaps in [0, 1] -> joints drawn in their own colours."""
-    num_joints = heatmaps.shape[0]
-    hues = np.linspace(0, 179, num_joints, endpoint=False).astype(np.uint8)
-    palette = cv2.cvtColor(np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], -1)[None],
-                           cv2.COLOR_HSV2RGB)[0].astype(np.float32)
-    heat = np.clip(heatmaps, 0, 1)
-    colour = np.clip(np.einsum("vhw,vc->hwc", heat, palette), 0, 255)
-    alpha = heat.max(axis=0)[..., None] * 0.85
-    return (rgb * (1 - alpha) + colour * alpha).astype(np.uint8)
-
-
-def clip_pictures(dataset: ClipDataset, item: dict, frames_shown: int = 4) -> tuple[list[list[np.ndarray]], str]:
-    """Rows of uint8 tiles (RGB; flow; skeleton on RGB) for the frames shown, and a caption."""
-    num_frames = next(value for key, value in item.items() if key in dataset.sources).shape[1]
-    shown = np.linspace(0, num_frames - 1, min(frames_shown, num_frames)).round().astype(int)
-    rows = []
-    rgb = None
-    for name in dataset.sources:
-        array = dataset.normalize[name].invert(item[name].numpy())
-        kind = dataset.sources[name].kind
-        if kind == "image":
-            rgb = np.clip(array, 0, 255).astype(np.uint8)  # inverted normalisation gives pixel values
-            rows.append([rgb[:, t].transpose(1, 2, 0) for t in shown])
-        elif kind == "flow":
-            max_magnitude = float(np.sqrt((array ** 2).sum(0)).max()) or 1.0
-            rows.append([flow_to_colour(array[:, t], max_magnitude) for t in shown])
-        else:
-            base = rgb if rgb is not None else np.zeros((3,) + array.shape[1:], np.uint8)
-            rows.append([overlay_heatmaps(base[:, t].transpose(1, 2, 0), array[:, t]) for t in shown])
-    label = dataset.class_names[item["label"]] if item["label"] >= 0 else "unlabelled"
-    caption = f"#{item['index']} {item['video']} start {item['start']} frames {shown.tolist()} {label}"
-    return rows, caption
-
-
-def write_montage(dataset: ClipDataset, path: str | Path, num_clips: int, seed: int = 0,
-                  frames_shown: int = 4) -> Path:
-    """A PNG of `num_clips` random readable clips as the training transforms produce them."""
-    blocks = []
-    for index in np.random.default_rng(seed).permutation(len(dataset)).tolist():
-        if len(blocks) == num_clips:
-            break
-        item = dataset[(0, index)]
-        if item is None:  # a bad clip (already reported by the scan): show another one
-            continue
-        rows, caption = clip_pictures(dataset, finish_item(item, dataset), frames_shown)
-        strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
-        header = Image.new("RGB", (strip.shape[1], 14), "black")
-        ImageDraw.Draw(header).text((2, 1), caption[: strip.shape[1] // 6], fill="white")
-        blocks.append(np.concatenate([np.asarray(header), strip], axis=0))
-    if not blocks:
-        raise SystemExit("no clip could be read for the montage; run check without --visualize to see why")
-    width = max(block.shape[1] for block in blocks)
-    canvas = np.concatenate([np.pad(block, ((0, 4), (0, width - block.shape[1]), (0, 0))) for block in blocks])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
-    return path
-
-
-def run_check(args) -> int:
-    overrides = _overrides(args)
-    parse_gin(args.gin_file, args.gin_param)
-    dataset = dataset_in_scope(args.scope, **overrides)
-    reading = annotation_reading_in_scope(args.scope, dataset.on_bad_clip, args.annotations)
-    if reading is not None:
-        print(format_annotation_reading(reading))
-    report = scan_dataset(dataset, decode=args.decode, progress=not args.quiet)
-    print(format_report(report, args.max_listed))
-    if args.visualize:
-        train_set = dataset_in_scope(args.scope, **{**overrides, "mode": "train", "on_bad_clip": "skip"})
-        path = write_montage(train_set, args.out, args.visualize, seed=args.seed)
-        print(f"montage of {args.visualize} clips after the training transforms: {path}")
-    return 0 if report.ok else 1
-
-
-def _overrides(args) -> dict:
-    overrides = {}
-    if args.annotations:
-        overrides["annotations"] = args.annotations
-    if args.root:
-        overrides["root"] = args.root
-    if args.modalities:
-        overrides["modalities"] = args.modalities
-    return overrides

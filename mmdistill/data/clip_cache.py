@@ -20,6 +20,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -30,9 +31,15 @@ from typing import Any, Iterator
 import gin
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from mmdistill.data.sources import BadClipError, Keypoints
-from mmdistill.data.transforms import SpatialPlan, apply_to_frames
+from mmdistill.data.cache_entries import (read_entry, remove_entry, settings_record, wider_entry, write_error,
+                                          write_settings_record)
+from mmdistill.data.sources import BadClipError
+from mmdistill.data.transforms import SpatialPlan
+from mmdistill.progress import progress as progress_bar
+
+log = logging.getLogger("mmdistill.data")
 
 CACHE_FORMAT = 1
 FLOW_DTYPES = {"int8": np.int8, "int16": np.int16}
@@ -45,10 +52,11 @@ QUANTISED_SUFFIX, STEP_SUFFIX = "_quantised", "_step"
 class CachedVideo:
     """One video's cached modalities: `counts` {modality: frames}, and `read(name, indices)` giving
     what the modality's reader gives (image uint8 (T, H, W, 3), flow float32 (T, 2, H, W),
-    Keypoints) but at the resized resolution."""
+    Keypoints) but at the resized resolution; each modality's spec says how it is stored."""
 
     folder: Path
     meta: dict
+    specs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -59,41 +67,44 @@ class CachedVideo:
         return float(self.meta["modalities"][name]["scale"])
 
     def read(self, name: str, indices: np.ndarray, quantised: bool = False) -> Any:
-        """`quantised`: images and flow as stored (integers), for `ship`."""
-        info = self.meta["modalities"][name]
-        kind = info["kind"]
-        if kind == "keypoints":
-            xy = np.load(self.folder / f"{name}_xy.npy", mmap_mode="r")
-            score = np.load(self.folder / f"{name}_score.npy", mmap_mode="r")
-            pairs = tuple(tuple(pair) for pair in info["flip_pairs"])
-            return Keypoints(np.array(xy[:, indices]), np.array(score[:, indices]),
-                             tuple(info["img_shape"]), pairs)
-        frames = np.load(self.folder / f"{name}.npy", mmap_mode="r")[indices]
-        if kind == "flow" and not quantised:
-            return frames.astype(np.float32) * np.float32(info["scale"])
-        return np.ascontiguousarray(frames)
+        """`quantised`: images and flow as stored (integers, a `QuantisedFrames` that ships itself)."""
+        return self.specs[name].cache_load(name, self.folder, self.meta["modalities"][name], indices, quantised)
 
 
-    def ship(self, name: str, stored: np.ndarray, plan: SpatialPlan) -> dict[str, torch.Tensor]:
-        """Crop and flip a `read(..., quantised=True)` array as `apply_to_frames` would, but keep
-        its integers: {`<name>_quantised`: (C, T, h, w), `<name>_step`: float32 (C,)}, which
-        `dequantise` turns into the values `apply_to_frames` gives (bit for bit for RGB), on the
-        batch's device, where the float conversion and normalisation cost nothing to the loader."""
-        info = self.meta["modalities"][name]
-        is_flow = info["kind"] == "flow"
-        size = stored.shape[2:4] if is_flow else stored.shape[1:3]
+@dataclasses.dataclass
+class QuantisedFrames:
+    """Cached integers of a frame-like modality at the resized size (`clip_cache.finish_on='device'`):
+    `stored` (T, H, W, C) or, `channels_first`, (T, C, H, W); the value of an integer is it times
+    its channel's `steps`, and a horizontal flip multiplies the steps by `flip_signs` (flow: dx
+    changes sign)."""
+
+    stored: np.ndarray
+    channels_first: bool
+    steps: np.ndarray
+    flip_signs: np.ndarray
+    where: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
+
+    def ship(self, name: str, plan: SpatialPlan) -> dict[str, torch.Tensor]:
+        """Crop and flip as `apply_to_frames` would, but keep the integers: {`<name>_quantised`:
+        (C, T, h, w), `<name>_step`: float32 (C,)}, which `finish_quantised` turns into the values
+        `apply_to_frames` gives (bit for bit for RGB), on the batch's device, where the float
+        conversion and normalisation cost nothing to the loader."""
+        stored = self.stored
+        size = stored.shape[2:4] if self.channels_first else stored.shape[1:3]
         if tuple(size) != tuple(plan.resized):
-            raise ValueError(f"cached {name} of '{self.meta['video']}' is {tuple(size)}, the plan wants "
-                             f"{tuple(plan.resized)}: delete {self.folder}")
+            raise ValueError(f"cached {name} of {self.where} is {tuple(size)}, the plan wants "
+                             f"{tuple(plan.resized)}: delete that folder")
         rows = slice(plan.top, plan.top + plan.crop[0])
         columns = slice(plan.left, plan.left + plan.crop[1])
-        if is_flow:
+        if self.channels_first:
             frames = stored[:, :, rows, columns].transpose(1, 0, 2, 3)
-            step = np.float32(info["scale"])
-            steps = np.array([-step if plan.flip else step, step], dtype=np.float32)
         else:
             frames = stored[:, rows, columns].transpose(3, 0, 1, 2)
-            steps = np.ones(frames.shape[0], dtype=np.float32)
+        steps = (self.steps * self.flip_signs if plan.flip else self.steps).astype(np.float32)
         if plan.flip:
             frames = frames[..., ::-1]
         return {name + QUANTISED_SUFFIX: torch.from_numpy(np.ascontiguousarray(frames)),
@@ -103,6 +114,14 @@ class CachedVideo:
 def dequantise(quantised: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """(B, C, T, H, W) integers and (B, C) steps -> float32 values, wherever they live."""
     return quantised.float() * step.reshape(step.shape + (1, 1, 1))
+
+
+def finish_quantised(name: str, batch: dict, normalize: Any) -> None:
+    """`<name>_quantised` and `<name>_step` of a batch -> the normalised float `<name>`, in place."""
+    quantised = batch.pop(name + QUANTISED_SUFFIX, None)
+    if quantised is not None:
+        values = dequantise(quantised, batch.pop(name + STEP_SUFFIX))
+        batch[name] = normalize.apply_to_batch(values)
 
 
 def _fingerprint(paths: list[Path], video: str) -> list[tuple[str, int, int]]:
@@ -152,9 +171,10 @@ class ClipCache:
         self.flow_dtype = flow_dtype
         self.finish_on = finish_on
         self._cache_entries: dict[str, CachedVideo] = {}
+        self.repaired: list[tuple[str, str]] = []  # (video, what was wrong) of broken entries refilled
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache_entries": {}}  # each worker checks the files itself
+        return {**self.__dict__, "_cache_entries": {}, "repaired": []}  # each worker checks the files itself
 
     def settings_key(self, dataset: Any) -> str:
         """The key of what every entry of this dataset depends on besides its own files."""
@@ -173,28 +193,65 @@ class ClipCache:
         return self.folder / self.settings_key(dataset)[:20] / f"{video_key}-{_digest(files)[:20]}"
 
     def video(self, dataset: Any, video: str) -> CachedVideo:
-        """The video's entry, filled first if it is missing (BadClipError if its data is bad)."""
+        """The video's entry, filled first if it is missing or broken (BadClipError if its data
+        is bad); an entry of a run with more modalities serves when it holds these as they would
+        be made (cache_entries.py)."""
         if video in self._cache_entries:
             return self._cache_entries[video]
         folder = self.entry_folder(dataset, video)
-        if not (folder / "meta.json").is_file():
+        meta, _ = read_entry(folder)  # a broken one is dealt with under the lock below
+        if meta is None:
+            wider = wider_entry(self.folder, self.settings_record(dataset), folder.name.split("-")[0],
+                                self._files(dataset, video))
+            if wider is not None:
+                folder, meta = wider
+        if meta is None:
             folder.parent.mkdir(parents=True, exist_ok=True)
             with _locked(folder.parent / f"{folder.name.split('-')[0]}.lock"):
-                if not (folder / "meta.json").is_file():
+                meta = self._whole_entry(folder, video)
+                if meta is None:
                     self._fill(dataset, video, folder)
-        with open(folder / "meta.json") as handle:
-            entry = CachedVideo(folder, json.load(handle))
+                    meta, problem = read_entry(folder)
+                    if meta is None:
+                        raise BadClipError(f"video '{video}': the clip cache entry just written is broken: {problem}")
+        entry = CachedVideo(folder, meta, dict(dataset.specs))
         self._cache_entries[video] = entry
         return entry
 
+    def _whole_entry(self, folder: Path, video: str) -> dict | None:
+        """(Under the entry's lock) the entry's meta when it is whole; a broken one is removed (to
+        be filled again), with a warning naming what was wrong, and recorded in `repaired`."""
+        meta, problem = read_entry(folder)
+        if problem is not None:
+            log.warning("clip cache: the entry of video '%s' is broken and is filled again: %s", video, problem)
+            self.repaired.append((video, problem))
+            remove_entry(folder)
+        return meta
+
+    def _files(self, dataset: Any, video: str) -> dict:
+        """Per modality, the fingerprints of the files the entry is made from (as JSON gives them back)."""
+        return json.loads(json.dumps({name: _fingerprint(source.files(video), video)
+                                      for name, source in dataset.sources.items()}))
+
+    def settings_record(self, dataset: Any) -> dict:
+        return settings_record({"format": CACHE_FORMAT, "flow_dtype": self.flow_dtype,
+                                "short_side": dataset.spatial.short_side,
+                                "sources": {name: {"kind": source.kind, "digest": _digest(source_settings(source))}
+                                            for name, source in dataset.sources.items()}})
+
     def _fill(self, dataset: Any, video: str, folder: Path) -> None:
         staging = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
         try:
+            staging.mkdir()
             meta = self._write(dataset, video, staging)
+            meta["files"] = self._files(dataset, video)
             with open(staging / "meta.json", "w") as handle:
                 json.dump(meta, handle)
             os.rename(staging, folder)
+            write_settings_record(folder.parent, self.settings_record(dataset))
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise write_error(err, folder, self.folder) from err
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -210,25 +267,9 @@ class ClipCache:
         whole = SpatialPlan(resized, 0, 0, resized, False)  # the resize of the training path, no crop
         modalities = {}
         for name, data in raw.items():
-            kind = dataset.sources[name].kind
-            info: dict[str, Any] = {"kind": kind, "frames": counts[name]}
-            if kind == "keypoints":
-                np.save(staging / f"{name}_xy.npy", data.xy.astype(np.float32))
-                np.save(staging / f"{name}_score.npy", data.score.astype(np.float32))
-                info.update(img_shape=list(data.img_shape or reference), flip_pairs=[list(p) for p in data.flip_pairs])
-            elif kind == "flow":
-                values = apply_to_frames(data, whole, is_flow=True).transpose(1, 0, 2, 3)
-                dtype = FLOW_DTYPES[self.flow_dtype]
-                largest = float(np.abs(values).max(initial=0.0))
-                scale = largest / np.iinfo(dtype).max if largest > 0 else 1.0
-                np.save(staging / f"{name}.npy", np.round(values / np.float32(scale)).astype(dtype))
-                info["scale"] = scale
-            else:
-                if data.dtype != np.uint8:
-                    raise BadClipError(f"video '{video}': {name} frames are {data.dtype}; the clip cache "
-                                       f"stores uint8 images")
-                frames = apply_to_frames(data, whole, is_flow=False).transpose(1, 2, 3, 0)
-                np.save(staging / f"{name}.npy", frames.astype(np.uint8))
+            spec = dataset.specs[name]
+            info = {"kind": spec.kind, "frames": counts[name],
+                    **spec.cache_store(name, data, whole, staging, self, video, reference)}
             modalities[name] = info
         return {"format": CACHE_FORMAT, "video": video, "resized": list(resized), "modalities": modalities}
 
@@ -242,13 +283,15 @@ class _VideoFiller:
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, index: int) -> tuple[str, str | None]:
+    def __getitem__(self, index: int) -> tuple[str, str | None, list]:
         video = self.videos[index]
+        cache = self.dataset.cache
+        repaired = len(cache.repaired)
         try:
-            self.dataset.cache.video(self.dataset, video)
+            cache.video(self.dataset, video)
         except BadClipError as err:
-            return video, str(err)
-        return video, None
+            return video, str(err), cache.repaired[repaired:]
+        return video, None, cache.repaired[repaired:]
 
 
 def _as_list(items: list) -> list:
@@ -258,15 +301,20 @@ def _as_list(items: list) -> list:
 def fill_cache(dataset: Any, num_workers: int = 0, progress: bool = True) -> list[tuple[str, str]]:
     """Fill the entry of every video of `dataset` (a ClipDataset with a cache), in `num_workers`
     processes -> the (video, error) pairs of videos whose data could not be read."""
-    from torch.utils.data import DataLoader
+    return verify_and_fill(dataset, num_workers, progress)[0]
 
-    from mmdistill.progress import progress as progress_bar
 
+def verify_and_fill(dataset: Any, num_workers: int = 0, progress: bool = True
+                    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """`fill_cache` that checks every existing entry too -> (failed, repaired): the (video, error)
+    pairs of videos whose data could not be read, and the (video, what was wrong) pairs of broken
+    entries that were filled again."""
     videos = sorted({clip.video for clip in dataset.clips})
     loader = DataLoader(_VideoFiller(dataset, videos), batch_size=1, num_workers=num_workers,
                         collate_fn=_as_list)
-    failed = []
-    for (video, error), in progress_bar(loader, desc="videos", disable=not progress):
+    failed, repaired = [], []
+    for (video, error, fixed), in progress_bar(loader, desc="videos", disable=not progress):
+        repaired += fixed
         if error is not None:
             failed.append((video, error))
-    return failed
+    return failed, repaired

@@ -20,27 +20,17 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from mmdistill.data.annotations import AnnotationError, Clip, class_names_of, read_annotations
-from mmdistill.data.clip_cache import QUANTISED_SUFFIX, STEP_SUFFIX, ClipCache, dequantise
+from mmdistill.checks import check_int
+from mmdistill.data.clip_cache import ClipCache
+from mmdistill.data.clip_identity import deduplicate
 from mmdistill.data.heatmaps import HeatmapRenderer
-from mmdistill.data.jpeg_on_device import JPEG_SUFFIX, OFFSETS_SUFFIX, PLAN_SUFFIX, EncodedFrames, decode_clips
 from mmdistill.data.masking import TubeMaskGenerator
-from mmdistill.data.flow_sources import FlowFrameSource
-from mmdistill.data.skeleton_source import SkeletonSource
-from mmdistill.data.sources import (BadClipError, FrameFolderSource, VideoFileSource)
-from mmdistill.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Normalize, SpatialTransform,
-                                       TemporalSampler, apply_to_frames, apply_to_keypoints, same_aspect)
+from mmdistill.data.modalities.base import ModalitySpec
+from mmdistill.data.modalities.specs import all_specs, spec_of
+from mmdistill.data.sources import BadClipError
+from mmdistill.data.transforms import Normalize, SpatialTransform, TemporalSampler, same_aspect
 
 log = logging.getLogger("mmdistill.data")
-
-# Per source kind: (mean, std, scale). RGB statistics are in [0, 1] units (pixels / 255).
-DEFAULT_NORMALIZATION = {
-    "image": (IMAGENET_MEAN, IMAGENET_STD, 1.0 / 255.0),
-    "flow": ((0.0, 0.0), (1.0, 1.0), 1.0),
-    "keypoints": ((0.0,), (1.0,), 1.0),
-}
-# With heatmaps drawn on the device, a skeleton modality travels as `<name>_keypoints`:
-# float32 (M, T, V, 3) rows of (x, y, score) in crop pixels; the batch pads M with score-0 persons.
-KEYPOINTS_SUFFIX = "_keypoints"
 
 
 class ClipDataset(Dataset):
@@ -48,10 +38,11 @@ class ClipDataset(Dataset):
     set, 'label': int (index into `class_names`, -1 unlabelled), 'video': str, 'start': int (first
     0-based frame read), 'index': int}, or None for a bad clip under `on_bad_clip='skip'`.
 
-    `sources` maps modality names to readers; a reader's `kind` ('image', 'flow', 'keypoints')
-    decides its processing. Keypoints become heatmaps (V channels) drawn after the crop; with
-    `skeleton_heatmaps.render_on='device'` the item holds `<name>_keypoints` (M, T, V, 3) instead
-    and `mmdistill.data.device_batches` draws them where the batch goes (`draw_heatmaps`).
+    `sources` maps modality names to readers; each modality's spec (`specs`, by default
+    `spec_of(name)`: mmdistill/data/modalities/) decides how it is read, transformed, normalised,
+    in which form it travels and how `finish_on_device` completes it (e.g. with
+    `skeleton_heatmaps.render_on='device'` the item holds `skeleton_keypoints` (M, T, V, 3), drawn
+    where the batch goes by `mmdistill.data.device_batches`).
     `frame_counts='equal'` requires all modalities of a video to have the same number of frames;
     `'min'` samples within the frames all of them have.
     """
@@ -61,7 +52,8 @@ class ClipDataset(Dataset):
                  heatmaps: HeatmapRenderer | None = None, normalize: Mapping[str, Normalize] | None = None,
                  mask_generator: TubeMaskGenerator | None = None, on_bad_clip: str = "error", seed: int = 0,
                  labeled: bool | None = None, class_names: Sequence[str] | None = None,
-                 frame_counts: str = "equal", cache: ClipCache | None = None):
+                 frame_counts: str = "equal", cache: ClipCache | None = None,
+                 specs: Mapping[str, ModalitySpec] | None = None):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         if on_bad_clip not in ("error", "skip"):
@@ -72,22 +64,25 @@ class ClipDataset(Dataset):
             raise ValueError("a clip dataset needs at least one modality source")
         if not clips:
             raise ValueError("a clip dataset needs at least one clip (the annotation list is empty)")
-        self.clips = list(clips)
-        self.sources = dict(sources)
         self.mode = mode
         self.train = mode == "train"
         self.temporal = temporal or TemporalSampler()
+        self.clips = deduplicate(list(clips), self.temporal.span, self.temporal.centred(self.train))
+        self.sources = dict(sources)
+        self.specs = {name: (specs or {}).get(name) or spec_of(name) for name in self.sources}
         self.spatial = spatial or SpatialTransform()
         self.heatmaps = heatmaps or HeatmapRenderer()
-        self.normalize = {name: (normalize or {}).get(name) or Normalize(*DEFAULT_NORMALIZATION[source.kind])
-                          for name, source in self.sources.items()}
+        self.normalize = {name: (normalize or {}).get(name) or Normalize(*self.specs[name].normalization)
+                          for name in self.sources}
         self.mask_generator = mask_generator
         self.on_bad_clip = on_bad_clip
         self.seed = int(seed)
         self.frame_counts = frame_counts
-        on_device = [name for name, source in self.sources.items() if _decodes_on_device(source)]
-        if cache is not None and on_device:
-            raise ValueError(f"rgb_frames.decode_on='device' (modalities {on_device}) cannot be used with the "
+        refusals = {name: self.specs[name].cache_refusal(source) for name, source in self.sources.items()}
+        refused = {name: why for name, why in refusals.items() if why is not None}
+        if cache is not None and refused:
+            settings = sorted(set(refused.values()))
+            raise ValueError(f"{', '.join(settings)} (modalities {sorted(refused)}) cannot be used with the "
                              f"clip cache (clip_data.cache_dir={str(cache.folder)!r}), which stores decoded "
                              f"frames: set decode_on='loader', or clip_data.cache_dir=None")
         self.cache = cache
@@ -136,10 +131,13 @@ class ClipDataset(Dataset):
             raise IndexError(f"clip index {index} out of range for {len(self.clips)} clips")
         clip = self.clips[index]
         # Independent streams, so the crop does not change when the modality set or mask changes.
-        time_rng, space_rng, mask_rng = (np.random.default_rng(seq) for seq in
-                                         np.random.SeedSequence([self.seed, int(epoch), index]).spawn(3))
+        # Independent streams, so the crop does not change when the modality set or mask changes;
+        # the fourth seeds each modality's own draws (`ModalitySpec.to_item`'s rng).
+        time_seq, space_seq, mask_seq, modality_seq = np.random.SeedSequence(
+            [self.seed, int(epoch), index]).spawn(4)
+        time_rng, space_rng, mask_rng = (np.random.default_rng(seq) for seq in (time_seq, space_seq, mask_seq))
         try:
-            start, tensors = self.load_clip(clip, time_rng, space_rng)
+            start, tensors = self.load_clip(clip, time_rng, space_rng, modality_seq)
         except BadClipError as err:
             if self.on_bad_clip == "error":
                 raise BadClipError(f"clip #{index} (video '{clip.video}', start {clip.start}): {err}") from None
@@ -152,122 +150,69 @@ class ClipDataset(Dataset):
         item.update(label=int(self.labels[index]), video=clip.video, start=int(start), index=index)
         return item
 
-    def load_clip(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator
-              ) -> tuple[int, dict[str, torch.Tensor]]:
-        """Read and transform one clip -> (first frame index, {modality: tensor}); raises BadClipError."""
+    def load_clip(self, clip: Clip, time_rng: np.random.Generator, space_rng: np.random.Generator,
+                  modality_seq: np.random.SeedSequence | None = None) -> tuple[int, dict[str, torch.Tensor]]:
+        """Read and transform one clip -> (first frame index, {modality: tensor}); raises BadClipError.
+        `modality_seq` seeds each modality's own random draws (one generator per name)."""
+        modality_seq = modality_seq if modality_seq is not None else np.random.SeedSequence(0)
         if self.cache is not None:  # the video decoded and resized once, memory-mapped (clip_cache.py)
             cached = self.cache.video(self, clip.video)
             ship = self.cache.finish_on == "device"
             counts = cached.counts
             read = lambda name, indices: cached.read(name, indices, quantised=ship)  # noqa: E731
         else:
-            cached, ship = None, False
             counts = {name: source.num_frames(clip.video) for name, source in self.sources.items()}
-            read = lambda name, indices: (self.sources[name].read_encoded  # noqa: E731
-                                          if _decodes_on_device(self.sources[name])
-                                          else self.sources[name].read)(clip.video, indices)
+            read = lambda name, indices: self.specs[name].read(self.sources[name], clip.video,  # noqa: E731
+                                                               indices)
         if len(set(counts.values())) > 1 and self.frame_counts == "equal":
             raise BadClipError(f"video '{clip.video}': modalities disagree on its number of frames {counts}; "
                                f"fix the data, or set frame_counts='min' to use the frames all of them have")
         start, indices = self.temporal(clip, min(counts.values()), time_rng, self.train)
-        raw = {name: read(name, indices) for name in self.sources}
+        raw = {name: read(name, self.specs[name].frame_indices(indices)) for name in self.sources}
         reference_size = self.plan_size(raw, clip.video)
         plan = self.spatial.plan(reference_size, space_rng, self.train, clip.video)
         tensors = {}
         for name, data in raw.items():
-            kind = self.sources[name].kind
-            if kind == "keypoints":
-                moved = apply_to_keypoints(data, plan, reference_size)
-                if self.heatmaps.render_on == "device":  # drawn by draw_heatmaps
-                    tensors[name + KEYPOINTS_SUFFIX] = torch.from_numpy(np.concatenate(
-                        [moved.xy, moved.score[..., None]], axis=-1).astype(np.float32))
-                    continue
-                array = self.heatmaps(moved.xy, moved.score, plan.crop)
-            elif isinstance(data, EncodedFrames):  # decoded, transformed and normalised by finish_on_device
-                tensors.update(data.ship(name, plan))
-                continue
-            elif ship:  # cropped integers; made float and normalised by finish_on_device
-                tensors.update(cached.ship(name, data, plan))
-                continue
-            else:
-                array = apply_to_frames(data, plan, is_flow=kind == "flow")
-            tensors[name] = torch.from_numpy(self.normalize[name](array))
+            rng = np.random.default_rng(np.random.SeedSequence(
+                modality_seq.entropy, spawn_key=modality_seq.spawn_key + tuple(name.encode())))
+            tensors.update(self.specs[name].to_item(name, data, plan, reference_size, self, rng))
         return start, tensors
 
     def finish_on_device(self, batch: dict) -> dict:
-        """What the loader left to the batch's device: cached integers made float and normalised
-        (`clip_cache.finish_on='device'`), JPEG frames decoded (`rgb_frames.decode_on='device'`),
-        heatmaps drawn from keypoints (`draw_heatmaps`)."""
-        for name in self.sources:
-            encoded = batch.pop(name + JPEG_SUFFIX, None)
-            if encoded is not None:
-                offsets, plans = batch.pop(name + OFFSETS_SUFFIX), batch.pop(name + PLAN_SUFFIX)
-                device = offsets.device
-                pixels = decode_clips(encoded, offsets, plans, device, _as_list(batch.get("video")))
-                batch[name] = self.normalize[name].apply_to_batch(pixels)
-            quantised = batch.pop(name + QUANTISED_SUFFIX, None)
-            if quantised is not None:
-                values = dequantise(quantised, batch.pop(name + STEP_SUFFIX))
-                batch[name] = self.normalize[name].apply_to_batch(values)
-        return self.draw_heatmaps(batch)
-
-    def draw_heatmaps(self, batch: dict) -> dict:
-        """Draw, on the batch's device, the heatmaps the loader left as keypoints
-        (`skeleton_heatmaps.render_on='device'`); only `mmdistill.data.device_batches` calls it,
-        as one step of finishing a batch."""
-        for name, source in self.sources.items():
-            keypoints = batch.pop(name + KEYPOINTS_SUFFIX, None) if source.kind == "keypoints" else None
-            if keypoints is not None:
-                heatmaps = self.heatmaps.render_batch(keypoints, self.spatial.crop_size)
-                batch[name] = self.normalize[name].apply_to_batch(heatmaps)
+        """What the loader left to the batch's device, finished by each modality's spec (cached
+        integers made float and normalised, JPEG frames decoded, heatmaps drawn from keypoints);
+        `mmdistill.data.device_batches` calls it."""
+        for name, spec in self.specs.items():
+            spec.finish(name, batch, self)
         return batch
 
+    def channels(self, name: str) -> int:
+        """The channel count of modality `name`'s tensors: a model reading it has this `in_chans`."""
+        return int(self.specs[name].channels(self.sources[name]))
+
     def plan_size(self, raw: Mapping[str, Any], video: str) -> tuple[int, int]:
-        """The (H, W) the spatial plan is made for: RGB if read, else any image, flow, or the
-        skeleton's image shape. Every other modality is resized onto it, so each must have its
-        aspect ratio (`same_aspect`): a stretched flow or skeleton would sit off the RGB."""
-        rank = {"image": 0, "flow": 1, "keypoints": 2}
+        """The (H, W) the spatial plan is made for: RGB if read, else the modality whose spec ranks
+        first (`plan_rank`: images, flow, the skeleton's image shape). Every other modality is
+        resized onto it, so each must have its aspect ratio (`same_aspect`): a stretched flow or
+        skeleton would sit off the RGB."""
         sizes = {}
-        for name in sorted(raw, key=lambda name: (name != "rgb", rank[self.sources[name].kind])):
-            kind = self.sources[name].kind
-            if kind == "image":
-                sizes[name] = tuple(raw[name].shape[1:3])
-            elif kind == "flow":
-                sizes[name] = tuple(raw[name].shape[2:4])
-            elif raw[name].img_shape is not None:
-                sizes[name] = tuple(raw[name].img_shape)
+        for name in sorted(raw, key=lambda name: (name != "rgb", self.specs[name].plan_rank)):
+            size = self.specs[name].frame_size(raw[name])
+            if size is not None:
+                sizes[name] = tuple(size)
         if not sizes:
             raise BadClipError(f"video '{video}': with skeletons only, the skeleton file must give img_shape")
         reference, *others = sizes
         for name in others:
             if not same_aspect(sizes[name], sizes[reference]):
-                raise BadClipError(_aspect_message(video, name, self.sources[name].kind, sizes[name],
+                raise BadClipError(_aspect_message(video, name, self.specs[name], sizes[name],
                                                    reference, sizes[reference]))
         return sizes[reference]
 
 
-def _decodes_on_device(source: Any) -> bool:
-    return getattr(source, "decode_on", "loader") == "device"
-
-
-def _as_list(videos: Any) -> list[str] | None:
-    return [videos] if isinstance(videos, str) else videos  # finish_item: one video, not a list
-
-
-# What a modality's size is, and how to fix one of another aspect ratio than the reference frames.
-_SIZE_FIXES = {
-    "image": ("frames", "extract every image modality from the videos at one aspect ratio"),
-    "flow": ("flow", "compute the flow from these frames (python -m mmdistill.prepare flow --data ROOT), "
-                     "or at their aspect ratio: a flow of another size but the same shape is fine"),
-    "keypoints": ("skeleton img_shape", "img_shape must be the size of the frames the keypoints were "
-                                        "detected on: correct it in the skeleton file, or detect them on "
-                                        "these frames (python -m mmdistill.prepare skeleton --data ROOT)"),
-}
-
-
-def _aspect_message(video: str, name: str, kind: str, size: tuple[int, int], reference: str,
+def _aspect_message(video: str, name: str, spec: ModalitySpec, size: tuple[int, int], reference: str,
                     reference_size: tuple[int, int]) -> str:
-    what, fix = _SIZE_FIXES[kind]
+    what, fix = spec.size_what, spec.size_fix
     what = what if what.split()[0] == name else f"{name} {what}"
     (height, width), (ref_height, ref_width) = size, reference_size
     return (f"video '{video}': its {what} is {height}x{width} (height x width) but its {reference} "
@@ -288,13 +233,9 @@ def collate_clips(items: Sequence[dict | None]) -> dict:
 
 
 def _pad_persons(items: list[dict]) -> list[dict]:
-    """Keypoint tensors padded to the batch's largest person count (padded persons: score 0)."""
-    keys = [key for key in (items[0] if items else {}) if key.endswith(KEYPOINTS_SUFFIX)]
-    for key in keys:
-        most = max(item[key].shape[0] for item in items)
-        items = [item if item[key].shape[0] == most else {**item, key: torch.cat(
-                     [item[key], item[key].new_zeros((most - item[key].shape[0],) + item[key].shape[1:])])}
-                 for item in items]
+    """Items made collatable by every spec (e.g. the skeleton's keypoints padded to one person count)."""
+    for spec in all_specs().values():
+        items = spec.pad(items)
     return items
 
 
@@ -324,8 +265,6 @@ def build_loader(dataset: Dataset, batch_size: int = 4, shuffle: bool = True, nu
                  prefetch_factor: int | None = None) -> DataLoader:
     """DataLoader over a `DistributedSampler` (also for one process, so `set_epoch` is the same
     everywhere); decoding happens in the workers; `pin_memory=None` pins when CUDA is present."""
-    from mmdistill.checks import check_int  # here: the data tools import data modules only
-
     check_int("data_loader.batch_size", batch_size, example=4)
     check_int("data_loader.num_workers", num_workers, minimum=0, example=2)
     sampler = EpochTaggedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
@@ -347,10 +286,7 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
         loader.dataset.set_epoch(epoch)
 
 
-DEFAULT_SOURCES = {"rgb": FrameFolderSource, "flow": FlowFrameSource, "skeleton": SkeletonSource}
-
-
-@gin.configurable("clip_data")
+@gin.configurable("clip_data", denylist=["modalities", "mode", "seed", "mask"])
 def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Path | None = None,
                        modalities: Sequence[str] = ("rgb", "flow", "skeleton"), mode: str = "train",
                        sources: Mapping[str, Any] | None = None, mean: Mapping[str, Sequence[float]] | None = None,
@@ -381,24 +317,21 @@ def build_clip_dataset(annotations: str | Path | Sequence[Clip], root: str | Pat
         clips, is_folder_layout = list(annotations), False
         if root is None:
             raise ValueError("clip_data.root is required when the clips are given as a list")
+    specs = {name: spec_of(name) for name in modalities}
     chosen = {}
-    for name in modalities:
+    for name, spec in specs.items():
         source = (sources or {}).get(name)
         if source is None:
-            if name == "rgb" and is_folder_layout:
-                source = VideoFileSource()
-            elif name in DEFAULT_SOURCES:
-                source = DEFAULT_SOURCES[name]()
-            else:
-                raise ValueError(f"modality '{name}' has no default reader; give one in clip_data.sources")
+            source = spec.default_reader(folder_layout=is_folder_layout)
         if source.root is None:
             source.root = Path(root)
         chosen[name] = source
     normalize = {}
-    for name, source in chosen.items():
-        default_mean, default_std, scale = DEFAULT_NORMALIZATION[source.kind]
+    for name, spec in specs.items():
+        default_mean, default_std, scale = spec.normalization
         normalize[name] = Normalize((mean or {}).get(name, default_mean), (std or {}).get(name, default_std), scale)
     return ClipDataset(clips, chosen, mode=mode, temporal=TemporalSampler(), spatial=SpatialTransform(),
                        heatmaps=HeatmapRenderer(), normalize=normalize, mask_generator=mask,
                        on_bad_clip=on_bad_clip, seed=seed, labeled=labeled, class_names=class_names,
-                       frame_counts=frame_counts, cache=ClipCache(cache_dir) if cache_dir is not None else None)
+                       frame_counts=frame_counts, cache=ClipCache(cache_dir) if cache_dir is not None else None,
+                       specs=specs)

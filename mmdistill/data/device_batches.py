@@ -3,14 +3,18 @@ drawn, the tube mask as token indices. A loader wrapper like timm's PrefetchLoad
 side CUDA stream: the copy, the drawing and the mask's host sync run on the current stream.
 
 A finished batch holds, besides the collate's other keys:
-- every modality as a float tensor `(B, C, T, H, W)` on the device; with
-  `skeleton_heatmaps.render_on='device'` the `<name>_keypoints` the loader shipped are drawn here,
-  and with a clip cache (`clip_cache.finish_on='device'`) its `<name>_quantised` integers are
-  made float and normalised here; with `rgb_frames.decode_on='device'` its `<name>_jpeg` frames
-  are decoded, resized, cropped, flipped and normalised here;
+- every modality as a float tensor `(B, C, T, H, W)` on the device: whatever form a modality
+  travelled in (its spec's `travel_suffixes`, mmdistill/data/modalities/), its spec's `finish`
+  completes it here, through the dataset's `finish_on_device`: with
+  `skeleton_heatmaps.render_on='device'` the `skeleton_keypoints` are drawn, with a clip cache
+  (`clip_cache.finish_on='device'`) the `<name>_quantised` integers are made float and
+  normalised, with `rgb_frames.decode_on='device'` the `rgb_jpeg` frames are decoded, resized,
+  cropped, flipped and normalised;
 - with a tube mask, `'visible_index'` `(B, n_visible)` and `'masked_index'` `(B, n_masked)`
   (long, ascending) instead of the bool `'mask'` `(B, N)`: one host sync per batch, here, so
   the (possibly compiled) forward holds none, and the student and every teacher share them.
+  A bernoulli mask (visible counts differ per clip) gives `'visible_valid'` `(B, n_max)` bool
+  instead of `'masked_index'` (`mmdistill.data.masking.batch_token_indices`).
   A source/target pair (`mmdistill.data.paired`) carries one mask, so both halves share its
   indices too, and both halves' keypoints are drawn.
 
@@ -23,12 +27,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from mmdistill.data.clip_cache import QUANTISED_SUFFIX
-from mmdistill.data.cycled import CycledClips
-from mmdistill.data.dataset import KEYPOINTS_SUFFIX, ClipDataset
-from mmdistill.data.jpeg_on_device import JPEG_SUFFIX
-from mmdistill.data.masking import token_indices
-from mmdistill.data.paired import PairedClipDataset
+from mmdistill.data.dataset import ClipDataset
+from mmdistill.data.masking import batch_token_indices
+from mmdistill.data.modalities.specs import travel_suffixes
 
 HeatmapDrawer = Callable[[dict], dict]
 _END = object()  # the loader's end, told apart from any batch
@@ -49,8 +50,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def heatmap_drawer(dataset: Any) -> HeatmapDrawer | None:
     """What finishes what a ClipDataset's (or a source/target pair's) loader left to the device
     (heatmaps from keypoints, cached integers to normalised floats); None for other datasets."""
-    return (dataset.finish_on_device
-            if isinstance(dataset, (ClipDataset, PairedClipDataset, CycledClips)) else None)
+    return getattr(dataset, "finish_on_device", None)
 
 
 def finish_batch(batch: dict, device: torch.device | str,
@@ -58,7 +58,7 @@ def finish_batch(batch: dict, device: torch.device | str,
     """A collated batch, finished on `device` (see the module docstring); the input is left as is.
     `draw_heatmaps`: the dataset's (`heatmap_drawer`), needed when the batch holds keypoints."""
     batch = to_device(batch, torch.device(device))
-    deferred = sorted(key for key in batch if key.endswith((KEYPOINTS_SUFFIX, QUANTISED_SUFFIX, JPEG_SUFFIX)))
+    deferred = sorted(key for key in batch if key.endswith(travel_suffixes()))
     if deferred:
         if draw_heatmaps is None:
             raise ValueError(f"the batch holds keypoints {deferred} to be drawn as heatmaps "
@@ -69,7 +69,7 @@ def finish_batch(batch: dict, device: torch.device | str,
         batch = draw_heatmaps(batch)
     mask = batch.pop("mask", None)
     if mask is not None:
-        batch["visible_index"], batch["masked_index"] = token_indices(mask)
+        batch.update(batch_token_indices(mask))
     return batch
 
 

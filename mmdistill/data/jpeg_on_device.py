@@ -16,15 +16,14 @@ import dataclasses
 import io
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-if TYPE_CHECKING:  # sources.py imports this module, and transforms.py imports sources.py
-    from mmdistill.data.transforms import SpatialPlan
+from mmdistill.data.clip_types import BadClipError, SpatialPlan
 
 JPEG_SUFFIX, OFFSETS_SUFFIX, PLAN_SUFFIX = "_jpeg", "_jpeg_offsets", "_plan"
 DECODE_ON = ("loader", "device")
@@ -127,8 +126,6 @@ def decode_clips(encoded: Sequence[bytes] | bytes, offsets: torch.Tensor, plans:
                  device: torch.device | str, videos: Sequence[str] | None = None) -> torch.Tensor:
     """A batch's shipped JPEG clips -> float32 (B, 3, T, crop_h, crop_w) on `device`, in pixel
     values 0..255, as `apply_to_frames` gives them; raises BadClipError naming a corrupt clip."""
-    from mmdistill.data.sources import BadClipError
-
     if isinstance(encoded, bytes):  # finish_item's batch of one keeps a non-tensor as is
         encoded = [encoded]
     device = torch.device(device)

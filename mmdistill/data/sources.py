@@ -13,7 +13,6 @@ mmdistill/data/flow_sources.py, the skeleton reader in mmdistill/data/skeleton_s
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import string
@@ -24,29 +23,9 @@ import gin
 import numpy as np
 from PIL import Image
 
+from mmdistill.data.clip_types import COCO17_FLIP_PAIRS, BadClipError, Keypoints  # noqa: F401  (re-exported)
 from mmdistill.data.jpeg_on_device import DECODE_ON, CorruptJpegError, EncodedFrames, read_encoded
 from mmdistill.data.layout import FIRST_FRAME_NUMBER, FRAME_TEMPLATE, VIDEO_TEMPLATE
-
-# COCO-17 order: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles (left, right).
-COCO17_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
-
-
-class BadClipError(ValueError):
-    """The data of one clip is missing or malformed (the dataset may skip the clip)."""
-
-
-@dataclasses.dataclass
-class Keypoints:
-    """Keypoints of some frames: `xy` float32 (M, T, V, 2) pixel (x, y) with pixel centres at
-    integers, `score` float32 (M, T, V) in [0, 1] (0 = absent), `img_shape` (H, W) of the frames
-    the coordinates refer to (None: the same frames as the RGB), `flip_pairs` the (left, right)
-    joint indices swapped by a horizontal flip."""
-
-    xy: np.ndarray
-    score: np.ndarray
-    img_shape: tuple[int, int] | None
-    flip_pairs: tuple[tuple[int, int], ...] = COCO17_FLIP_PAIRS
-
 
 class _FrameSlot:
     """Formats as a marker, so a template can be turned into a file-name pattern."""

@@ -53,17 +53,3 @@ def format_gin(stats: dict[str, tuple[list[float], list[float]]]) -> str:
     means = ", ".join(f"'{name}': {values(mean)}" for name, (mean, _) in stats.items())
     stds = ", ".join(f"'{name}': {values([max(s, 1e-6) for s in std])}" for name, (_, std) in stats.items())
     return f"clip_data.mean = {{{means}}}\nclip_data.std = {{{stds}}}"
-
-
-def run_stats(args) -> int:
-    from mmdistill.data.check import _overrides, dataset_in_scope, parse_gin
-
-    modalities = args.modalities or ["flow", "skeleton"]
-    overrides = {**_overrides(args), "mode": "eval", "modalities": modalities,
-                 "mean": {name: (0.0,) for name in modalities}, "std": {name: (1.0,) for name in modalities}}
-    parse_gin(args.gin_file, args.gin_param)
-    dataset = dataset_in_scope(args.scope, **overrides)
-    stats = channel_stats(dataset, modalities, args.max_clips, args.num_workers, args.seed, progress=not args.quiet)
-    print(f"# statistics of {min(args.max_clips, len(dataset))} clips (eval crop); paste into your gin file:")
-    print(format_gin(stats))
-    return 0

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mmdistill.data.annotations import Clip
-from mmdistill.data.sources import BadClipError, Keypoints
+from mmdistill.data.clip_types import BadClipError, Keypoints, SpatialPlan  # noqa: F401  (SpatialPlan re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,6 +51,10 @@ class TemporalSampler:
         """Frames from the first to the last sampled frame, inclusive."""
         return (self.num_frames - 1) * self.sampling_rate + 1
 
+    def centred(self, train: bool) -> bool:
+        """Whether a window is read at its centre (else at a random offset)."""
+        return self.placement == "center" or (self.placement == "auto" and not train)
+
     def __call__(self, clip: Clip, video_frames: int, rng: np.random.Generator, train: bool
                  ) -> tuple[int, np.ndarray]:
         """-> (first frame index, `num_frames` 0-based indices)."""
@@ -75,18 +79,6 @@ class TemporalSampler:
         start = max(0, min(start, video_frames - self.span))
         indices = np.minimum(start + self.sampling_rate * np.arange(self.num_frames), video_frames - 1)
         return start, indices
-
-
-@dataclasses.dataclass(frozen=True)
-class SpatialPlan:
-    """Where one clip's frames go: resized to `resized` (H, W), then cropped to `crop` (H, W)
-    at (`top`, `left`), then mirrored when `flip`."""
-
-    resized: tuple[int, int]
-    top: int
-    left: int
-    crop: tuple[int, int]
-    flip: bool
 
 
 @gin.configurable("spatial_transform")

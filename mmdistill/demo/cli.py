@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 import time
 
 from mmdistill.demo.actions import ACTIONS
 from mmdistill.demo.cache import ensure_demo_dataset
 from mmdistill.demo.looks import LOOKS
 from mmdistill.demo.worlds import WORLDS
-from mmdistill.demo.writer import default_params
+from mmdistill.demo.writer import check_params, default_params, demo_data_params
 
 _HELP = {
     'seed': 'all randomness comes from it',
@@ -53,6 +55,18 @@ def main(argv=None, prog='python -m mmdistill.demo'):
                             help=f'{_HELP[name]} (default: {shown})', **extra)
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     root = args.pop('root')
+    try:  # every parameter by its flag, before anything is written
+        check_params(demo_data_params(**args))
+    except ValueError as err:
+        print(f'error: {_as_flags(str(err))}', file=sys.stderr)
+        return 2
     began = time.perf_counter()
     path = ensure_demo_dataset(root, **args)
     print(f'Demo dataset ready in {path} ({time.perf_counter() - began:.1f} s).')
+
+
+def _as_flags(message):
+    """A parameter check's message with `demo_data.clips_per_class` written as this command's
+    flag, `--clips-per-class` (`demo_data: name (...)` too)."""
+    message = re.sub(r'demo_data\.(\w+)', lambda m: '--' + m.group(1).replace('_', '-'), message)
+    return re.sub(r'demo_data: (\w+)', lambda m: '--' + m.group(1).replace('_', '-'), message)

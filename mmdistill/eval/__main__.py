@@ -11,18 +11,22 @@ as `experiment.task = 'evaluate'` runs it, so this command and the stage cannot 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 import gin
 
-MODALITIES = ("rgb", "flow", "skeleton")
+from mmdistill.commands.flags import add_gin_flags
+from mmdistill.data.modalities.specs import all_specs
+
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
-RESULT_FILES = ("summary.json", "fewshot_*.json")
+# What one evaluation writes in --out; set aside while a new one runs (PREVIOUS), replaced only
+# once the new results are written. The feature cache stays: it only speeds a rerun up.
+RESULT_FILES = ("summary.json", "fewshot_*.json", "operative_config.gin", "metrics.jsonl")
+PREVIOUS = ".previous_results"
+FAILED_SUMMARY = "failed_summary.json"
 
 
 class UsageError(ValueError):
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(see README 'Bringing your checkpoints'); repeatable. NAME "
                              "(default: the file name) labels its column and fewshot_NAME.json")
     models.add_argument("--modality", action="append", default=[], metavar="[NAME=]MODALITY",
-                        help=f"input of a model, one of {', '.join(MODALITIES)} (default rgb); "
+                        help=f"input of a model, one of {', '.join(all_specs())} (default rgb); "
                              "NAME may be left out when there is one checkpoint")
     models.add_argument("--trust-checkpoint", action="store_true",
                         help="allow arbitrary unpickling (only for files you trust)")
@@ -78,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=2, help="data loader workers (default 2)")
     run.add_argument("--wandb", action="store_true",
                      help="also log to W&B (wandb_run.* settings; offline unless $WANDB_MODE)")
-    run.add_argument("--gin-param", action="append", default=[], metavar="BINDING",
-                     help="an extra gin binding, applied last (e.g. "
-                          "'fewshot_logistic.l2_normalize = True')")
+    add_gin_flags(run, file_help="a gin file parsed before the arguments' bindings (e.g. a "
+                                 "classifier's settings); repeatable",
+                  param_help="an extra gin binding, applied last (e.g. "
+                             "'fewshot_logistic.l2_normalize = True')")
     return parser
 
 
@@ -117,8 +122,9 @@ def model_modalities(values: Sequence[str], names: Sequence[str]) -> dict[str, s
         if name not in modalities:
             raise UsageError(f"--modality {value}: no model named {name!r}; the models are "
                              f"{', '.join(names)} (name them with --checkpoint NAME=PATH)")
-        if modality not in MODALITIES:
-            raise UsageError(f"--modality {value}: {modality!r} is not one of {', '.join(MODALITIES)}")
+        known = all_specs()  # a modality is one whose spec is known (mmdistill/data/modalities/)
+        if modality not in known:
+            raise UsageError(f"--modality {value}: {modality!r} is not one of {', '.join(known)}")
         modalities[name] = modality
     return modalities
 
@@ -146,29 +152,109 @@ def check_data(args: argparse.Namespace, modalities: dict[str, str]) -> None:
                          f"(the --out of python -m mmdistill.prepare) with --annotations")
 
 
+# flag -> (attribute, smallest value); checked before any model is read.
+NUMBERS = {"--way": ("way", 2), "--queries": ("queries", 1), "--episodes": ("episodes", 1),
+           "--frames": ("frames", 1), "--sampling-rate": ("sampling_rate", 1),
+           "--short-side": ("short_side", 1), "--mask-views": ("mask_views", 0),
+           "--batch-size": ("batch_size", 1), "--workers": ("workers", 0)}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every number by its flag, before any work: a gin parameter's name in an error after the
+    features were extracted says neither which flag nor that nothing was needed to find it."""
+    for flag, (attribute, least) in NUMBERS.items():
+        value = getattr(args, attribute)
+        if value is not None and value < least:
+            raise UsageError(f"{flag} {value}: must be at least {least}")
+    for shot in args.shot or ():
+        if shot < 1:
+            raise UsageError(f"--shot {shot}: must be at least 1 (support clips per class)")
+    if args.size is not None and min(args.size) < 1:
+        raise UsageError(f"--size {args.size[0]} {args.size[1]}: both sides must be at least 1")
+
+
 def check_out(out: Path, overwrite: bool) -> None:
-    """Results someone already has are replaced only on request; the feature cache stays (it
-    is keyed on the weights and clips, so it can only speed a rerun up)."""
+    """Results someone already has are replaced only on request, and only once the new ones are
+    written (`set_aside_results`); this check touches nothing."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a new or empty folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UsageError(f"--out {out} exists and is not empty; nothing was evaluated. Pass "
-                             f"--overwrite to replace its results, or give another --out")
-        for pattern in RESULT_FILES:
-            for old in out.glob(pattern):
-                old.unlink()
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"--out {out} exists and is not empty; nothing was evaluated. Pass "
+                         f"--overwrite to replace its results, or give another --out")
 
 
-def model_input(name: str, path: Path, trust: bool) -> tuple[int, tuple[int, int]]:
-    """(frames, (height, width)) the model takes, built exactly as the evaluate stage builds it."""
+def _results(folder: Path) -> list[Path]:
+    return [path for pattern in RESULT_FILES for path in folder.glob(pattern) if path.is_file()]
+
+
+def set_aside_results(out: Path) -> Path | None:
+    """Move the previous results into out/PREVIOUS (under the lock) -> that folder, or None when
+    there were none. A run killed earlier left its previous results there: those are still the
+    last complete ones, and what it wrote in `out` is dropped."""
+    previous = out / PREVIOUS
+    if previous.is_dir():
+        for partial in _results(out):
+            partial.unlink()
+        return previous
+    old = _results(out)
+    if not old:
+        return None
+    previous.mkdir()
+    for path in old:
+        path.rename(previous / path.name)
+    return previous
+
+
+def settle_results(out: Path, previous: Path | None, finished: bool) -> None:
+    """After the run: on success the previous results go; on failure they come back, and the
+    failed run's summary is kept beside them as FAILED_SUMMARY."""
+    if finished:
+        (out / FAILED_SUMMARY).unlink(missing_ok=True)  # of an earlier failure, now replaced
+    if previous is None:
+        return
+    if finished:
+        for path in _results(previous):
+            path.unlink()
+    else:
+        summary = out / "summary.json"
+        if summary.is_file():
+            summary.replace(out / FAILED_SUMMARY)
+        for partial in _results(out):
+            partial.unlink()
+        for path in _results(previous):
+            path.rename(out / path.name)
+    previous.rmdir()
+
+
+def model_input(name: str, path: Path, trust: bool, modality: str = "rgb") -> tuple[int, tuple[int, int]]:
+    """(frames, (height, width)) the model takes, built exactly as the evaluate stage builds it;
+    a model whose input channels are not its --modality's is refused with the flag that fixes it."""
     from mmdistill.models.heads import NormedPooling
-    from mmdistill.train.training_checkpoint import models_for_evaluation
+    from mmdistill.ckpt.evaluation import models_for_evaluation
 
     model, _, _ = models_for_evaluation(path, None, trust)
     encoder = model.encoder if isinstance(model, NormedPooling) else model
+    check_channels(name, encoder.in_chans, modality)
     (t, h, w), arch = encoder.grid_size, encoder.arch
     return t * arch["tubelet_size"], (h * arch["patch_size"], w * arch["patch_size"])
+
+
+def default_channels() -> dict[str, int]:
+    """Each known modality's input channels with its spec's default reader (skeleton: 17 joints)."""
+    return {name: int(spec.channels(spec.default_reader(folder_layout=False)))
+            for name, spec in all_specs().items()}
+
+
+def check_channels(name: str, channels: int, modality: str) -> None:
+    CHANNELS = default_channels()
+    if channels == CHANNELS[modality] or (modality == "skeleton" and channels != 3 and channels != 2):
+        return  # a skeleton file may have another joint count; the stage checks it on the clips
+    fits = [m for m, c in CHANNELS.items() if c == channels] or ["skeleton"]
+    data = "" if fits[0] == "rgb" else (" (with --annotations FILE --data-root DIR: prepared data; "
+                                        "--clips reads RGB videos only)")
+    raise UsageError(f"--checkpoint {name}: the model takes {channels} input channels, not the "
+                     f"{CHANNELS[modality]} of {modality}, as a {fits[0]} model does: pass "
+                     f"--modality {name}={fits[0]}{data}")
 
 
 def clip_geometry(args: argparse.Namespace, inputs: dict[str, tuple[int, tuple[int, int]]]
@@ -221,11 +307,9 @@ def bindings(args: argparse.Namespace, checkpoints: dict[str, Path], modalities:
 
 def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the evaluate stage in `args.out` with the parsed bindings; returns the summary."""
-    from mmdistill import rundir
-    from mmdistill.context import RunContext
+    from mmdistill.commands.session import make_logger, run_session
+    from mmdistill.context import RunContext, resolve_device, resolve_precision, seed_everything
     from mmdistill.evaluation import evaluate_stage
-    from mmdistill.experiment import (make_logger, resolve_device, resolve_precision,
-                                      seed_everything)
     from mmdistill.tracking import FanoutLogger, MetricsFile
 
     out = args.out
@@ -233,57 +317,63 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     amp_dtype = resolve_precision(args.precision, device)
     seed_everything(args.seed)
     summary: dict[str, Any] = {"task": "evaluate", "run_dir": str(out)}
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(rundir.hold_lock(out))
-        log_file = stack.enter_context((out / "console.log").open("a", buffering=1))
-        stack.enter_context(contextlib.redirect_stdout(rundir.Tee(sys.stdout, log_file)))
-        rundir.write_provenance(out, ["python -m mmdistill.eval", *argv])
+    with run_session(out, ["python -m mmdistill.eval", *argv], summary) as session:
+        previous = set_aside_results(out)  # under the session's lock, before anything is written
+        session.after_summary = lambda: settle_results(out, previous,
+                                                       summary.get("status") == "finished")
+        session.save_config = lambda: (out / "operative_config.gin").write_text(
+            gin.operative_config_str())
         if args.wandb:
             logger, _ = make_logger(0, out, out.name, "eval", "evaluate")
         else:
             logger = FanoutLogger(MetricsFile(out / "metrics.jsonl"))
+        logger = session.track(logger)
         ctx = RunContext(dir=out, logger=logger, device=device, amp_dtype=amp_dtype,
                          seed=args.seed, gin_config=gin.operative_config_str)
-        try:
-            summary.update(evaluate_stage(ctx, None))
-            logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-            summary["status"] = "finished"
-        except BaseException as err:
-            summary["status"] = "failed"
-            summary["error"] = "".join(traceback.format_exception_only(type(err), err)).strip()
-            traceback.print_exception(err, file=log_file)
-            raise
-        finally:
-            (out / "operative_config.gin").write_text(gin.operative_config_str())
-            rundir.write_summary(out, summary)
-            logger.finish()
+        summary.update(evaluate_stage(ctx, None))
+        logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    import mmdistill.experiment  # noqa: F401  every configurable a run uses, before parsing
-    from mmdistill.config import ConfigError, parse_config
-    from mmdistill.models.checkpoint import CheckpointError
+    from mmdistill.commands.session import run_command
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: _main(argv), "python -m mmdistill.eval")
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from mmdistill.ckpt.reading import CheckpointError
+    from mmdistill.commands.configurables import import_configurables
+    from mmdistill.config import ConfigError, parse_config
+    from mmdistill.rundir import RunDirBusy
+
+    import_configurables()  # every configurable a run uses, before parsing
     try:
         checkpoints = named_checkpoints(args.checkpoint)
         modalities = model_modalities(args.modality, list(checkpoints))
+        check_numbers(args)
         check_data(args, modalities)
         check_out(args.out, args.overwrite)
-        inputs = {n: model_input(n, p, args.trust_checkpoint) for n, p in checkpoints.items()}
+        inputs = {n: model_input(n, p, args.trust_checkpoint, modalities[n])
+                  for n, p in checkpoints.items()}
         frames, size = clip_geometry(args, inputs)
         gin.clear_config()  # this command owns the configuration: only its own bindings count
-        parse_config((), bindings(args, checkpoints, modalities, frames, size))
+        parse_config(args.gin_file, bindings(args, checkpoints, modalities, frames, size))
     except (UsageError, ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         evaluate(args, argv)
+    except RunDirBusy as err:  # another evaluation writes there; nothing of it was touched
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as err:  # bad clips, annotations, a model on the wrong input
-        print(f"error: {err}\n(full traceback: {args.out / 'console.log'})", file=sys.stderr)
+        kept = (f"; the previous results in {args.out} are kept, this run's summary is "
+                f"{FAILED_SUMMARY}" if (args.out / FAILED_SUMMARY).is_file() else "")
+        print(f"error: {err}\n(full traceback: {args.out / 'console.log'}{kept})", file=sys.stderr)
         return 1
     print(f"results: {args.out / 'summary.json'}")
     return 0

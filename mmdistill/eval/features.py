@@ -256,7 +256,7 @@ def dataset_fingerprint(dataset) -> str:
     clips = getattr(dataset, "clips", None)
     if clips is None:
         raise ValueError(f"{type(dataset).__name__} has no `clips` list to fingerprint for the "
-                         "feature cache; disable the cache (fewshot.cache_dir = None)")
+                         "feature cache; disable the cache (evaluate.cache_features = False)")
     digest = hashlib.sha256()
     digest.update(json.dumps(list(getattr(dataset, "class_names", []))).encode())
     for clip in clips:

@@ -284,25 +284,27 @@ def evaluate(bank: FeatureBank, settings: Sequence[Any], classifier: str = "logi
 
 
 @gin.configurable("fewshot", denylist=["model", "loader", "device", "amp_dtype", "heads",
-                                       "checkpoint", "logger", "summary_path", "input_key"])
+                                       "checkpoint", "logger", "summary_path", "input_key",
+                                       "cache_dir"])
 def run_fewshot(model, loader, device: torch.device | str = "cpu",
                 amp_dtype: torch.dtype | None = None, heads: Mapping[str, Any] | None = None,
                 checkpoint: str | Path | None = None, logger=None,
-                summary_path: str | Path | None = None, n_way: int = 5, k_shot: int = 1,
-                q_query: int = 15, episodes: int = 400, settings: Sequence[Any] | None = None,
+                summary_path: str | Path | None = None,
+                settings: Sequence[Any] = ((5, 1, 15, 400),),
                 classifier: str = "logistic", mask_views: int = 0, mask_ratio: float = 0.75,
                 use_heads: bool = False, ensemble_heads: bool = False, seed: int = 0,
                 mask_seed: int = 0, cache_dir: str | Path | None = None,
                 progress: bool = True, input_key: str = "rgb") -> Report:
     """Extract (or load cached) features once, then evaluate every setting on them.
 
-    `settings` (a list of (n_way, k_shot, q_query, episodes)) overrides the single setting
-    given by n_way/k_shot/q_query/episodes. `heads` are the CMT heads, used when `use_heads`.
+    `settings`: a list of (n_way, k_shot, q_query, episodes), each evaluated on the same
+    features (the one spelling of a setting). `heads` are the CMT heads, used when `use_heads`.
+    `cache_dir`: keep the features there (the evaluate stage passes its run folder's
+    feature_cache when evaluate.cache_features, so it is not a binding).
     `checkpoint` names the weights' file for the cache key (else the weights are hashed).
     `seed` draws the episodes, `mask_seed` the tube masks, so a new episode seed reuses the cache.
     `input_key`: the batch field the model reads, its modality (a flow teacher reads 'flow').
     """
-    settings = settings if settings is not None else [(n_way, k_shot, q_query, episodes)]
     extra_heads = dict(heads or {}) if use_heads else {}
     if use_heads and not extra_heads:
         raise ValueError("fewshot.use_heads = True but no CMT heads were passed (heads=...)")

@@ -36,7 +36,7 @@ class CMTHead(nn.Sequential):
         self.config = dict(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, depth=depth, act=act)
 
 
-@gin.configurable("cmt_head")
+@gin.configurable("cmt_head", denylist=["in_dim", "out_dim"])
 def cmt_head(in_dim: int, out_dim: int, hidden_dim: int | None = None, depth: int = 1,
              act: str = "relu") -> CMTHead:
     """gin entry for the CMT heads distillation builds, one per teacher.
@@ -74,8 +74,8 @@ class StudentWithHeads(nn.Module):
         self.feature = feature
         self.fc_norm = nn.LayerNorm(student.embed_dim, eps=FC_NORM_EPS) if fc_norm else None
 
-    def forward(self, x, visible_index=None):
-        tokens, pooled = self.student(x, visible_index)
+    def forward(self, x, visible_index=None, visible_valid=None):
+        tokens, pooled = self.student(x, visible_index, visible_valid)
         if self.fc_norm is not None:
             pooled = self.fc_norm(pooled)
         feats = tokens if self.feature == "tokens" else pooled
@@ -106,8 +106,8 @@ class NormedPooling(nn.Module):
                 return getattr(self.encoder, name)
             raise
 
-    def forward(self, x, visible_index=None):
-        tokens, pooled = self.encoder(x, visible_index)
+    def forward(self, x, visible_index=None, visible_valid=None):
+        tokens, pooled = self.encoder(x, visible_index, visible_valid)
         return tokens, self.fc_norm(pooled)
 
 

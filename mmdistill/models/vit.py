@@ -3,7 +3,7 @@
 State-dict keys are the official VideoMAE names (`patch_embed.proj`, `blocks.N.attn.qkv`,
 `q_bias`, `v_bias`, `norm1`, `mlp.fc1`, `norm`, `fc_norm`, `pos_embed`), so official weights load
 1:1; the one exception is layer scale, which timm names `blocks.N.ls1.gamma` (official
-`gamma_1`) and `mmdistill.models.keymaps` renames. Pooling follows the official switch:
+`gamma_1`) and `mmdistill.ckpt.keymaps` renames. Pooling follows the official switch:
 `use_mean_pooling=False` (pretraining encoders) puts a LayerNorm `norm` after the blocks and pools
 by a plain mean; `use_mean_pooling=True` (fine-tuned models) leaves the tokens un-normed and
 normalises the mean with `fc_norm`.
@@ -36,11 +36,21 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+def attention_width(embed_dim: int, num_heads: int) -> int:
+    """The attention's inner width (q/k/v and proj input) under VideoMAE's rule
+    head_dim = embed_dim // num_heads (MCG-NJU/VideoMAE modeling_finetune.py:61-64, Attention; the
+    tennis fork keeps it in models/modeling_finetune.py:80-83): smaller than
+    embed_dim when num_heads does not divide it, e.g. 12 heads x 85 = 1020 for 1024 wide."""
+    return num_heads * (embed_dim // num_heads)
+
+
 class QVBiasAttention(Attention):
-    """timm attention with VideoMAE's bias layout: learned q and v biases, the k bias fixed at 0."""
+    """timm attention with VideoMAE's bias layout: learned q and v biases, the k bias fixed at 0,
+    and VideoMAE's head_dim = dim // num_heads (`attention_width`)."""
 
     def __init__(self, dim: int, num_heads: int = 8, **kwargs: Any):
         kwargs["qkv_bias"] = False  # the bias lives in q_bias / v_bias instead of qkv.bias
+        kwargs.setdefault("attn_head_dim", dim // num_heads)
         super().__init__(dim, num_heads=num_heads, **kwargs)
         self.q_bias = nn.Parameter(torch.zeros(self.attn_dim))
         self.v_bias = nn.Parameter(torch.zeros(self.attn_dim))
@@ -58,7 +68,9 @@ class QVBiasAttention(Attention):
                 dropout_p=self.attn_drop.p if self.training else 0.0)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
-            if attn_mask is not None:
+            if attn_mask is not None and attn_mask.dtype == torch.bool:  # True = attended
+                attn = attn.masked_fill(~attn_mask, float("-inf"))
+            elif attn_mask is not None:
                 attn = attn + attn_mask
             x = self.attn_drop(attn.softmax(dim=-1)) @ v
         x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
@@ -125,8 +137,8 @@ class VideoViT(nn.Module):
         self._check_divisible(num_frames, tubelet_size, "num_frames", "tubelet_size")
         self._check_divisible(height, patch_size, "img_size height", "patch_size")
         self._check_divisible(width, patch_size, "img_size width", "patch_size")
-        if embed_dim % num_heads:
-            raise ValueError(f"video_vit: embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if not 1 <= num_heads <= embed_dim:
+            raise ValueError(f"video_vit: num_heads={num_heads} must be within 1..embed_dim={embed_dim}")
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"video_vit.pos_embed={pos_embed!r}: choose 'sincos' or 'learned'")
         self.arch: dict[str, Any] = dict(
@@ -147,7 +159,7 @@ class VideoViT(nn.Module):
             self.register_buffer("pos_embed", sinusoid_table(self.num_patches, embed_dim),
                                  persistent=False)
             self.use_sincos_table_of(sincos_grid)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, init_values=init_values or None,
                   drop_path=rate, norm_layer=LayerNorm, attn_layer=QVBiasAttention)
@@ -190,13 +202,24 @@ class VideoViT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
-    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, visible_index: torch.Tensor | None = None,
+                visible_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, T, H, W) -> (tokens (B, n, D), pooled (B, D)) over the tokens `visible_index`
-        (B, n) names (`mmdistill.data.masking.token_indices` of a tube mask), or all N tokens."""
+        (B, n) names (`mmdistill.data.masking.token_indices` of a tube mask), or all N tokens.
+        `visible_valid` (B, n) bool marks padding (False) in ragged rows (a bernoulli mask,
+        `batch_token_indices`): no token attends to it and the mean leaves it out, so each
+        clip gets what it would alone; the padded rows of `tokens` are meaningless."""
         self._check_input(x)
         if visible_index is not None:
             self._check_index(visible_index, x.shape[0])
+        attn_mask = None
+        if visible_valid is not None:
+            if visible_index is None or visible_valid.shape != visible_index.shape \
+                    or visible_valid.dtype != torch.bool:
+                raise ValueError(f"visible_valid must be a bool tensor shaped like visible_index "
+                                 f"(mmdistill.data.masking.batch_token_indices), got "
+                                 f"{visible_valid.dtype} {tuple(visible_valid.shape)}")
+            attn_mask = visible_valid[:, None, None, :]  # (B, heads, queries, keys)
         x = self.patch_embed(x, visible_index)  # only the visible tubelets are embedded
         pos_embed = self.pos_embed.to(dtype=x.dtype)
         if visible_index is not None:  # the position table gathered the same way
@@ -204,11 +227,15 @@ class VideoViT(nn.Module):
         x = x + pos_embed
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, attn_mask, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, attn_mask=attn_mask)
         tokens = self.norm(x)
-        return tokens, self.fc_norm(tokens.mean(dim=1))
+        if visible_valid is None:
+            return tokens, self.fc_norm(tokens.mean(dim=1))
+        weight = visible_valid.unsqueeze(-1).to(tokens.dtype)
+        mean = (tokens * weight).sum(dim=1) / weight.sum(dim=1)
+        return tokens, self.fc_norm(mean)
 
     def _check_input(self, x: torch.Tensor) -> None:
         t, h, w = self.grid_size
@@ -228,7 +255,7 @@ class VideoViT(nn.Module):
                              f"of a bool tube mask); got {index.dtype} {tuple(index.shape)}")
 
 
-@gin.configurable("video_vit")
+@gin.configurable("video_vit", denylist=["in_chans"])
 def video_vit(size: str = "tiny", in_chans: int = 3, num_frames: int = 16,
               img_size: int | tuple[int, int] = 224, tubelet_size: int = 2, patch_size: int = 16,
               embed_dim: int | None = None, depth: int | None = None, num_heads: int | None = None,

@@ -5,6 +5,8 @@ import argparse
 import sys
 
 from . import annotations, flow, frames, hand_pose, skeleton, source_split
+from mmdistill.checks import FlagError, check_flags
+
 from .common import PrepareError, Report
 
 STEPS = {
@@ -27,6 +29,13 @@ Each step skips finished videos on rerun, refuses to replace other output withou
 and ends with a report (done, skipped, failed with reasons). `<step> --help` has an example."""
 
 
+# Numbers every step checks by their flags before any work (exit 2).
+FLAG_RANGES = {"--workers": (1, None), "--short-side": (1, None), "--jpeg-quality": (1, 100),
+               "--bound": (1e-6, None), "--min-detection-confidence": (0.0, 1.0),
+               "--min-tracking-confidence": (0.0, 1.0), "--sigma": (1e-6, None), "--size": (1, None),
+               "--stride": (1, None), "--max-num-hands": (1, None)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmdistill.prepare", description=__doc__,
                                      epilog=ORDER, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 all done, 1 some videos failed, 2 bad request (nothing was touched)."""
     args = build_parser().parse_args(argv)
     try:
+        check_flags(args, FLAG_RANGES)
         report: Report = args.main(args)
-    except PrepareError as error:
+    except (PrepareError, FlagError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(report.summary())
@@ -52,4 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mmdistill.commands.session import run_command  # SIGTERM and Ctrl-C: interrupted, exit 130
+
+    sys.exit(run_command(main, "python -m mmdistill.prepare"))

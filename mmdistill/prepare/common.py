@@ -59,7 +59,7 @@ def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dic
                            f"videos (e.g. one sub-folder per class) with --videos")
     wanted = {e.lower() for e in extensions}
     videos: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
+    for path in sorted(_walk_files(root)):
         if path.suffix.lower() not in wanted or not path.is_file():
             continue
         video_id = path.relative_to(root).with_suffix("").as_posix()
@@ -70,6 +70,20 @@ def find_videos(root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dic
     if not videos:
         raise PrepareError(f"no video files ({', '.join(sorted(wanted))}) found under {root}")
     return dict(sorted(videos.items(), key=lambda item: natural_key(item[0])))
+
+
+def _walk_files(root: Path) -> Iterable[Path]:
+    """Every file under `root`, following symlinked folders (a class folder linked in from
+    elsewhere is as much a class as a real one; `Path.rglob` skips it). One folder reached twice
+    (linked under two names, or a link loop) is refused: its videos would count twice."""
+    seen: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise PrepareError(f"{folder} and {seen[real]} are the same folder ({real}, through a "
+                               f"symbolic link); its videos would count twice: remove one link")
+        seen[real] = folder
+        yield from (Path(folder) / name for name in files)
 
 
 def find_frame_folders(data_root: Path) -> list[str]:

@@ -56,6 +56,10 @@ class SplitReport:
 def split_lists(videos: list[str], source_classes: list[str],
                 target_clips: tuple[int, int]) -> dict[str, list[dict]]:
     """Video ids -> the four lists (see the module docstring); pure, for tests."""
+    twice = sorted({name for name in source_classes if source_classes.count(name) > 1})
+    if twice:
+        raise PrepareError(f"--source-classes names {', '.join(repr(n) for n in twice)} twice; "
+                           f"name each class once")
     by_class: dict[str, list[str]] = {}
     for video in videos:
         by_class.setdefault(class_of(video, Path(video)), []).append(video)
@@ -81,7 +85,27 @@ def split_lists(videos: list[str], source_classes: list[str],
     if empty:
         raise PrepareError(f"--target-clips {first}-{last} leaves {', '.join(empty)} empty; "
                            f"choose a range that keeps clips on both sides")
+    _check_every_test_class_on_both_sides(lists, test_classes, by_class, first, last)
     return lists
+
+
+def _check_every_test_class_on_both_sides(lists: dict[str, list[dict]], test_classes: list[str],
+                                          by_class: dict[str, list[str]], first: int, last: int) -> None:
+    """A test class with no clip in the target range would be missing from unlabeled.json and
+    val.json (or, with every clip in it, from test.json) without a word."""
+    in_range = {e["label"] for e in lists["val"]}
+    tested = {e["label"] for e in lists["test"]}
+    for label in test_classes:
+        numbers = sorted(clip_number(v) for v in by_class[label])
+        if label not in in_range:
+            raise PrepareError(f"test class '{label}' has no clip numbered {first}-{last} (--target-clips; "
+                               f"its clips are numbered {numbers[0]}-{numbers[-1]}), so it would be "
+                               f"missing from unlabeled.json and val.json; choose a range every test "
+                               f"class has clips in, or make '{label}' a source class")
+        if label not in tested:
+            raise PrepareError(f"test class '{label}' has every clip in --target-clips {first}-{last}, "
+                               f"so it would be missing from test.json; choose a range that leaves "
+                               f"clips of every test class outside it")
 
 
 def prepare_source_split(videos_root: Path, out_dir: Path, *, source_classes: list[str],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Sequence
 
 import gin
 import torch
@@ -26,6 +27,7 @@ from mmdistill.data.device_batches import DeviceBatches
 from mmdistill.train import distributed as dist_utils
 from mmdistill.train import optim, training_checkpoint
 from mmdistill.train.console import Console, print_plan
+from mmdistill.train.resume_config import check_resume_config
 from mmdistill.train.step import StepResult, TrainStep
 
 
@@ -99,7 +101,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
           max_nonfinite: int = 10, compile: bool | str = False,
           compile_mode: str | None = None, fused_adamw: bool | None = None,
           find_unused_parameters: bool = False, weight_decay_groups: str = "timm",
-          cosine_period: str = "remaining") -> dict:
+          cosine_period: str = "remaining",
+          resume_may_change: Sequence[str] = ("train.epochs",)) -> dict:
     """Train `objective.trainable_modules()` on `loader`; returns the final summary.
 
     lr is the base rate; with scale_lr it is multiplied by (batch * accum_steps * world_size) / 256.
@@ -113,6 +116,7 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
     `weight_decay_groups` 'timm' | 'all' and `cosine_period` 'remaining' | 'all_epochs': see
     mmdistill.train.optim (DECAY_GROUPS, COSINE_PERIODS); 'all' / 'all_epochs' = MM-CDFSL's
     distillation.
+    `resume_may_change`: bindings a resume may change from the checkpoint's (train/resume_config.py).
     """
     _check_settings(epochs=epochs, accum_steps=accum_steps, log_every=log_every,
                     save_ckpt_freq=save_ckpt_freq, max_nonfinite=max_nonfinite,
@@ -146,6 +150,8 @@ def train(objective: nn.Module, loader, ctx: RunContext, *, resume_from: str | P
 
     start_epoch, global_step, last_metrics = 0, 0, {}
     if resume_from is not None:
+        check_resume_config(resume_from, training_checkpoint.load_checkpoint(resume_from, mmap=True)
+                            .get("gin_config") or "", ctx.gin_config(), resume_may_change)
         start_epoch, global_step, last_metrics = training_checkpoint.resume(
             resume_from, step_fn, scheduler, data_state, ctx)
     if ctx.is_main:

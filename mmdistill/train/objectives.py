@@ -80,7 +80,8 @@ class Distillation(nn.Module):
         return arch
 
     @torch.no_grad()
-    def targets(self, batch: dict, visible_index: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def targets(self, batch: dict, visible_index: torch.Tensor | None,
+                visible_valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = {}
         for name, teacher in self.teachers.items():
             if name not in batch:
@@ -90,7 +91,7 @@ class Distillation(nn.Module):
                 raise ValueError(f"the {name} teacher has {teacher.num_patches} tokens a clip, the "
                                  f"student {self.trainable.student.num_patches}: a shared tube mask "
                                  f"needs the same token grid (patch and tubelet size, frames, crop)")
-            tokens, pooled = teacher(batch[name], visible_index)
+            tokens, pooled = teacher(batch[name], visible_index, visible_valid)
             target = tokens if self.trainable.feature == "tokens" else pooled
             if self.target_norm:
                 target = F.layer_norm(target.float(), target.shape[-1:], eps=FC_NORM_EPS)
@@ -102,12 +103,16 @@ class Distillation(nn.Module):
         `visible_index` / `masked_index`; none means every token is seen."""
         indices = mask_indices(batch, self.trainable.student.num_patches)
         visible_index = indices[0] if indices is not None else None
-        targets = self.targets(batch, visible_index)
-        preds = self.trainable(batch[self.student_input], visible_index)
+        valid = batch.get("visible_valid")  # ragged rows of a bernoulli mask
+        targets = self.targets(batch, visible_index, valid)
+        preds = self.trainable(batch[self.student_input], visible_index, valid)
         result = {}
         total = 0.0
         for name, target in targets.items():
-            part = feature_loss(self.loss_kind, preds[name], target)
+            pred = preds[name]
+            if valid is not None and self.trainable.feature == "tokens":  # padding is no token
+                pred, target = pred[valid], target[valid]
+            part = feature_loss(self.loss_kind, pred, target)
             result[f"loss_{name}"] = part.detach()
             total = total + self.weights[name] * part
         result["loss"] = total
@@ -181,6 +186,10 @@ class MaskedAutoencoding(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         indices = mask_indices(batch, self.trainable.encoder.num_patches)
+        if indices is not None and indices[1] is None:
+            raise ValueError("masked autoencoding needs the same number of hidden tokens in "
+                             "every clip (a tube mask); this batch's mask hides a different "
+                             "number per clip (a bernoulli mask, which only distillation takes)")
         if indices is None:
             raise KeyError("masked autoencoding needs a tube mask: the batch has no "
                            "'visible_index' / 'masked_index'. Give the dataset a mask generator "
@@ -210,8 +219,10 @@ class MaskedAutoencoding(nn.Module):
         return out
 
 
-def mask_indices(batch: dict, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The batch's (visible_index, masked_index), None without a tube mask. A batch that still
+def mask_indices(batch: dict, num_tokens: int
+                 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The batch's (visible_index, masked_index), None without a mask; masked_index is None for
+    a ragged (bernoulli) mask, whose 'visible_valid' the caller reads. A batch that still
     holds the bool 'mask' did not come through the device stage and is refused: without the
     indices it would silently train unmasked."""
     if "mask" in batch:
@@ -220,6 +231,12 @@ def mask_indices(batch: dict, num_tokens: int) -> tuple[torch.Tensor, torch.Tens
                          "device) or call its finish_batch(batch, device)")
     if "visible_index" not in batch:
         return None
+    if "visible_valid" in batch:  # ragged rows (bernoulli mask): padded, no masked index
+        visible = batch["visible_index"]
+        if visible.shape[1] > num_tokens:
+            raise ValueError(f"the mask leaves {visible.shape[1]} tokens visible, the model has "
+                             f"{num_tokens}: make the mask for the model's token grid")
+        return visible, None
     visible, masked = batch["visible_index"], batch["masked_index"]
     if visible.shape[1] + masked.shape[1] != num_tokens:
         raise ValueError(f"the tube mask covers {visible.shape[1] + masked.shape[1]} tokens a "

@@ -1,13 +1,13 @@
-"""The training checkpoint, owned here from end to end: what it holds (built from the trainer's
-parts), writing it atomically, reading and checking it, keeping the newest k, resuming a run from
-it exactly, the step it stopped at, keeping the best k by a validation metric, and rebuilding a
-distilled checkpoint's models for evaluation.
+"""The trainer's side of the training checkpoint: what it holds (built from the trainer's
+parts), saving it every epoch, keeping the newest k, resuming a run from it exactly, the step it
+stopped at, and keeping the best k by a validation metric.
 
-Files are written atomically (`checkpoint_write`: temporary file in the same folder, fsync,
-rename), so a crash or a full disk mid-write leaves the previous checkpoint untouched. Everything
-stored is tensors or plain Python values, so `torch.load(weights_only=True)` reads it without
-unpickling code. The layout is in docs/INTERFACES.md ("Checkpoints"); its format tag lives in
-`checkpoint_format`.
+Everything else about checkpoints is the `mmdistill.ckpt` package: the format tag and reading one
+of these files strictly (`ckpt.format`), writing atomically (`ckpt.writing`: temporary file in the
+same folder, fsync, rename, so a crash or a full disk mid-write leaves the previous checkpoint
+untouched), and rebuilding a distilled checkpoint's models for evaluation (`ckpt.evaluation`).
+Everything stored is tensors or plain Python values, so `torch.load(weights_only=True)` reads it
+without unpickling code. The layout is in docs/INTERFACES.md ("Checkpoints").
 """
 from __future__ import annotations
 
@@ -21,16 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmdistill.context import RunContext
-from mmdistill.models.checkpoint import read_checkpoint
-from mmdistill.models.heads import CMTHead, NormedPooling, PooledHead
-from mmdistill.models.loading import LoadReport, build_from_checkpoint
-from mmdistill.models.vit import VideoViT
-from mmdistill.train import distributed, optim
+from mmdistill.ckpt.format import FORMAT, VERSION, load_checkpoint
 # save_checkpoint: atomic, a failed write explained, a SIGTERM held until the file is complete.
-from mmdistill.train.checkpoint_write import deferred_signals, save_checkpoint
-# FORMAT and VERSION are taken from here by everyone but the model-side reader.
-from mmdistill.train.checkpoint_format import FORMAT, VERSION, is_training_checkpoint
+from mmdistill.ckpt.writing import deferred_signals, save_checkpoint
+from mmdistill.context import RunContext
+from mmdistill.train import distributed, optim
 
 LAST = "last.ckpt"
 _NAMED = re.compile(r"^epoch=(\d+)-train_loss=.*\.ckpt$")
@@ -41,29 +36,6 @@ def checkpoint_name(epoch: int, train_loss: float) -> str:
     `epoch=04-train_loss=0.1234.ckpt`."""
     loss = f"{train_loss:.4f}" if math.isfinite(train_loss) else str(train_loss)
     return f"epoch={epoch:02d}-train_loss={loss}.ckpt"
-
-
-def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """Read one of our checkpoint files safely (no code is unpickled). `mmap=True` maps the
-    tensors instead of reading them (for callers that only need the small fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass an existing .ckpt file "
-                                f"(a run's checkpoints/last.ckpt resumes that run).")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # torch's long advice to load with weights_only=False is not for us
-        reason = (str(err).splitlines() or [""])[0][:200]
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {reason}. The file is "
-                         f"damaged or not an mmdistill checkpoint; use checkpoints/last.ckpt or an "
-                         f"earlier epoch=*.ckpt of the same run.") from err
-    if not is_training_checkpoint(payload):
-        raise ValueError(f"{path} is not an mmdistill training checkpoint (no format='{FORMAT}'); "
-                         f"to start from other weights use a model loader, not resume.")
-    if payload.get("version") != VERSION:
-        raise ValueError(f"{path} has checkpoint version {payload.get('version')}, this code reads "
-                         f"version {VERSION}; use the mmdistill version that wrote it.")
-    return payload
 
 
 def prune_checkpoints(folder: str | Path, keep_last_k: int | None) -> list[Path]:
@@ -235,71 +207,3 @@ def _restore_rank_rng(rng: dict, path, ctx: RunContext) -> None:
 def step_done(path: str | Path) -> int:
     """The optimizer step the checkpoint was written at (reads only the small fields)."""
     return int(load_checkpoint(path, mmap=True)["global_step"])
-
-
-# --- evaluation: the encoder and, for distillation checkpoints, its CMT heads ------------------
-
-def models_for_evaluation(path: str | Path, prefix: str | None = None,
-                          trust_checkpoint: bool = False
-                          ) -> tuple[nn.Module, dict[str, nn.Module], LoadReport]:
-    """The encoder stored in any supported checkpoint (a distillation checkpoint's student unless
-    `prefix` says otherwise), plus the CMT heads our distillation checkpoints record. A student
-    distilled through a trained pooled LayerNorm (`fc_norm.*`) comes back as a `NormedPooling`,
-    so evaluation reads the pooled feature it was trained with."""
-    ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
-    ours = ckpt.format == FORMAT
-    if prefix is None and ours and any(k.startswith("student.") for k in ckpt.state_dict):
-        prefix = "student"
-    model, report = build_from_checkpoint(ckpt, prefix=prefix)
-    if not ours:
-        return model, {}, report
-    arch = ckpt.metadata.get("arch") or {}
-    fc_norm = _trained_fc_norm(ckpt.state_dict, arch, path) if report.prefix == "student." else None
-    heads = rebuild_heads(ckpt.state_dict, arch, model, path, fc_norm)
-    return (model if fc_norm is None else NormedPooling(model, fc_norm)), heads, report
-
-
-def _trained_fc_norm(state_dict: dict[str, torch.Tensor], arch: dict[str, dict],
-                     path: str | Path) -> nn.LayerNorm | None:
-    if "fc_norm" not in arch:
-        return None
-    norm = nn.LayerNorm(arch["fc_norm"]["dim"], eps=arch["fc_norm"]["eps"])
-    weights = {k[len("fc_norm."):]: v.float() for k, v in state_dict.items()
-               if k.startswith("fc_norm.")}
-    try:
-        norm.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: its arch records the student's pooled fc_norm "
-                         f"({arch['fc_norm']}) but the weights fc_norm.* do not fit it: {err}. "
-                         f"The checkpoint is damaged or was edited.") from err
-    return norm
-
-
-def rebuild_heads(state_dict: dict[str, torch.Tensor], arch: dict[str, dict], encoder: VideoViT,
-                  path: str | Path, fc_norm: nn.Module | None = None) -> dict[str, nn.Module]:
-    """modality -> CMT head with its trained weights, from the `heads.<modality>` entries of a
-    checkpoint's `arch`; a head trained on the pooled feature is applied to the pooled feature
-    (through the student's trained `fc_norm` when it had one)."""
-    pooled_norm = encoder.fc_norm if fc_norm is None else nn.Sequential(encoder.fc_norm, fc_norm)
-    heads = {}
-    for name, config in arch.items():
-        if not name.startswith("heads."):
-            continue
-        config = dict(config)
-        feature = config.pop("feature", "tokens")
-        head = CMTHead(**config)
-        weights = {k[len(name) + 1:]: v.float() for k, v in state_dict.items()
-                   if k.startswith(name + ".")}
-        try:
-            head.load_state_dict(weights)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: the weights of {name} do not fit the head its arch records "
-                             f"({config}): {err}. The checkpoint is damaged or was edited.") from err
-        modality = name.split(".", 1)[1]
-        heads[modality] = head if feature == "tokens" else PooledHead(head, pooled_norm)
-    unrecorded = sorted({k.split(".")[1] for k in state_dict if k.startswith("heads.")}
-                        - set(heads))
-    if unrecorded:
-        print(f"[evaluate] {path}: heads {unrecorded} have weights but no recorded config (not a "
-              f"CMTHead); they are not evaluated.", flush=True)
-    return heads
