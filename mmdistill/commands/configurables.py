@@ -15,6 +15,8 @@ DATA_MODULES = (
     "mmdistill.data.dataset",  # clip_data, data_loader
     "mmdistill.data.heatmaps",  # skeleton_heatmaps
     "mmdistill.data.modalities.specs",  # modality_specs
+    "mmdistill.data.modalities.mmcdfsl",  # mmcdfsl_rgb_spec, mmcdfsl_flow_spec, mmcdfsl_pose_spec
+    "mmdistill.data.mmcdfsl_sources",  # mmcdfsl_rgb_frames, mmcdfsl_flow_frames, mmcdfsl_pose_frames
     "mmdistill.data.flow_sources",  # flow_frames, flow_array, flow_jpeg
     "mmdistill.data.skeleton_source",  # skeleton_pickle
     "mmdistill.data.sources",  # rgb_frames, rgb_video

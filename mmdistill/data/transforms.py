@@ -31,20 +31,27 @@ class TemporalSampler:
     - otherwise within its window [`start` or 0, `end` or the video's length): at a random
       offset (`placement='random'`), centred (`'center'`), or random when training and centred
       when evaluating (`'auto'`). A window shorter than the clip gets the clip centred on it.
-    Clamping at the video's end (documented rule): a clip that would run past the last frame is
-    shifted back to end on it; a video shorter than the clip repeats its last frame. A start or
-    end beyond the video is bad input, not clamped.
+    Clamping at the video's end (`past_end='shift'`, documented rule): a clip that would run past
+    the last frame is shifted back to end on it; a video shorter than the clip repeats its last
+    frame. `past_end='read'` (MM-CDFSL's rule: `max(1, start + rate * i)`, no clamp) keeps the
+    indices as they fall, past the end too, for readers that repeat the previous frame where a
+    file is missing (mmdistill/data/mmcdfsl_sources.py). A start or end beyond the video is bad
+    input, not clamped.
     """
 
-    def __init__(self, num_frames: int = 16, sampling_rate: int = 2, placement: str = "auto"):
+    def __init__(self, num_frames: int = 16, sampling_rate: int = 2, placement: str = "auto",
+                 past_end: str = "shift"):
         if num_frames < 1 or sampling_rate < 1:
             raise ValueError(f"temporal_sampling needs num_frames >= 1 and sampling_rate >= 1, "
                              f"got {num_frames}, {sampling_rate}")
         if placement not in ("auto", "random", "center"):
             raise ValueError(f"temporal_sampling.placement must be 'auto', 'random' or 'center', got {placement!r}")
+        if past_end not in ("shift", "read"):
+            raise ValueError(f"temporal_sampling.past_end must be 'shift' or 'read', got {past_end!r}")
         self.num_frames = num_frames
         self.sampling_rate = sampling_rate
         self.placement = placement
+        self.past_end = past_end
 
     @property
     def span(self) -> int:
@@ -76,6 +83,9 @@ class TemporalSampler:
                 start = low + int(rng.integers(0, room + 1))
             else:
                 start = low + room // 2
+        if self.past_end == "read":
+            start = max(0, start)
+            return start, start + self.sampling_rate * np.arange(self.num_frames)
         start = max(0, min(start, video_frames - self.span))
         indices = np.minimum(start + self.sampling_rate * np.arange(self.num_frames), video_frames - 1)
         return start, indices
