@@ -187,3 +187,17 @@ def test_a_distillation_step_runs_with_its_three_teachers_and_a_56_px_patch_4_po
     assert distill_stage(ctx, None).is_file()
     rows = [row for _, row in ctx.logger.history if "train/loss_pose" in row]
     assert rows and all(np.isfinite([row["train/loss_pose"] for row in rows]))
+
+
+@pytest.mark.parametrize("dataset, name", [("wear", "wear_val.json"), ("epic", "epic-55_val.json")])
+def test_the_data_check_passes_on_its_layout_with_sparse_arrays(built, clean_gin, dataset, name):
+    """The check reads the first frame a clip uses, not frame 1 (which has no flow file here)."""
+    from mmdistill.data.check import scan_dataset
+
+    tree = built[dataset]
+    configure(dataset)
+    video, start = next(clip for clip in tree.clips if clip[1] > 1 and clip in tree.clips[2:])
+    assert not (tree.root / trees.flow_path(dataset, video, 1)).exists()
+    report = scan_dataset(dataset_of(tree, name, "eval"), decode=True, progress=False)
+    assert report.ok, report.problems
+    assert report.clips_ok == 2 and report.frame_sizes["flow"] == {"224x224": len(report.frame_counts["flow"])}
