@@ -1,4 +1,7 @@
 """`prepare hand-pose`: MM-CDFSL-style (56, 56, 21) heatmaps at its paths, from any hand estimator."""
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -9,6 +12,7 @@ from mmdistill.prepare.common import OutputExists, PrepareError
 from mmdistill.prepare.hand_pose import (HAND21, LAYOUTS, hand_heatmaps, mediapipe_available,
                                          prepare_hand_pose)
 
+ROOT = Path(__file__).resolve().parents[1]
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tennis_strokes"
 HEIGHT, WIDTH = 24, 40
 
@@ -204,16 +208,20 @@ def test_mediapipe_hand_landmarks_are_in_coco_wholebody_hand_order():
 @pytest.mark.skipif(not CLIPS.is_dir(), reason=f"real clips not found at {CLIPS}")
 def test_mediapipe_hands_in_a_real_tennis_clip_sit_at_the_players_wrists(tmp_path):
     from mmdistill.prepare.frames import prepare_frames
-    from mmdistill.prepare.skeleton import COCO17, prepare_skeletons
+    from mmdistill.prepare.skeleton import COCO17
     from mmdistill.data.skeleton_source import load_plain_pickle
 
     (tmp_path / "videos/forehand").mkdir(parents=True)
     (tmp_path / "videos/forehand/forehand12.mp4").symlink_to(CLIPS / "forehand/forehand12.mp4")
     data = tmp_path / "data"
     assert prepare_frames(tmp_path / "videos", data, progress=False).ok  # 426 x 240, as recorded
-    report = prepare_hand_pose(data, progress=False)
-    assert report.ok, report.failed
-    assert prepare_skeletons(data, progress=False).ok  # the pose model's wrists, for comparison
+    # MediaPipe runs in a child process: its threads in this one would break later forks
+    # (the prepare steps' worker pools in other tests).
+    for step in ("hand-pose", "skeleton"):  # the pose model's wrists, for comparison
+        done = subprocess.run([sys.executable, "-m", "mmdistill.prepare", step, "--data", str(data),
+                               "--workers", "1"], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((data / ".prepare/hand-pose-report.json").read_text())
     skeleton = load_plain_pickle(data / "skeletons/forehand/forehand12.pkl")
     height, width = skeleton["img_shape"]
     wrists = [COCO17.index("left_wrist"), COCO17.index("right_wrist")]
@@ -230,7 +238,7 @@ def test_mediapipe_hands_in_a_real_tennis_clip_sit_at_the_players_wrists(tmp_pat
         on_map = np.stack([(xy[:, 0] + 0.5) * 56 / width - 0.5,
                            (xy[:, 1] + 0.5) * 56 / height - 0.5], axis=-1)
         distances.append(np.linalg.norm(on_map - (peak_x, peak_y), axis=1).min())
-    assert report.frames == skeleton["total_frames"] and len(distances) >= 3, distances
+    assert report["frames"] == skeleton["total_frames"] and len(distances) >= 3, distances
     # The player's hands are ~10 px here, so detections are few and rough: a median within
     # 5 heatmap pixels (~40 frame pixels) of the pose model's wrist says the coordinates reach
     # the right place on the grid (x/y swapped or unscaled would be far off); the joint order is
