@@ -18,6 +18,8 @@ DATA_MODULES = (
     "mmdistill.data.modalities.frame_rule",  # frame_rule
     "mmdistill.data.modalities.grid_heatmaps",  # grid_heatmaps
     "mmdistill.data.modalities.variants",  # rgb_spec, flow_spec, skeleton_spec
+    "mmdistill.data.modalities.mmcdfsl",  # mmcdfsl_rgb_spec, mmcdfsl_flow_spec, mmcdfsl_pose_spec
+    "mmdistill.data.mmcdfsl_sources",  # mmcdfsl_rgb_frames, mmcdfsl_flow_frames, mmcdfsl_pose_frames
     "mmdistill.data.flow_sources",  # flow_frames, flow_array, flow_jpeg
     "mmdistill.data.skeleton_source",  # skeleton_pickle
     "mmdistill.data.sources",  # rgb_frames, rgb_video

@@ -136,10 +136,12 @@ def scan_dataset(dataset: ClipDataset, decode: bool = False, progress: bool = Tr
     usable = set()
     for video, indices in progress_bar(clips_by_video.items(), desc="videos", disable=not progress):
         counts, first_frames = {}, {}
+        # the first frame a clip reads: sparse per-frame files (MM-CDFSL's) may lack frame 0
+        first = min(dataset.clips[index].start or 0 for index in indices)
         for name, source in dataset.sources.items():
             try:
                 counts[name] = source.num_frames(video)
-                first_frames[name] = source.read(video, [0])
+                first_frames[name] = source.read(video, [min(first, counts[name] - 1)])
                 frame_sizes[name][dataset.specs[name].describe(first_frames[name])] += 1
             except BadClipError as err:
                 problems.append((name, video, str(err)))

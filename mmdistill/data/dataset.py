@@ -170,7 +170,8 @@ class ClipDataset(Dataset):
         start, indices = self.temporal(clip, min(counts.values()), time_rng, self.train)
         raw = {name: read(name, self.specs[name].frame_indices(indices)) for name in self.sources}
         reference_size = self.plan_size(raw, clip.video)
-        plan = self.spatial.plan(reference_size, space_rng, self.train, clip.video)
+        plan = (self.spatial.plan(reference_size, space_rng, self.train, clip.video)
+                if reference_size is not None else None)
         tensors = {}
         for name, data in raw.items():
             rng = np.random.default_rng(np.random.SeedSequence(
@@ -201,6 +202,8 @@ class ClipDataset(Dataset):
             if size is not None:
                 sizes[name] = tuple(size)
         if not sizes:
+            if not any(self.specs[name].uses_plan for name in raw):
+                return None  # every modality has its own spatial rule (e.g. the MM-CDFSL specs)
             raise BadClipError(f"video '{video}': with skeletons only, the skeleton file must give img_shape")
         reference, *others = sizes
         for name in others:

@@ -33,10 +33,11 @@ class TemporalSampler:
       when evaluating (`'auto'`). A window shorter than the clip gets the clip centred on it.
     At the video's end, `past_end='shift'` (documented rule): a clip that would run past the last
     frame is shifted back to end on it; a video shorter than the clip repeats its last frame.
-    `past_end='keep'` keeps the start and hands on indices past the last frame: each modality's
-    `frame_rule` then says what such a frame is (the tennis fork's end-of-video rule, counted and
-    reported: mmdistill/data/modalities/frame_rule.py); a modality without one refuses the clip.
-    A start or end beyond the video is bad input, not clamped.
+    `past_end='keep'` keeps the start and hands on indices past the last frame: each modality
+    says what such a frame is: the tennis fork's `frame_rule` (counted and reported:
+    mmdistill/data/modalities/frame_rule.py), MM-CDFSL's readers repeating the previous frame
+    (its `max(1, start + rate * i)` without clamp: mmdistill/data/mmcdfsl_sources.py); a modality
+    with neither refuses the clip. A start or end beyond the video is bad input, not clamped.
     """
 
     def __init__(self, num_frames: int = 16, sampling_rate: int = 2, placement: str = "auto",
@@ -48,8 +49,8 @@ class TemporalSampler:
             raise ValueError(f"temporal_sampling.placement must be 'auto', 'random' or 'center', got {placement!r}")
         if past_end not in ("shift", "keep"):
             raise ValueError(f"temporal_sampling.past_end must be 'shift' (move a clip that runs past the video's "
-                             f"end back) or 'keep' (keep its start; each modality's frame_rule.past_end says what "
-                             f"a frame past the end is), got {past_end!r}")
+                             f"end back) or 'keep' (keep its start; each modality says what a frame past the end "
+                             f"is: frame_rule.past_end, or MM-CDFSL's readers), got {past_end!r}")
         self.num_frames = num_frames
         self.sampling_rate = sampling_rate
         self.placement = placement

@@ -42,6 +42,7 @@ class ModalitySpec:
     kind = "frames"  # what its readers give, recorded in a clip-cache entry
     normalization: tuple[Sequence[float], Sequence[float], float] = ((0.0,), (1.0,), 1.0)
     plan_rank = 5
+    uses_plan = True  # False: the spec has its own spatial rule and ignores the clip's plan
     travel_suffixes: tuple[str, ...] = ()
     size_what = "frames"
     size_fix = "give every modality of a video the same aspect ratio"

@@ -20,6 +20,7 @@ import gin
 
 from mmdistill.data.modalities.base import ModalitySpec
 from mmdistill.data.modalities.flow import FLOW
+from mmdistill.data.modalities import mmcdfsl  # noqa: F401  (registers the MM-CDFSL specs' gin names)
 from mmdistill.data.modalities.rgb import RGB
 from mmdistill.data.modalities.skeleton import SKELETON
 from mmdistill.data.modalities import variants  # noqa: F401  (gin: rgb_spec, flow_spec, skeleton_spec)
