@@ -91,19 +91,45 @@ def test_every_step_of_a_transfer_runs_one_tiny_step_on_its_layout(built, clean_
             gin.bind_parameter("fewshot_data/clip_data.annotations",
                                str(fewshot_list_of_four(built[target], target, tmp_path / "fewshot")))
             results = evaluate_stage(ctx, checkpoints["STUDENT"])
-            assert results
+            for model in ("", "teacher_rgb/"):  # the student and the RGB teacher, same episodes
+                assert 0.0 <= results[f"{model}fewshot/2way_1shot/acc"] <= 100.0  # percent
+                assert f"{model}fewshot/2way_1shot/view/masked1/acc" in results  # two masked query views
             continue
         losses = [row["train/loss"] for _, row in ctx.logger.history if "train/loss" in row]
         assert losses and np.isfinite(losses).all(), step
     assert all(Path(path).is_file() for path in checkpoints.values())
 
 
+def test_the_shipped_settings_are_its_settings(clean_gin):
+    """Without the test's bindings: ViT-S, the pose teacher at 56 px / patch 4, its rates and its
+    protocol (docs/parity_mmcdfsl.md sections 3, 7, 8; configs/data_module/dataset/*.yaml:7)."""
+    from mmdistill.config import parse_config
+
+    for target in TARGETS:
+        steps = steps_of(target)
+        for step, (files, bindings) in steps.items():
+            gin.clear_config()
+            parse_config([REPO / f for f in files], bindings, finalize=False)
+            assert (gin.query_parameter("video_vit.size"), gin.query_parameter("video_vit.num_frames"),
+                    gin.query_parameter("temporal_sampling.sampling_rate"),
+                    gin.query_parameter("source/temporal_sampling.sampling_rate")) == \
+                ("small", 16, trees.RATES[target], trees.RATES["ego4d"]), (target, step)
+        assert ("encoder/video_vit.patch_size = 4" in steps["pretrain_pose"][1])
+        assert gin.query_parameter("fewshot.settings") == [(5, 5, 15, 600), (5, 1, 15, 600)]
+        assert gin.query_parameter("fewshot.mask_views") == 2
+
+
 @pytest.mark.parametrize("target, scope", [(t, s) for t in TARGETS for s in ("source", "unlabeled", "fewshot_data")])
-def test_the_data_check_passes_for_every_scope_a_transfer_reads(built, clean_gin, capsys, target, scope):
+def test_the_data_check_passes_for_every_scope_a_transfer_reads(built, clean_gin, capsys, tmp_path, target, scope):
     from mmdistill.commands.data import main
 
-    params = [arg for binding in macros(built, target, "['vid-b']") for arg in ("--gin_param", binding)]
-    rc = main(["check", "--gin_file", str(REPO / f"gin/mmcdfsl/ego4d_to_{target}.gin"), "--scope", scope,
-               "--decode", "--quiet", *params])
+    # The README's way: the macros in a gin file of the user's, after the pipeline's.
+    paths = tmp_path / "my_paths.gin"
+    paths.write_text("\n".join(macros(built, target, "['vid-b']")) + "\n")
+    rc = main(["check", "--gin_file", str(REPO / f"gin/mmcdfsl/ego4d_to_{target}.gin"), "--gin_file", str(paths),
+               "--scope", scope, "--decode", "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out
+    assert "modalities: rgb, flow, pose" in out  # every modality's files, decoded
+    if scope == "source":
+        assert "excluded 1 of 2 entries" in out  # its delete list, by video_id
