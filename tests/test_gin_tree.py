@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GIN = ROOT / "gin"
 INCLUDE = re.compile(r"^include\s+['\"]([^'\"]+)['\"]", re.M)
 PIPELINES = ["gin/demo.gin", "gin/tennis_strokes.gin", "gin/tennis_strokes_synthetic.gin",
-             "gin/tennis_strokes_gpu.gin"]
+             "gin/tennis_strokes_gpu.gin", "gin/mmcdfsl/ego4d_to_epic.gin",
+             "gin/mmcdfsl/ego4d_to_meccano.gin", "gin/mmcdfsl/ego4d_to_wear.gin"]
 
 
 def _depth(path: Path, seen=()) -> int:
@@ -50,11 +51,13 @@ def test_each_experiment_family_sets_its_learning_rates_in_one_file():
             GIN / "tennis_strokes.gin", GIN / "tennis_strokes_synthetic.gin",
             *(p for p in GIN.glob("tennis_strokes/*.gin") if p.name != "gpu_scale.gin")],
         "tennis_strokes_gpu": [GIN / "tennis_strokes_gpu.gin", GIN / "tennis_strokes/gpu_scale.gin"],
+        "mmcdfsl": [*GIN.glob("mmcdfsl/*.gin")],
     }
     found = {name: _learning_rate_files(paths) for name, paths in families.items()}
     assert found == {"demo": {"gin/demo/common.gin"},
                      "tennis_strokes (CPU, both settings)": {"gin/tennis_strokes/common.gin"},
-                     "tennis_strokes_gpu": {"gin/tennis_strokes/gpu_scale.gin"}}
+                     "tennis_strokes_gpu": {"gin/tennis_strokes/gpu_scale.gin"},
+                     "mmcdfsl": {"gin/mmcdfsl/common.gin"}}
 
 
 @pytest.mark.parametrize("pipeline_file", PIPELINES)

@@ -33,7 +33,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="gin scope of the dataset: unlabeled or fewshot_data in the shipped files")
     parser.add_argument("--annotations", default=None, help="annotation file or class folder (overrides gin)")
     parser.add_argument("--root", default=None, help="data root (overrides gin)")
-    parser.add_argument("--modalities", nargs="+", default=None, help="modalities to read (overrides gin)")
+    parser.add_argument("--modalities", nargs="+", default=None,
+                        help="modalities to read (overrides gin; default: the keys of modality_specs.extra "
+                             "when bound, else rgb flow skeleton)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -117,6 +119,8 @@ def run_check(args) -> int:
 
     overrides = _overrides(args)
     parse_gin(args.gin_file, args.gin_param)
+    if "modalities" not in overrides and _declared_modalities():
+        overrides["modalities"] = _declared_modalities()
     dataset = dataset_in_scope(args.scope, **overrides)
     reading = annotation_reading_in_scope(args.scope, dataset.on_bad_clip, args.annotations)
     if reading is not None:
@@ -130,6 +134,18 @@ def run_check(args) -> int:
         path = write_montage(train_set, args.out, args.visualize, seed=args.seed)
         print(f"montage of {args.visualize} clips after the training transforms: {path}")
     return 0 if report.ok else 1
+
+
+def _declared_modalities() -> list[str] | None:
+    """The modalities a config declares its own specs for (`modality_specs.extra`, e.g. MM-CDFSL's
+    rgb, flow and pose): what its runs read, so what the check reads without --modalities."""
+    import gin
+
+    try:
+        extra = gin.query_parameter("modality_specs.extra")
+    except ValueError:
+        return None
+    return list(extra) if extra else None
 
 
 def _overrides(args) -> dict:
