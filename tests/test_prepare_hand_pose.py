@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from mmdistill.prepare.common import OutputExists, PrepareError
-from mmdistill.prepare.hand_pose import (HAND21, LAYOUTS, hand_heatmaps, mediapipe_available,
+from mmdistill.prepare.hand_pose import (HAND21, LAYOUTS, hand_heatmaps,
                                          prepare_hand_pose)
+from mmdistill.prepare.skeleton import mediapipe_available
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tennis_strokes"
@@ -174,7 +175,7 @@ def test_layouts_are_the_paths_the_tiny_trees_use():
 
 
 def test_missing_mediapipe_says_how_to_install_it(tmp_path, monkeypatch):
-    import mmdistill.prepare.hand_pose as step
+    import mmdistill.prepare.skeleton as step  # where the optional dependency is looked for
     monkeypatch.setattr(step, "mediapipe_available", lambda: False)
     data = write_frames(tmp_path, "clip", 2)
     with pytest.raises(PrepareError, match=r"pip install --no-deps mediapipe==0\.10\.21"):

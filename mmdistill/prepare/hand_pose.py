@@ -30,7 +30,7 @@ from mmdistill.data.layout import FRAME_FILE
 
 from .common import (Job, PrepareError, Report, add_run_arguments, finished_frame_folders,
                      run_jobs, write_bytes_atomic)
-from .skeleton import mediapipe_available
+from .skeleton import pick_estimator
 
 EXAMPLE = """example:
   python -m mmdistill.prepare hand-pose --data data/tennis --layout wear --workers 2
@@ -208,14 +208,7 @@ def prepare_hand_pose(data_root: Path, *, layout: str = "wear", estimator: str =
     if model_complexity not in (0, 1):
         raise PrepareError(f"--model-complexity {model_complexity} must be 0 (lite) or 1 (full), "
                            f"the two hand models in the MediaPipe wheel")
-    if factory is None:
-        if estimator not in ESTIMATORS:
-            raise PrepareError(f"--estimator {estimator!r} is not one of {sorted(ESTIMATORS)}")
-        if estimator == "mediapipe" and not mediapipe_available():
-            raise PrepareError(MEDIAPIPE_MISSING)
-        factory = ESTIMATORS[estimator]
-    else:
-        estimator = getattr(factory, "__qualname__", repr(factory))
+    estimator, factory = pick_estimator(estimator, factory, ESTIMATORS, MEDIAPIPE_MISSING)
     data_root = Path(data_root)
     jobs = []
     for video, frames_dir, num_frames, first_size in finished_frame_folders(data_root):

@@ -100,6 +100,19 @@ def mediapipe_available() -> bool:
     return importlib.util.find_spec("mediapipe") is not None
 
 
+def pick_estimator(name: str, factory, estimators: dict, missing: str) -> tuple[str, object]:
+    """(name recorded in the outputs' settings, factory): `factory` when a caller gives one (tests,
+    other estimators), else the named one of `estimators`; MediaPipe, an optional dependency,
+    refused with `missing` (how to install it) when it is not there."""
+    if factory is not None:
+        return getattr(factory, "__qualname__", repr(factory)), factory
+    if name not in estimators:
+        raise PrepareError(f"--estimator {name!r} is not one of {sorted(estimators)}")
+    if name == "mediapipe" and not mediapipe_available():
+        raise PrepareError(missing)
+    return name, estimators[name]
+
+
 EstimatorFactory = Callable[[dict], PoseEstimator]
 
 
@@ -160,14 +173,7 @@ def prepare_skeletons(data_root: Path, *, estimator: str = "mediapipe",
                       static_image_mode: bool = False, workers: int = 1, overwrite: bool = False,
                       progress: bool = True) -> Report:
     """``factory`` (a module-level callable: settings -> PoseEstimator) overrides ``estimator``."""
-    if factory is None:
-        if estimator not in ESTIMATORS:
-            raise PrepareError(f"--estimator {estimator!r} is not one of {sorted(ESTIMATORS)}")
-        if estimator == "mediapipe" and not mediapipe_available():
-            raise PrepareError(MEDIAPIPE_MISSING)
-        factory = ESTIMATORS[estimator]
-    else:
-        estimator = getattr(factory, "__qualname__", repr(factory))
+    estimator, factory = pick_estimator(estimator, factory, ESTIMATORS, MEDIAPIPE_MISSING)
     data_root = Path(data_root)
     jobs = []
     for video, frames_dir, num_frames, first_size in finished_frame_folders(data_root):
