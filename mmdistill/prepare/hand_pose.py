@@ -30,7 +30,7 @@ from mmdistill.data.layout import FRAME_FILE
 
 from .common import (Job, PrepareError, Report, add_run_arguments, finished_frame_folders,
                      run_jobs, write_bytes_atomic)
-from .skeleton import pick_estimator
+from .skeleton import add_mediapipe_arguments, pick_estimator
 
 EXAMPLE = """example:
   python -m mmdistill.prepare hand-pose --data data/tennis --layout wear --workers 2
@@ -246,12 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-hands", type=int, default=2, help="MediaPipe (default 2)")
     parser.add_argument("--model-complexity", type=int, choices=(0, 1), default=1,
                         help="MediaPipe: 0 lite, 1 full (default 1)")
-    parser.add_argument("--min-detection-confidence", type=float, default=0.5,
-                        help="MediaPipe: palm detection threshold (default 0.5)")
-    parser.add_argument("--min-tracking-confidence", type=float, default=0.5,
-                        help="MediaPipe: below this the hands are re-detected (default 0.5)")
-    parser.add_argument("--static-image-mode", action="store_true",
-                        help="MediaPipe: detect in every frame instead of tracking (slower)")
+    add_mediapipe_arguments(parser, detected="palm", tracked="the hands are")
     add_run_arguments(parser, "heatmaps")
 
 

@@ -194,13 +194,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data root holding frames/; pickles go to DATA/skeletons/")
     parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="mediapipe",
                         help="pose estimator (default mediapipe, optional dependency)")
+    add_mediapipe_arguments(parser, detected="person", tracked="the person is")
+    add_run_arguments(parser, "pickles")
+
+
+def add_mediapipe_arguments(parser: argparse.ArgumentParser, detected: str, tracked: str) -> None:
+    """MediaPipe's tracking flags, shared by the skeleton and hand-pose steps."""
     parser.add_argument("--min-detection-confidence", type=float, default=0.5,
-                        help="MediaPipe: person detection threshold (default 0.5)")
+                        help=f"MediaPipe: {detected} detection threshold (default 0.5)")
     parser.add_argument("--min-tracking-confidence", type=float, default=0.5,
-                        help="MediaPipe: below this the person is re-detected (default 0.5)")
+                        help=f"MediaPipe: below this {tracked} re-detected (default 0.5)")
     parser.add_argument("--static-image-mode", action="store_true",
                         help="MediaPipe: detect in every frame instead of tracking (slower)")
-    add_run_arguments(parser, "pickles")
 
 
 def main(args: argparse.Namespace) -> Report:
