@@ -246,14 +246,14 @@ def default_channels() -> dict[str, int]:
 
 
 def check_channels(name: str, channels: int, modality: str) -> None:
-    CHANNELS = default_channels()
-    if channels == CHANNELS[modality] or (modality == "skeleton" and channels != 3 and channels != 2):
+    expected = default_channels()
+    if channels == expected[modality] or (modality == "skeleton" and channels != 3 and channels != 2):
         return  # a skeleton file may have another joint count; the stage checks it on the clips
-    fits = [m for m, c in CHANNELS.items() if c == channels] or ["skeleton"]
+    fits = [m for m, c in expected.items() if c == channels] or ["skeleton"]
     data = "" if fits[0] == "rgb" else (" (with --annotations FILE --data-root DIR: prepared data; "
                                         "--clips reads RGB videos only)")
     raise UsageError(f"--checkpoint {name}: the model takes {channels} input channels, not the "
-                     f"{CHANNELS[modality]} of {modality}, as a {fits[0]} model does: pass "
+                     f"{expected[modality]} of {modality}, as a {fits[0]} model does: pass "
                      f"--modality {name}={fits[0]}{data}")
 
 
