@@ -47,6 +47,60 @@ def test_no_episode_puts_one_group_on_both_sides(seed):
             assert drawn.isdisjoint(ep.excluded)
 
 
+def _recordings_of_several_classes(seed, classes=6):
+    """labels and groups where each recording holds clips of several classes (the demo world)."""
+    rng = torch.Generator().manual_seed(seed)
+    labels, groups = [], []
+    for r in range(int(torch.randint(4, 9, (1,), generator=rng))):
+        for c in range(classes):
+            n = int(torch.randint(0, 4, (1,), generator=rng))
+            labels += [c] * n
+            groups += [f"rec{r}"] * n
+    return torch.tensor(labels), groups
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_recordings_of_several_classes_never_give_support_and_query_of_one_recording(seed):
+    labels, groups = _recordings_of_several_classes(seed)
+    names = [f"c{c}" for c in range(6)]
+    for k_shot in (1, 3):
+        try:
+            ep = sample_episodes(labels, names, 3, k_shot, 2, 40, seed=seed, groups=groups)
+        except TooFewClasses:
+            continue  # no split suits some draw of classes: reported, never merged
+        for e in range(len(ep)):
+            support, query = ep.support[e].tolist(), ep.query[e].tolist()
+            # Across the whole episode, not only within a class.
+            assert {groups[i] for i in support}.isdisjoint({groups[i] for i in query})
+            for j in range(3):
+                s = ep.support[e][ep.support_labels[e] == j].tolist()
+                q = ep.query[e][ep.query_labels[e] == j].tolist()
+                assert len(s) == k_shot and len(q) == 2
+                assert {labels[i].item() for i in s + q} == {ep.classes[e, j].item()}
+
+
+def test_recordings_of_several_classes_drawn_often_enough():
+    """Four recordings, each with 5 clips of every class (the demo's fewshot.json): 1 recording
+    gives the support, the 3 others the 15 queries, at 1-shot and 5-shot."""
+    labels = torch.tensor([c for r in range(4) for c in range(6) for _ in range(5)])
+    groups = [f"r{r}" for r in range(4) for c in range(6) for _ in range(5)]
+    for k_shot in (1, 5):
+        ep = sample_episodes(labels, [f"c{c}" for c in range(6)], 5, k_shot, 15, 50, groups=groups)
+        assert ep.groups_per_class == {f"c{c}": 4 for c in range(6)}
+        for e in range(len(ep)):
+            assert len({groups[i] for i in ep.support[e].tolist()}) == 1
+            assert len({groups[i] for i in ep.query[e].tolist()}) == 3
+    # Three recordings cannot give 15 queries apart from the support's recording.
+    with pytest.raises(TooFewClasses, match="different groups"):
+        sample_episodes(labels[:90], [f"c{c}" for c in range(6)], 5, 1, 15, 5, groups=groups[:90])
+    # Each class can be split on its own, but not both at once: a's support recording is b's
+    # only query recording and the other way round.
+    labels = torch.tensor([0] * 16 + [1] * 16)
+    groups = ["r0"] + ["r1"] * 15 + ["r1"] + ["r0"] * 15
+    with pytest.raises(TooFewClasses, match="span classes"):
+        sample_episodes(labels, ["a", "b"], 2, 1, 15, 3, groups=groups)
+
+
 def test_too_few_groups_raise_and_list_the_classes():
     labels, groups = _world([[10, 10], [20], [20], [20], [20]])
     with pytest.raises(TooFewClasses, match="groups per class") as err:

@@ -5,10 +5,13 @@ dedicated CPU `torch.Generator` makes the same seed give the same episodes on ev
 whatever the global RNG state, the device or the number of workers.
 
 With `groups` (the recording of each clip, `mmdistill.data.groups`) every episode is
-group-disjoint: within a class, support and queries come from different groups, so a query never
-meets a support clip of its own recording. A class is drawn only if its groups can be split into
-a side with at least K clips and a side with at least Q; the others are excluded and listed (never
-merged with another class).
+group-disjoint: no group gives both a support clip and a query clip, so a query never meets a
+support clip of its own recording. A class is drawn only if its groups can be split into a side
+with at least K clips and a side with at least Q; the others are excluded and listed (never
+merged with another class). Groups of one class each (a recording of one stroke) are split class
+by class; when a group holds clips of several classes (a recording of several actions, as in the
+demo world), the episode's groups are split once into a support side and a query side, so a
+query never meets a support clip of its own recording under another class either.
 """
 from __future__ import annotations
 
@@ -88,6 +91,44 @@ def _split_groups(rows_by_group: list[torch.Tensor], k_shot: int, q_query: int,
     raise RuntimeError("no group-disjoint split found for a class checked splittable")
 
 
+def _split_episode(rows: list[torch.Tensor], row_groups: list[list[str]], k_shot: int,
+                   q_query: int, generator: torch.Generator, tries: int = 1000) -> torch.Tensor:
+    """(N, K+Q) rows of one episode whose groups span classes: the groups in a random order join
+    the support side while some class still lacks K clips there (a group that adds no clip to such
+    a class is left to the query side); every class then needs Q clips in the other groups.
+
+    Unlike a class's own groups, a split that suits every class at once need not exist for every
+    draw of classes: an episode that finds none in `tries` orders raises TooFewClasses."""
+    names = sorted({g for groups in row_groups for g in groups})
+    for _ in range(tries):
+        order = torch.randperm(len(names), generator=generator).tolist()
+        support_side: set[str] = set()
+        have = [0] * len(rows)
+        for g in (names[i] for i in order):
+            gains = [sum(h == g for h in groups) for groups in row_groups]
+            if any(n and have[c] < k_shot for c, n in enumerate(gains)):
+                support_side.add(g)
+                have = [h + n for h, n in zip(have, gains)]
+                if min(have) >= k_shot:
+                    break
+        if min(have) < k_shot:
+            continue
+        picks = []
+        for class_rows, groups in zip(rows, row_groups):
+            in_support = torch.tensor([g in support_side for g in groups])
+            support, query = class_rows[in_support], class_rows[~in_support]
+            if query.numel() < q_query:
+                break
+            picks.append(torch.cat([
+                support[torch.randperm(support.numel(), generator=generator)[:k_shot]],
+                query[torch.randperm(query.numel(), generator=generator)[:q_query]]]))
+        else:
+            return torch.stack(picks)
+    raise TooFewClasses(f"no split of the episode's groups gives every class {k_shot} support and "
+                        f"{q_query} query clips from different groups in {tries} tries (groups "
+                        f"span classes here); lower k_shot or q_query, or add recordings")
+
+
 def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int, k_shot: int,
                     q_query: int, episodes: int, seed: int = 0,
                     groups: Sequence[str] | None = None) -> Episodes:
@@ -101,7 +142,7 @@ def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int
     counts = class_counts(labels, class_names)
     per_class = k_shot + q_query
     rows_of_class = [torch.nonzero(labels == c).flatten() for c in range(len(class_names))]
-    groups_of_class, per_class_groups = None, None
+    groups_of_class, per_class_groups, spanning = None, None, False
     if groups is not None:
         if len(groups) != labels.numel():
             raise ValueError(f"{len(groups)} groups for {labels.numel()} clips: give one per clip")
@@ -114,6 +155,10 @@ def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int
         per_class_groups = {class_names[c]: len(g) for c, g in enumerate(groups_of_class)
                             if counts[c]}
         ok = [_splittable([r.numel() for r in g], k_shot, q_query) for g in groups_of_class]
+        # Does some group hold clips of two classes? Then episodes are split as a whole.
+        row_groups = [[groups[r] for r in rows.tolist()] for rows in rows_of_class]
+        owners: dict[str, int] = {}
+        spanning = any(owners.setdefault(g, c) != c for c, gs in enumerate(row_groups) for g in gs)
     else:
         ok = [n >= per_class for n in counts]
     eligible_ids = [c for c in range(len(class_names)) if ok[c]]
@@ -137,6 +182,12 @@ def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int
     for e in range(episodes):
         chosen = torch.randperm(len(eligible_ids), generator=generator)[:n_way]
         classes[e] = eligible_tensor[chosen]
+        if spanning:
+            chosen_classes = classes[e].tolist()
+            picks[e] = _split_episode([rows_of_class[c] for c in chosen_classes],
+                                      [row_groups[c] for c in chosen_classes], k_shot, q_query,
+                                      generator)
+            continue
         for j, c in enumerate(classes[e].tolist()):
             if groups_of_class is not None:
                 picks[e, j] = _split_groups(groups_of_class[c], k_shot, q_query, generator)
