@@ -173,3 +173,41 @@ def test_gin_selects_the_cross_domain_world():
     params = demo_data_params()
     assert params['world'] == 'cross_domain' and params['source_clips_per_class'] == 7
     assert 'num_classes' not in params
+
+
+def test_target_clips_are_cut_from_recordings_that_share_backdrop_and_performer(tmp_path):
+    """recordings.json gives every labelled target clip one recording holding every action of its
+    file; clips of one recording look alike (same backdrop and clothes), clips of two do not; the
+    source and unlabelled clips do not depend on the recordings at all."""
+    from PIL import Image
+    params = dict(SMALL, clips_per_class=6, target_recordings=3, size=(48, 48), num_frames=6)
+    root = generate_demo_dataset(tmp_path / 'rec', progress=False, **params)
+    groups = json.loads((root / 'recordings.json').read_text())['groups']
+    assert sorted(groups) == ['fewshot/r00', 'fewshot/r01', 'fewshot/r02',
+                              'fewshot_val/r00', 'fewshot_val/r01', 'fewshot_val/r02']
+    labels = {e['video']: e['events'][0]['label'] for name in ('fewshot.json', 'fewshot_val.json')
+              for e in _entries(root, name)}
+    assert sorted(v for videos in groups.values() for v in videos) == sorted(labels)
+    for name, videos in groups.items():
+        per_action = [labels[v] for v in videos]
+        actions = SMALL['target_classes'] if name.startswith('fewshot/') else SMALL['target_val_classes']
+        assert sorted(set(per_action)) == sorted(actions)
+        assert all(per_action.count(a) == 2 for a in actions)  # 6 clips per action / 3 recordings
+
+    def still(video):  # the median frame: the backdrop where the figure moves
+        frames = [np.asarray(Image.open(path), np.float32)
+                  for path in sorted((root / 'frames' / video).iterdir())]
+        return np.median(np.stack(frames), axis=0)
+
+    def distance(a, b):
+        return float(np.abs(still(a) - still(b)).mean())
+
+    within = [distance(v[0], v[1]) for v in groups.values()]
+    between = [distance(groups['fewshot/r00'][0], groups[f'fewshot/r0{r}'][0]) for r in (1, 2)]
+    assert max(within) < min(between)
+    plain = generate_demo_dataset(tmp_path / 'plain', progress=False,
+                                  **dict(params, target_recordings=0))
+    assert not (plain / 'recordings.json').exists()
+    for name in ('source.json', 'unlabeled.json'):
+        assert _domain_digest(root, name) == _domain_digest(plain, name)
+    assert _domain_digest(root, 'fewshot.json') != _domain_digest(plain, 'fewshot.json')

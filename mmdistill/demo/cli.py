@@ -32,6 +32,8 @@ _HELP = {
     'source_look': f'cross_domain: look of the source domain ({", ".join(LOOKS)})',
     'target_look': f'cross_domain: look of the target domain ({", ".join(LOOKS)})',
     'spurious_cue': 'cross_domain: probability that a source backdrop takes its class hue',
+    'target_recordings': 'cross_domain: recordings each labelled target split is cut from '
+                         '(shared backdrop and performer; 0: a scene per clip)',
 }
 
 

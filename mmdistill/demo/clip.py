@@ -46,18 +46,20 @@ def animate(action, rng, num_frames):
 
 
 def render_clip(action, rng, num_frames=16, size=(64, 64), max_distractors=3, look=None,
-                cue=None):
+                cue=None, recording=None):
     """Render one clip of `action` with appearance and timing drawn from `rng`.
 
     `look` None is the single demo world (appearance independent of everything); a look name
-    (looks.LOOKS) draws the scene from that domain's look, with `cue` its class-tied tint or None.
+    (looks.LOOKS) draws the scene from that domain's look, with `cue` its class-tied tint or None,
+    and `recording` the stream of the recording whose backdrop and performer it shares (None: its
+    own scene; recording_rng).
     """
     height, width = size
     joints = animate(action, rng, num_frames)
     if look is not None:
         from mmdistill.demo.looks import look_scene
         layers, background, figure_height, centre = look_scene(look, joints, rng, num_frames,
-                                                               size, cue)
+                                                               size, cue, recording)
     else:
         figure_height = rng.uniform(0.55, 0.8) * height
         centre = (rng.uniform(0.35, 0.65) * width,
@@ -81,3 +83,12 @@ def render_clip(action, rng, num_frames=16, size=(64, 64), max_distractors=3, lo
 def clip_rng(seed, split_code, index):
     """Independent stream per clip, so a clip does not depend on how many others exist."""
     return np.random.default_rng([seed, split_code, index])
+
+
+# The fourth entropy word keeps recording streams apart from clip streams ([seed, code, index]).
+RECORDING_STREAM = 7
+
+
+def recording_rng(seed, split_code, recording):
+    """A fresh stream per call, the same for every clip of one recording of one split."""
+    return np.random.default_rng([seed, split_code, recording, RECORDING_STREAM])

@@ -114,11 +114,14 @@ def _distractors(rng, look, num_frames, height, width):
                   np.full((num_frames, count), -10.0))
 
 
-def look_scene(look_name, joints, rng, num_frames, size, cue=None):
+def look_scene(look_name, joints, rng, num_frames, size, cue=None, recording=None):
     """The scene of one clip in look `look_name`: (layers, background, figure height px, centre).
 
     `cue` (hue, probability) ties the background hue to the class: with that probability the
     clip's backdrop takes the class hue, otherwise a random one. None: no class-tied tint.
+    `recording`: the random stream of the clip's recording, which then draws the backdrop and the
+    performer's clothes, so every clip of a recording shares them (placement, size, distractors
+    and motion stay the clip's own). None: the clip is a scene of its own.
     """
     if look_name not in LOOKS:
         raise ValueError(f'Unknown demo look {look_name!r}; choose from {sorted(LOOKS)}.')
@@ -133,8 +136,11 @@ def look_scene(look_name, joints, rng, num_frames, size, cue=None):
     hue = rng.uniform()
     if cue is not None and tied < cue[1]:
         hue = cue[0]
-    background = look.background(rng, height, width, hue)
+    scene = rng if recording is None else recording
+    if recording is not None:
+        hue = recording.uniform()
+    background = look.background(scene, height, width, hue)
     limb_radius = rng.uniform(*look.limb_radius) * figure_height
-    figure = place_figure(joints, figure_height, centre, limb_radius, look.clothes(rng))
+    figure = place_figure(joints, figure_height, centre, limb_radius, look.clothes(scene))
     distractors = _distractors(rng, look, num_frames, height, width)
     return stack_layers(distractors, figure), background, figure_height, centre

@@ -6,7 +6,9 @@ class, fewshot.json / fewshot_val.json / unlabeled.json over the first actions.
 (source.json, its own actions, the 'studio' look with a class-tied backdrop tint), and a target
 domain in another look whose actions are disjoint from the source's: an unlabelled pool
 (unlabeled.json), labelled novel classes (fewshot.json) and class-disjoint validation classes
-(fewshot_val.json). Parameters that belong to only one world must keep their defaults in the
+(fewshot_val.json). The two labelled target splits are filmed in `target_recordings` recordings
+each: one backdrop and one performer per recording, every action several times in each, so the
+scene says nothing about the action and recording-disjoint episodes have groups to keep apart. Parameters that belong to only one world must keep their defaults in the
 other, so a binding never goes silently unused.
 """
 
@@ -27,7 +29,8 @@ TARGET_VAL_CLASSES = ('spin', 'bow', 'reach')
 # num_frames, size, jpeg_quality).
 SINGLE_ONLY = ('num_classes', 'val_classes', 'max_distractors')
 CROSS_DOMAIN_ONLY = ('source_classes', 'target_classes', 'target_val_classes',
-                     'source_clips_per_class', 'source_look', 'target_look', 'spurious_cue')
+                     'source_clips_per_class', 'source_look', 'target_look', 'spurious_cue',
+                     'target_recordings')
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,16 @@ class Split:
     count: int         # videos; labelled splits cycle over `classes`
     look: str | None   # None: the single world's appearance
     cue: float = 0.0   # probability that a clip's backdrop takes its class's hue
+    recordings: int = 0  # 0: every clip its own scene; else rounds of clips share one (recording)
+
+    def recording(self, index):
+        """The recording of clip `index`, or None: consecutive rounds (one clip of every class)
+        are cut from one recording, `recordings` equal runs of rounds over the split (with
+        fewer rounds than recordings, a round each)."""
+        if not self.recordings:
+            return None
+        rounds = -(-self.count // len(self.classes))
+        return (index // len(self.classes)) * self.recordings // rounds
 
 
 def world_params(params, defaults):
@@ -84,9 +97,10 @@ def splits(params):
                   params['spurious_cue']),
             Split('unlabeled', 'unlabeled.json', 11, 'u', target + val, params['unlabeled_clips'],
                   target_look),
-            Split('fewshot', 'fewshot.json', 12, 'e', target, per_class * len(target), target_look),
+            Split('fewshot', 'fewshot.json', 12, 'e', target, per_class * len(target), target_look,
+                  recordings=params['target_recordings']),
             Split('fewshot_val', 'fewshot_val.json', 13, 'v', val, per_class * len(val),
-                  target_look)]
+                  target_look, recordings=params['target_recordings'])]
 
 
 def check_cross_domain(params):
@@ -119,3 +133,6 @@ def check_cross_domain(params):
         raise ValueError(f'demo_data.spurious_cue is a probability, got {params["spurious_cue"]}.')
     if params['source_clips_per_class'] < 1:
         raise ValueError('demo_data.source_clips_per_class must be >= 1.')
+    if params['target_recordings'] < 0:
+        raise ValueError(f"demo_data.target_recordings must be >= 0 (0: every clip its own "
+                         f"scene), got {params['target_recordings']}.")

@@ -7,6 +7,8 @@ Under a root (data/layout.py has the templates):
     skeletons/{video}.pkl               MMAction2-style dict, COCO-17 keypoints in pixels
     unlabeled.json, fewshot.json (, fewshot_val.json)   tennis-style events (0-based frame index)
     source.json                         cross_domain world only: the labelled source domain
+    recordings.json                     cross_domain world only: the recording of each labelled
+                                        target clip, a groups file (mmdistill.data.groups)
     manifest.json                       generator version + parameters (for cache reuse)
 
 Which videos exist, and in which split and look, is decided by `plan_videos` (from the
@@ -30,7 +32,7 @@ from mmdistill.data.layout import (FLOW_TEMPLATE, FLOWS_DIR, FRAME_TEMPLATE, FRA
                                    SKELETON_TEMPLATE, SKELETONS_DIR)
 from mmdistill.demo.actions import ACTIONS
 from mmdistill.demo.atomic import exclusive, publish, remove_leftovers
-from mmdistill.demo.clip import clip_rng, render_clip
+from mmdistill.demo.clip import clip_rng, recording_rng, render_clip
 from mmdistill.demo.worlds import (SOURCE_CLASSES, SOURCE_FILE, TARGET_CLASSES,
                                    TARGET_VAL_CLASSES, check_cross_domain, splits, world_of,
                                    world_params)
@@ -38,16 +40,17 @@ from mmdistill.progress import progress as progress_bar
 
 GENERATOR = 'mmdistill.demo'
 # Bump whenever the rendered content changes, so cached demo data is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 UNLABELED_FILE = 'unlabeled.json'
 FEWSHOT_FILE = 'fewshot.json'
 FEWSHOT_VAL_FILE = 'fewshot_val.json'
+RECORDINGS_FILE = 'recordings.json'
 MANIFEST_FILE = 'manifest.json'
 FPS = 25
 # Everything the generator writes at the top level of its root; only these are ever deleted.
 OWNED_ENTRIES = frozenset({FRAMES_DIR, FLOWS_DIR, SKELETONS_DIR, UNLABELED_FILE, FEWSHOT_FILE,
-                           FEWSHOT_VAL_FILE, SOURCE_FILE, MANIFEST_FILE})
+                           FEWSHOT_VAL_FILE, SOURCE_FILE, RECORDINGS_FILE, MANIFEST_FILE})
 
 
 def write_clip(root, video, clip, jpeg_quality):
@@ -95,6 +98,7 @@ def write_dataset(folder, params, progress=True, shown_as=None):
     size = tuple(params['size'])
     began = time.perf_counter()
     annotations = {split.name: [] for split in splits(params)}
+    recordings = {}  # group name -> videos, as a groups file spells them
     jobs = plan_videos(params)
     for split, video, action, index in progress_bar(jobs, desc=f'demo data -> {shown_as or folder}',
                                                     disable=not progress):
@@ -105,18 +109,31 @@ def write_dataset(folder, params, progress=True, shown_as=None):
             # The source look ties a backdrop hue to each class (evenly spaced hues).
             cue = ((split.classes.index(action) / len(split.classes), split.cue) if split.cue
                    else None)
-            clip = render_clip(action, rng, params['num_frames'], size, look=split.look, cue=cue)
+            recording = split.recording(index)
+            shared = (None if recording is None
+                      else recording_rng(params['seed'], split.code, recording))
+            clip = render_clip(action, rng, params['num_frames'], size, look=split.look, cue=cue,
+                               recording=shared)
+            if recording is not None:
+                recordings.setdefault(f'{split.name}/r{recording:02d}', []).append(video)
         write_clip(folder, video, clip, params['jpeg_quality'])
         annotations[split.name].append(_annotation(video, action, params['num_frames'], size))
     for split in splits(params):
         if split.classes or split.name != 'fewshot_val':
             _write_json(folder / split.file, annotations[split.name])
+    if recordings:
+        _write_json(folder / RECORDINGS_FILE, {
+            'how': 'written by the demo generator (mmdistill/demo/worlds.py, Split.recording): '
+                   'the clips of a recording share its backdrop and performer and hold every '
+                   'action of their split',
+            'groups': recordings})
     classes = split_classes(params)
     manifest = {
         'generator': GENERATOR, 'version': GENERATOR_VERSION, 'complete': True, 'params': params,
         'seconds': round(time.perf_counter() - began, 2),
         'classes': {'fewshot': classes['fewshot'], 'fewshot_val': classes['fewshot_val']},
         'counts': {k: len(v) for k, v in annotations.items()},
+        'recordings': {split.name: split.recordings for split in splits(params) if split.recordings},
         'layout': {'frames': FRAME_TEMPLATE, 'flow': FLOW_TEMPLATE, 'skeleton': SKELETON_TEMPLATE,
                    'event_frame': '0-based index; index i is file number i + 1'}}
     if world_of(params) == 'cross_domain':
@@ -135,7 +152,7 @@ def generate_demo_dataset(root, seed=0, num_classes=8, val_classes=0, clips_per_
                           max_distractors=3, world='single', source_classes=SOURCE_CLASSES,
                           target_classes=TARGET_CLASSES, target_val_classes=TARGET_VAL_CLASSES,
                           source_clips_per_class=30, source_look='studio', target_look='street',
-                          spurious_cue=0.8, progress=True):
+                          spurious_cue=0.8, target_recordings=4, progress=True):
     """Write the demo dataset into `root` (missing or empty) and return its path.
 
     world 'single': `num_classes` actions go to fewshot.json and the next `val_classes` to
@@ -143,7 +160,9 @@ def generate_demo_dataset(root, seed=0, num_classes=8, val_classes=0, clips_per_
     all of them. world 'cross_domain': source.json holds `source_clips_per_class` labelled clips
     per source action in `source_look`, whose backdrop takes its class's hue with probability
     `spurious_cue`; unlabeled.json, fewshot.json (`clips_per_class` per target action) and
-    fewshot_val.json (per validation action) are the target domain, in `target_look`.
+    fewshot_val.json (per validation action) are the target domain, in `target_look`; each of
+    the last two is cut from `target_recordings` recordings (shared backdrop and performer,
+    every action in each; recordings.json), 0 for a scene per clip.
     The data appears at `root` complete or not at all (atomic.publish).
     """
     root = Path(root)
@@ -153,7 +172,8 @@ def generate_demo_dataset(root, seed=0, num_classes=8, val_classes=0, clips_per_
         size=size, jpeg_quality=jpeg_quality, max_distractors=max_distractors, world=world,
         source_classes=source_classes, target_classes=target_classes,
         target_val_classes=target_val_classes, source_clips_per_class=source_clips_per_class,
-        source_look=source_look, target_look=target_look, spurious_cue=spurious_cue))
+        source_look=source_look, target_look=target_look, spurious_cue=spurious_cue,
+        target_recordings=target_recordings))
     check_params(params)
     _refuse_non_empty(root)
     with exclusive(root):
