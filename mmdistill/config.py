@@ -120,6 +120,8 @@ RETIRED = {
     "fewshot.k_shot": "fewshot.settings = [(n_way, k_shot, q_query, episodes), ...]",
     "fewshot.q_query": "fewshot.settings = [(n_way, k_shot, q_query, episodes), ...]",
     "fewshot.episodes": "fewshot.settings = [(n_way, k_shot, q_query, episodes), ...]",
+    "pipeline.background": "pipeline.needs = {'<step>': ['<the steps it reads>'], ...} and "
+                           "pipeline.lanes = 2 (steps side by side once what they need is done)",
     "tube_mask": "distill.mask_ratio (distillation), pretrain.mask_ratio (pretraining) or "
                  "fewshot.mask_ratio (evaluation views); the mask's grid follows from the model",
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import shlex
 import traceback
 import shutil
@@ -53,7 +54,8 @@ def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
                       setup: Callable[[], object] | None = None,
                       outputs: Mapping[str, str] | None = None,
                       every_step: str | Sequence[str] = (),
-                      background: Mapping[str, str] | None = None) -> dict:
+                      needs: Mapping[str, Sequence[str]] | None = None,
+                      lanes: int = 1) -> dict:
     """steps: step name -> its gin files and bindings (`split_step`), run in order.
     every_step: files and bindings added to every step, after the step's own files and after
     its own bindings (e.g. a GPU-scale file on top of the CPU steps).
@@ -62,10 +64,15 @@ def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
     is skipped when the config that made it (recorded beside it) gives every setting the step
     uses the same value as this run's, and refused otherwise (mmdistill/pipeline_record.py); an
     existing file is never replaced.
-    background: step -> the later step that needs it. The step runs in a second process started
-    with the pipeline (after setup), beside the other steps, and the named step waits for it: on
-    two cores, a step that needs no other step's output (the teacher control reads no teacher
-    checkpoint) then costs little wall time. Only for such steps: nothing checks what it reads."""
+    needs: step -> the earlier steps whose outputs it reads (`[]`: none); a step not listed
+    needs every earlier step, so a missing entry can only make the pipeline slower, never let a
+    step start before what it reads exists.
+    lanes: how many steps run at once. 1: one after the other, in this process. More: each step in
+    a process of its own forked from this one, started as soon as the steps it needs have
+    finished and a lane is free (among the ready steps, the first in `steps` order). On two
+    cores, two lanes of one-threaded steps without loader workers finish the demo in about two
+    thirds of the time of one lane (BENCHMARKS.md); nothing checks what a step reads beyond
+    `needs`."""
     common = [every_step] if isinstance(every_step, str) else list(every_step)
     steps = {name: split_step([*([entries] if isinstance(entries, str) else entries), *common])
              for name, entries in (steps or {}).items()}
@@ -77,15 +84,23 @@ def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
     unknown = set(outputs) - set(steps)
     if unknown:
         raise ValueError(f"pipeline.outputs names {sorted(unknown)}, which are not steps {list(steps)}")
-    background = dict(background or {})
-    for step, waiter in background.items():
-        if step not in steps or waiter not in steps:
-            raise ValueError(f"pipeline.background = {{{step!r}: {waiter!r}}} names a step that is "
-                             f"not in pipeline.steps {list(steps)}")
-        if list(steps).index(waiter) < list(steps).index(step) or waiter in background:
-            raise ValueError(f"pipeline.background: '{step}' must come before '{waiter}' in "
-                             f"pipeline.steps, and '{waiter}' must run in the foreground")
-    return {"steps": steps, "setup": setup, "outputs": outputs, "background": background}
+    order = list(steps)
+    needs = dict(needs or {})
+    for step, needed in needs.items():
+        if isinstance(needed, str):
+            raise ValueError(f"pipeline.needs['{step}'] = {needed!r}: give a list of steps, "
+                             f"e.g. [{needed!r}]")
+        unknown = [name for name in [step, *needed] if name not in steps]
+        if unknown:
+            raise ValueError(f"pipeline.needs names {unknown}, which are not steps {order}")
+        later = [name for name in needed if order.index(name) >= order.index(step)]
+        if later:
+            raise ValueError(f"pipeline.needs['{step}'] names {later}, which do not come before "
+                             f"'{step}' in pipeline.steps; list a step after the steps it needs")
+    needs = {step: list(needs.get(step, order[:i])) for i, step in enumerate(order)}
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"pipeline.lanes must be a positive integer, got {lanes!r}")
+    return {"steps": steps, "setup": setup, "outputs": outputs, "needs": needs, "lanes": lanes}
 
 
 def pipeline_configured() -> bool:
@@ -108,34 +123,45 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     extra_files = [str(path) for path in list(gin_files)[1:]]
     if settings["setup"] is not None:
         settings["setup"]()
-    background = dict(settings.get("background") or {})
-    results, timings = {}, {}
 
     def arguments(step: str) -> tuple:
         output = Path(settings["outputs"][step]) if step in settings["outputs"] else None
         files, step_bindings = settings["steps"][step]
         return step, [*files, *extra_files], step_bindings, output, config_name, bindings, argv
 
-    children = {step: _start_in_background(arguments(step)) for step in background}
-    try:
-        for step in settings["steps"]:
-            for waited in [s for s, waiter in background.items() if waiter == step]:
-                results[waited], seconds = _join(waited, children.pop(waited))
-                if seconds is not None:
-                    timings[waited] = seconds
-            if step not in background:
-                results[step], seconds = _run_step(*arguments(step))
-                if seconds is not None:
-                    timings[step] = seconds
-    finally:
-        for step, (process, _) in children.items():  # a foreground step failed: stop them too
-            print(f"[pipeline] stopping {step} (second process, pid {process.pid})", flush=True)
-            process.terminate()
-            process.join()
+    lanes = settings.get("lanes", 1)
+    if lanes == 1:
+        results = {step: _run_step(*arguments(step)) for step in settings["steps"]}
+    else:
+        results = _run_in_lanes(settings["steps"], settings["needs"], lanes, arguments)
+    timings = {step: seconds for step, (_, seconds) in results.items() if seconds is not None}
     print("[pipeline] seconds per step: "
           + ", ".join(f"{step} {seconds}" for step, seconds in timings.items())
-          + (f" ({', '.join(background)} in a second process)" if background else ""), flush=True)
-    return {"steps": results, "seconds": timings}
+          + (f" ({lanes} lanes)" if lanes > 1 else ""), flush=True)
+    return {"steps": {step: summary for step, (summary, _) in results.items()},
+            "seconds": timings}
+
+
+def _run_in_lanes(steps: Sequence[str], needs: Mapping[str, list[str]], lanes: int,
+                  arguments: Callable[[str], tuple]) -> dict:
+    """Every step in a forked process, at most `lanes` at once, each once its needs are done."""
+    pending, running, results = list(steps), {}, {}
+    try:
+        while pending or running:
+            for step in [s for s in pending if set(needs[s]) <= set(results)]:
+                if len(running) == lanes:
+                    break
+                pending.remove(step)
+                running[step] = _start_step(arguments(step))
+            finished = multiprocessing.connection.wait([receive for _, receive in running.values()])
+            for step in [s for s, (_, receive) in running.items() if receive in finished]:
+                results[step] = _join(step, running.pop(step))
+    finally:
+        for step, (process, _) in running.items():  # a step failed or Ctrl-C: stop the others
+            print(f"[pipeline] stopping {step} (pid {process.pid})", flush=True)
+            process.terminate()
+            process.join()
+    return {step: results[step] for step in steps}
 
 
 def step_argv(argv: Sequence[str] | None, files: Sequence[str],
@@ -173,11 +199,12 @@ def _run_step(step: str, files: list[str], step_bindings: list[str], output: Pat
         return summary, seconds
 
 
-def _start_in_background(arguments: tuple):
+def _start_step(arguments: tuple):
     """A forked process running `_run_step(*arguments)`; it sends back its result or the error.
 
-    Forked, not spawned: the child has the configurables run.py imported and the setup's effects,
-    and starts before any step has started threads or a W&B run in this process."""
+    Forked, not spawned: the child has the configurables run.py imported and the setup's effects;
+    with lanes this process runs no step itself, so it never forks with a step's threads or W&B
+    run alive."""
     receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
 
     def target() -> None:
@@ -189,22 +216,20 @@ def _start_in_background(arguments: tuple):
     process = multiprocessing.get_context("fork").Process(target=target,
                                                           name=f"step-{arguments[0]}")
     process.start()
-    print(f"[pipeline] {arguments[0]}: started in a second process (pid {process.pid})",
-          flush=True)
+    print(f"[pipeline] {arguments[0]}: started (pid {process.pid})", flush=True)
     return process, receive
 
 
 def _join(step: str, child) -> tuple[dict, float | None]:
-    """Wait for a background step: (its summary, seconds), or raise with its traceback."""
+    """A lane's step, finished: (its summary, seconds), or raise with its traceback."""
     process, receive = child
-    print(f"[pipeline] waiting for {step} (second process)", flush=True)
     try:
         status, detail = receive.recv()
     except EOFError:  # the child died without a word (killed, out of memory)
         status, detail = "error", f"the process ended with exit code {process.exitcode}"
     process.join()
     if status != "ok":
-        raise RuntimeError(f"pipeline step '{step}' failed in its second process:\n{detail}")
+        raise RuntimeError(f"pipeline step '{step}' failed in its process:\n{detail}")
     return detail
 
 

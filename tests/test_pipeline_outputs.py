@@ -133,41 +133,82 @@ def _fake_steps(monkeypatch, tmp_path, settings, fail=()):
     monkeypatch.setattr(pipeline, "pipeline_settings", lambda: settings)
 
 
-def test_a_background_step_runs_in_a_second_process_and_its_waiter_waits(tmp_path, monkeypatch):
+def _lanes(steps, needs, lanes=2):
+    """Settings as pipeline_settings makes them, for steps with no files or outputs."""
+    order = list(steps)
+    return {"steps": {s: ([f"{s}.gin"], []) for s in steps}, "setup": None, "outputs": {},
+            "needs": {s: list(needs.get(s, order[:i])) for i, s in enumerate(order)},
+            "lanes": lanes}
+
+
+def test_lanes_run_independent_steps_side_by_side_and_a_step_after_what_it_needs(
+        tmp_path, monkeypatch):
     import json
     import os
 
-    settings = {"steps": {"teacher": (["t.gin"], []), "slow_control": (["c.gin"], []),
-                          "evaluate": (["e.gin"], [])},
-                "setup": None, "outputs": {}, "background": {"slow_control": "evaluate"}}
+    # teacher and slow_control need nothing; student needs teacher; evaluate (not listed) all.
+    settings = _lanes(["teacher", "slow_control", "student", "evaluate"],
+                      {"teacher": [], "slow_control": [], "student": ["teacher"]})
     _fake_steps(monkeypatch, tmp_path, settings)
     out = pipeline.run_pipeline("demo", [])
     records = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in settings["steps"]}
-    assert records["teacher"]["pid"] == os.getpid() == records["evaluate"]["pid"]
-    assert records["slow_control"]["pid"] != os.getpid()
-    # The teacher did not wait for the slow control; the evaluation did.
-    assert records["teacher"]["end"] < records["slow_control"]["end"] < records["evaluate"]["start"]
+    assert len({r["pid"] for r in records.values()} | {os.getpid()}) == 5  # a process per step
+    # The student did not wait for the slow control, only for the teacher; the evaluation waited
+    # for every step.
+    assert records["teacher"]["end"] <= records["student"]["start"]
+    assert records["student"]["end"] < records["slow_control"]["end"]
+    assert max(r["end"] for s, r in records.items() if s != "evaluate") <= records["evaluate"]["start"]
     assert out["steps"]["slow_control"]["pid"] == records["slow_control"]["pid"]
-    assert set(out["seconds"]) == set(settings["steps"])
+    assert list(out["seconds"]) == list(settings["steps"])
     gin.clear_config()
 
 
-def test_a_failed_background_step_is_raised_by_name(tmp_path, monkeypatch):
+def test_one_lane_runs_the_steps_in_order_in_this_process(tmp_path, monkeypatch):
+    import json
+    import os
+
+    settings = _lanes(["slow_control", "teacher"], {"teacher": []}, lanes=1)
+    _fake_steps(monkeypatch, tmp_path, settings)
+    pipeline.run_pipeline("demo", [])
+    records = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in settings["steps"]}
+    assert records["slow_control"]["pid"] == records["teacher"]["pid"] == os.getpid()
+    assert records["slow_control"]["end"] <= records["teacher"]["start"]
+    gin.clear_config()
+
+
+def test_a_failed_step_in_a_lane_is_raised_by_name_and_its_dependants_never_start(tmp_path,
+                                                                                  monkeypatch):
     import pytest
 
-    settings = {"steps": {"control": (["c.gin"], []), "evaluate": (["e.gin"], [])}, "setup": None,
-                "outputs": {}, "background": {"control": "evaluate"}}
+    settings = _lanes(["control", "teacher", "evaluate"], {"control": [], "teacher": []})
     _fake_steps(monkeypatch, tmp_path, settings, fail=("control",))
-    with pytest.raises(RuntimeError, match="step 'control' failed in its second process(.|\n)*control broke"):
+    with pytest.raises(RuntimeError, match="step 'control' failed in its process(.|\n)*control broke"):
         pipeline.run_pipeline("demo", [])
     assert not (tmp_path / "evaluate.json").exists()
     gin.clear_config()
 
 
-def test_background_must_name_an_earlier_step_and_a_later_waiter():
+def test_needs_must_name_earlier_steps_and_lanes_a_positive_integer():
     import pytest
 
-    with pytest.raises(ValueError, match="must come before"):
-        pipeline.pipeline_settings(steps={"a": "a.gin", "b": "b.gin"}, background={"b": "a"})
-    with pytest.raises(ValueError, match="not in pipeline.steps"):
-        pipeline.pipeline_settings(steps={"a": "a.gin"}, background={"a": "zzz"})
+    with pytest.raises(ValueError, match="do not come before"):
+        pipeline.pipeline_settings(steps={"a": "a.gin", "b": "b.gin"}, needs={"a": ["b"]})
+    with pytest.raises(ValueError, match="not steps"):
+        pipeline.pipeline_settings(steps={"a": "a.gin"}, needs={"a": ["zzz"]})
+    with pytest.raises(ValueError, match="give a list"):
+        pipeline.pipeline_settings(steps={"a": "a.gin", "b": "b.gin"}, needs={"b": "a"})
+    with pytest.raises(ValueError, match="positive integer"):
+        pipeline.pipeline_settings(steps={"a": "a.gin"}, lanes=0)
+    settings = pipeline.pipeline_settings(steps={"a": "a.gin", "b": "b.gin", "c": "c.gin"},
+                                          needs={"b": []})
+    assert settings["needs"] == {"a": [], "b": [], "c": ["a", "b"]}  # unlisted: every earlier step
+    gin.clear_config()
+
+
+def test_the_retired_background_setting_names_its_replacement():
+    import pytest
+
+    from mmdistill.config import ConfigError, parse_config
+    with pytest.raises(ConfigError, match="pipeline.needs"):
+        parse_config([], ["pipeline.background = {'a': 'b'}"])
+    gin.clear_config()
