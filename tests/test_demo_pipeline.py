@@ -57,7 +57,7 @@ def _run_dir(cwd, suffix):
 
 def test_demo_runs_every_stage_and_prints_the_comparison(demo):
     cwd, stdout = demo
-    for step in ("pretrain_rgb", "pretrain_flow", "pretrain_skeleton", "distill"):
+    for step in ("pretrain_rgb", "pretrain_flow", "pretrain_skeleton", "student_all", "evaluate"):
         run_dir = _run_dir(cwd, step)
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
         assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -65,8 +65,9 @@ def test_demo_runs_every_stage_and_prints_the_comparison(demo):
         assert (cwd / ".cache/demo_teachers" / f"{modality}.ckpt").is_file()
         assert (_run_dir(cwd, f"pretrain_{modality}") / "reconstructions.png").is_file()
     assert (cwd / ".cache/demo_data/manifest.json").is_file()
+    assert (cwd / ".cache/demo_students/all.ckpt").is_file()
     assert "Few-shot accuracy (%, mean +/- 95% CI over the same episodes)" in stdout
-    summary = json.loads((_run_dir(cwd, "distill") / "summary.json").read_text())
+    summary = json.loads((_run_dir(cwd, "evaluate") / "summary.json").read_text())
     for key in ("fewshot/5way_1shot/acc", "fewshot/5way_1shot/ci95", "fewshot/5way_2shot/acc",
                 "teacher_rgb/fewshot/5way_1shot/acc", "top1_action_ensemble"):
         assert key in summary, key
@@ -84,9 +85,11 @@ def test_demo_prints_the_full_comparison_and_its_verdicts(demo):
     table = stdout[stdout.index("Few-shot accuracy (%, mean +/- 95% CI over the same episodes)"):]
     rows = [line for line in table.splitlines()[2:2 + len(MODELS)]]
     assert [r.split("  ")[0] for r in rows] == list(MODELS)
-    assert all(len(re.findall(r"\d+\.\d \+/- \d+\.\d", r)) == 2 for r in rows)
-    summary = json.loads((_run_dir(cwd, "distill") / "summary.json").read_text())
-    for setting in ("5way_1shot", "5way_2shot"):
+    # standard and recording-disjoint (the demo's recordings.json), 1-shot and 2-shot
+    assert all(len(re.findall(r"\d+\.\d \+/- \d+\.\d", r)) == 4 for r in rows)
+    summary = json.loads((_run_dir(cwd, "evaluate") / "summary.json").read_text())
+    assert summary["fewshot/groups/clap"] == 4
+    for setting in ("5way_1shot", "5way_2shot", "5way_1shot_disjoint", "5way_2shot_disjoint"):
         for other in ("untrained", "teacher_rgb", "teacher_flow", "teacher_skeleton",
                       "student_rgb_only", "student_flow_only", "student_skeleton_only",
                       "student_untrained_teachers", "colour_histogram"):
@@ -104,7 +107,7 @@ def test_demo_prints_the_full_comparison_and_its_verdicts(demo):
     control = cwd / ".cache/demo_students/untrained_teachers.ckpt"
     assert summary["evaluated/student_untrained_teachers/checkpoint"] == str(control.relative_to(cwd))
     assert summary["evaluated/colour_histogram/checkpoint"].startswith("none (RGB colour")
-    assert (_run_dir(cwd, "distill") / "comparison.png").is_file()
+    assert (_run_dir(cwd, "evaluate") / "comparison.png").is_file()
     for modality in ("rgb", "flow", "skeleton"):
         kept = cwd / ".cache/demo_students" / f"{modality}_only.ckpt"
         assert summary[f"evaluated/student_{modality}_only/checkpoint"] == str(kept.relative_to(cwd))
@@ -114,12 +117,12 @@ def test_demo_prints_the_full_comparison_and_its_verdicts(demo):
 def test_validation_runs_every_epoch_on_disjoint_classes(demo):
     cwd, _ = demo
     records = [json.loads(line) for line in
-               (_run_dir(cwd, "distill") / "metrics.jsonl").read_text().splitlines()]
+               (_run_dir(cwd, "student_all") / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if "val/fewshot/5way_1shot/acc" in r]
     epoch_ends = [r["step"] for r in records if "train/epoch_loss" in r]
     assert [r["step"] for r in val] == epoch_ends and len(val) == 2
     val_classes = {c for r in val for c in r if c.startswith("val/fewshot/5way_1shot/class/")}
-    test_summary = json.loads((_run_dir(cwd, "distill") / "summary.json").read_text())
+    test_summary = json.loads((_run_dir(cwd, "evaluate") / "summary.json").read_text())
     test_classes = {k.split("/")[3] for k in test_summary if k.startswith("fewshot/5way_1shot/class/")}
     assert len(val_classes) == 5 and len(test_classes) == 5
     assert not {c.split("/")[4] for c in val_classes} & test_classes
@@ -137,9 +140,8 @@ def test_evaluation_used_the_named_weights(demo):
     """The original evaluated the frozen RGB teacher while claiming the student; we record and
     check the fingerprint of the weights that produced each number."""
     cwd, _ = demo
-    summary = json.loads((_run_dir(cwd, "distill") / "summary.json").read_text())
-    student, _ = build_from_checkpoint(_run_dir(cwd, "distill") / "checkpoints/last.ckpt",
-                                       prefix="student")
+    summary = json.loads((_run_dir(cwd, "evaluate") / "summary.json").read_text())
+    student, _ = build_from_checkpoint(cwd / ".cache/demo_students/all.ckpt", prefix="student")
     teacher, _ = build_from_checkpoint(cwd / ".cache/demo_teachers/rgb.ckpt")
     assert summary["evaluated/trained/weights_sha"] == weights_fingerprint([student])
     assert summary["evaluated/teacher_rgb/weights_sha"] == weights_fingerprint([teacher])
@@ -154,9 +156,9 @@ def test_rerun_reuses_data_and_teachers(demo):
     stamp = teacher.stat().st_mtime_ns
     stdout = run_demo(cwd)
     assert "pretrain_rgb: skipped" in stdout and "pretrain_skeleton: skipped" in stdout
-    assert "student_flow: skipped" in stdout
+    assert "student_flow: skipped" in stdout and "student_all: skipped" in stdout
     assert teacher.stat().st_mtime_ns == stamp
-    assert len(list((cwd / "output").glob("*/*_demo_distill*"))) == 2
+    assert len(list((cwd / "output").glob("*/*_demo_evaluate*"))) == 2  # the comparison reruns
 
 
 def _distill_command(cwd, *bindings, name, runner=(str(ROOT / "run.py"),)):
