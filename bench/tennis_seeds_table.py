@@ -4,7 +4,8 @@
 
 e.g. `21-30 0 output/2026-12-06/05-50-59_tennis_strokes_seed0_slice21-30`. Prints, per CLIPS, every
 model's accuracy +/- 95% CI per seed and setting (n/e: the setting could not be drawn on these
-clips), the recordings per class, and then the evaluate step's own verdicts (from the 95% CIs,
+clips, with the evaluate step's reason from fewshot_trained.json), the recordings per class, and
+then the evaluate step's own verdicts (from the 95% CIs,
 `fewshot/<setting>/vs_<model>` in summary.json) of the all-teacher student against the models the
 claim is about, with whether each holds on every run given.
 """
@@ -44,11 +45,13 @@ def main(argv: list[str]) -> None:
     if len(argv) % 3 or not argv:
         sys.exit(__doc__)
     runs: dict[str, dict[int, dict]] = {}
+    first_dir: dict[str, Path] = {}
     for clips, seed, run_dir in zip(argv[0::3], argv[1::3], argv[2::3]):
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
         if summary.get("status") != "finished":
             sys.exit(f"{run_dir}/summary.json: status {summary.get('status')!r}, not finished")
         runs.setdefault(clips, {})[int(seed)] = summary
+        first_dir.setdefault(clips, Path(run_dir))
     for clips, seeds in runs.items():
         settings = list(SETTINGS)
         queries = sorted({summary[f"fewshot/{s}/q_query"] for summary in seeds.values()
@@ -65,6 +68,9 @@ def main(argv: list[str]) -> None:
         groups = {k.rsplit("/", 1)[1]: v for k, v in next(iter(seeds.values())).items()
                   if k.startswith("fewshot/groups/")}
         print("\nRecordings per class: " + ", ".join(f"{c} {n}" for c, n in groups.items()))
+        why = json.loads((first_dir[clips] / "fewshot_trained.json").read_text())["not_evaluated"]
+        for setting, reason in why.items():  # the same clips and groups for every model and seed
+            print(f"\n{SETTINGS[setting]} not evaluable: {reason.split(' Lower n_way')[0]}")
     print("\n**Verdicts of the all-teacher student (CIs separated: better / worse; else overlap)**\n")
     columns = [(clips, seed) for clips, seeds in runs.items() for seed in seeds]
     print("| against | setting | " + " | ".join(f"{c} s{s}" for c, s in columns)
@@ -77,9 +83,11 @@ def main(argv: list[str]) -> None:
             if all(w == NOT_EVALUABLE for w in words):
                 continue
             drawn = [w for w in words if w != NOT_EVALUABLE]
-            holds = "yes" if all(w == "better" for w in drawn) else "no"
-            if holds == "yes" and len(drawn) < len(words):
-                holds = f"yes, where evaluable ({len(drawn)} of {len(words)})"
+            counts = ", ".join(f"{drawn.count(w)} {w}" for w in ("better", "overlap", "worse")
+                               if drawn.count(w))
+            holds = "yes" if all(w == "better" for w in drawn) else f"no ({counts})"
+            if len(drawn) < len(words):
+                holds += f", {len(drawn)} of {len(words)} evaluable"
             print(f"| {MODELS[model]} | {name} | " + " | ".join(words) + f" | {holds} |")
 
 
