@@ -11,6 +11,7 @@ claim is about, with whether each holds on every run given.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -42,8 +43,12 @@ def cell(summary: dict, model: str, setting: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) % 3 or not argv:
-        sys.exit(__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="CLIPS SEED RUN_DIR")
+    argv = parser.parse_args(argv).runs
+    if len(argv) % 3:
+        parser.error(f"{len(argv)} arguments: give CLIPS SEED RUN_DIR triples")
     runs: dict[str, dict[int, dict]] = {}
     first_dir: dict[str, Path] = {}
     for clips, seed, run_dir in zip(argv[0::3], argv[1::3], argv[2::3]):
