@@ -71,6 +71,49 @@ def test_bad_requests_name_the_option():
         split_lists(videos, ["serve"], (1, 9))
 
 
+def test_test_slices_are_disjoint_parts_of_test_json_and_leave_the_lists_as_they_were(
+        videos, tmp_path, capsys):
+    out = tmp_path / "split"
+    args = ["source-split", "--videos", str(videos), "--out", str(out),
+            "--source-classes", "serve,smash", "--target-clips", "1-20"]
+    assert main(args) == 0
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(args + ["--test-slices", "21-30,31-40"]) == 0  # no --overwrite needed
+    assert "5 unchanged" in capsys.readouterr().out
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name in before} == before
+    test = json.loads((out / "test.json").read_text())
+    slices = {n: json.loads((out / f"test_{n}.json").read_text()) for n in ("21-30", "31-40")}
+    for name, (low, high) in (("21-30", (21, 30)), ("31-40", (31, 40))):
+        assert {_number(e["video"]) for e in slices[name]} == set(range(low, high + 1))
+        assert {e["label"] for e in slices[name]} == set(CLASSES) - set(SOURCE)
+        assert len(slices[name]) == 50
+        assert all(e in test for e in slices[name])  # same entries, labels included
+    assert not {e["video"] for e in slices["21-30"]} & {e["video"] for e in slices["31-40"]}
+
+
+@pytest.mark.parametrize("slices, message", [
+    ("15-25", "--test-slices 15-25 overlaps --target-clips 1-20"),
+    ("21-30,30-40", "--test-slices 30-40 overlaps 21-30"),
+    ("41-50", "--test-slices 41-50 has no test clip of b_slice"),
+])
+def test_bad_test_slices_are_refused_by_name_and_write_nothing(videos, tmp_path, slices,
+                                                                message):
+    out = tmp_path / "split"
+    with pytest.raises(PrepareError, match=message):
+        prepare_source_split(videos, out, source_classes=SOURCE, target_clips=(1, 20),
+                             test_slices=[tuple(map(int, r.split("-"))) for r in slices.split(",")])
+    assert not out.exists()
+
+
+def test_a_malformed_test_slices_flag_is_named(videos, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["source-split", "--videos", str(videos), "--out", str(tmp_path / "split"),
+              "--source-classes", "serve,smash", "--target-clips", "1-20",
+              "--test-slices", "21-30;31-40"])
+    assert "--test-slices '21-30;31-40': expected FIRST-LAST ranges" in capsys.readouterr().err
+
+
 def _import_run_configurables():
     spec = importlib.util.spec_from_file_location("run_cli_module", ROOT / "run.py")
     module = importlib.util.module_from_spec(spec)

@@ -11,7 +11,10 @@ reach a training list. Writes, as flat JSON (``{"video", "label"}``, read by eve
   distillation);
 - ``val.json``: the same clips with their labels, for choosing settings only;
 - ``test.json``: the other clips of the test classes, labelled, for the final evaluation only;
-- ``split.json``: the classes and clip range, to see afterwards what went where.
+- ``split.json``: the classes and clip range, to see afterwards what went where;
+- with ``--test-slices 21-30,31-40``: ``test_21-30.json``, ``test_31-40.json``, the test.json
+  clips numbered in each range, so a claim can be checked on disjoint parts of the test clips
+  (each range inside the test clips, none overlapping another; split.json is left as it was).
 
 Contiguous clip ranges keep clips cut from one source video on one side of the line.
 """
@@ -29,7 +32,8 @@ EXAMPLE = """example:
   python -m mmdistill.prepare source-split --videos ../shared/data/tennis_strokes \\
       --out .cache/tennis_strokes/source_split --source-classes serve,smash --target-clips 1-20
   -> source.json (serve, smash: all clips), unlabeled.json + val.json (clips 1-20 of the other
-     five classes), test.json (clips 21-40 of the other five), split.json"""
+     five classes), test.json (clips 21-40 of the other five), split.json
+  add --test-slices 21-30,31-40 -> also test_21-30.json and test_31-40.json (parts of test.json)"""
 
 FILES = ("source.json", "unlabeled.json", "val.json", "test.json", "split.json")
 
@@ -108,22 +112,54 @@ def _check_every_test_class_on_both_sides(lists: dict[str, list[dict]], test_cla
                                f"clips of every test class outside it")
 
 
+def slice_lists(test: list[dict], slices: list[tuple[int, int]],
+                target_clips: tuple[int, int]) -> dict[str, list[dict]]:
+    """test.json's entries -> {'test_FIRST-LAST': the entries numbered in that range}; pure.
+
+    Refuses a range that overlaps --target-clips or another range, or that leaves a test class
+    without a clip (its slice would be evaluated over fewer classes without a word)."""
+    first, last = target_clips
+    taken: list[tuple[int, int]] = []
+    for low, high in slices:
+        if low <= last and first <= high:
+            raise PrepareError(f"--test-slices {low}-{high} overlaps --target-clips {first}-{last} "
+                               f"(training clips); give ranges of test clips only")
+        for other in taken:
+            if low <= other[1] and other[0] <= high:
+                raise PrepareError(f"--test-slices {low}-{high} overlaps {other[0]}-{other[1]}; "
+                                   f"give disjoint ranges, e.g. 21-30,31-40")
+        taken.append((low, high))
+    classes = sorted({e["label"] for e in test})
+    out: dict[str, list[dict]] = {}
+    for low, high in slices:
+        entries = [e for e in test if low <= clip_number(e["video"]) <= high]
+        missing = [c for c in classes if c not in {e["label"] for e in entries}]
+        if missing:
+            raise PrepareError(f"--test-slices {low}-{high} has no test clip of "
+                               f"{', '.join(missing)}; give ranges every test class has clips in")
+        out[f"test_{low}-{high}"] = entries
+    return out
+
+
 def prepare_source_split(videos_root: Path, out_dir: Path, *, source_classes: list[str],
-                         target_clips: tuple[int, int], overwrite: bool = False) -> SplitReport:
+                         target_clips: tuple[int, int], overwrite: bool = False,
+                         test_slices: list[tuple[int, int]] = ()) -> SplitReport:
     videos = list(find_videos(Path(videos_root)))
     lists = split_lists(videos, source_classes, target_clips)
+    slices = slice_lists(lists["test"], list(test_slices), target_clips)
     test_classes = sorted({e["label"] for e in lists["test"]})
     record = {"source_classes": sorted(source_classes), "test_classes": test_classes,
               "target_clips": list(target_clips),
               "files": {f"{name}.json": len(entries) for name, entries in lists.items()}}
     out_dir = Path(out_dir)
     contents = {out_dir / f"{name}.json": json.dumps(entries, indent=1) + "\n"
-                for name, entries in lists.items()}
+                for name, entries in {**lists, **slices}.items()}
     contents[out_dir / "split.json"] = json.dumps(record, indent=1) + "\n"
     written, unchanged = write_changed_files("source-split", contents, overwrite)
+    counts = {**record["files"], **{f"{name}.json": len(e) for name, e in slices.items()}}
     return SplitReport(written=written, unchanged=unchanged,
                        source_classes=sorted(source_classes), test_classes=test_classes,
-                       counts=record["files"])
+                       counts=counts)
 
 
 def _range_argument(text: str) -> tuple[int, int]:
@@ -132,6 +168,17 @@ def _range_argument(text: str) -> tuple[int, int]:
     except PrepareError as error:
         raise argparse.ArgumentTypeError(str(error).replace("--unlabeled-clips", "--target-clips")) \
             from error
+
+
+def _slices_argument(text: str) -> list[tuple[int, int]]:
+    parts = [part for part in text.split(",") if part.strip()]
+    try:
+        if not parts:
+            raise PrepareError("")
+        return [parse_range(part) for part in parts]
+    except PrepareError as error:
+        raise argparse.ArgumentTypeError(f"--test-slices {text!r}: expected FIRST-LAST ranges "
+                                         f"separated by commas, e.g. 21-30,31-40") from error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +191,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-clips", type=_range_argument, required=True, metavar="FIRST-LAST",
                         help="clip numbers of the test classes that form the unlabelled target "
                              "(and, labelled, the validation list); the rest are test clips")
+    parser.add_argument("--test-slices", type=_slices_argument, default=[],
+                        metavar="FIRST-LAST,...",
+                        help="also write test_FIRST-LAST.json for each range: the test clips "
+                             "numbered in it (disjoint ranges outside --target-clips)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing list files that differ from the new ones")
 
@@ -153,4 +204,5 @@ def main(args: argparse.Namespace) -> SplitReport:
     if not classes:
         raise PrepareError("--source-classes is empty; e.g. serve,smash")
     return prepare_source_split(args.videos, args.out, source_classes=classes,
-                                target_clips=args.target_clips, overwrite=args.overwrite)
+                                target_clips=args.target_clips, overwrite=args.overwrite,
+                                test_slices=args.test_slices)
