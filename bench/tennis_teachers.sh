@@ -35,11 +35,29 @@ for run in runs:
     for name in names:
         cells = [f"{s[f'{name}/fewshot/5way_{k}shot/acc']:.1f} +/- {s[f'{name}/fewshot/5way_{k}shot/ci95']:.1f}" for k in (1, 5)]
         print(f"| {run.name} | {clips} | {name} | {cells[0]} | {cells[1]} |")
+# Stage-1 runs: wall seconds (command.txt's start to the last checkpoint) and the last epoch's
+# training accuracy on serve vs smash.
+import datetime, re
+print("\n| stage-1 run | steps | wall s | last epoch source acc |\n| --- | --- | --- | --- |")
+for run in sorted(Path("output").glob("*/*_teacher_tries_*")):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if "_eval_" in run.name or not ckpt.is_file():
+        continue
+    start = datetime.datetime.fromisoformat((run / "command.txt").read_text().split("\n")[0][2:])
+    seconds = ckpt.stat().st_mtime - start.timestamp()
+    log = (run / "console.log").read_text()
+    steps = re.findall(r"step (\d+): epoch_loss", log)
+    acc = re.findall(r"epoch_metric_source_acc ([0-9.]+)", log)
+    print(f"| {run.name} | {steps[-1] if steps else '?'} | {seconds:.0f} | {acc[-1] if acc else '?'} |")
 PY
 }
 
 case "${1:-val}" in
   val)
+    # Try 5's source, the demo world of gin/tennis_strokes/synthetic_source.gin (written once).
+    [ -f .cache/tennis_synthetic_source/fewshot.json ] || "$PYTHON" -m mmdistill.demo \
+        .cache/tennis_synthetic_source --world single --num-classes 14 --val-classes 0 \
+        --clips-per-class 20 --unlabeled-clips 0 --num-frames 32 --size 112 192
     "$PYTHON" run.py --gin_file gin/tennis_strokes/teacher_tries.gin
     table ;;
   test)
