@@ -16,7 +16,7 @@ export WANDB_MODE=offline WANDB_X_DISABLE_STATS=true
 PYTHON=${PYTHON:-python}
 TRIES=.cache/tennis_strokes_models/teacher_tries
 # The try kept per modality (bench/results/tennis_teachers.md says why), evaluated on test.json once.
-CHOSEN_FLOW=${CHOSEN_FLOW:-flow_e60}
+CHOSEN_FLOW=${CHOSEN_FLOW:-flow_e120_lr4}
 CHOSEN_SKELETON=${CHOSEN_SKELETON:-}
 
 table() {  # one row per evaluate run directory of this bench: try, model, 1-shot, 5-shot

@@ -31,12 +31,12 @@ def test_the_flow_teacher_file_is_the_chosen_try_and_gpu_scale_overrides_it():
 
     run.import_configurables()
     parse_config(["gin/tennis_strokes/teacher_tries.gin"], finalize=False)
-    files, bindings = pipeline_settings()["steps"]["flow_e60_lr4"]
+    files, bindings = pipeline_settings()["steps"]["flow_e120_lr4"]
     tried = _schedule(files, bindings)
     chosen = _schedule(["gin/tennis_strokes/teacher_flow.gin"])
-    assert chosen == tried == {"pretrain.modality": "flow", "train.epochs": 60, "train.lr": 6e-2}
+    assert chosen == tried == {"pretrain.modality": "flow", "train.epochs": 120, "train.lr": 6e-2}
     default = _schedule(["gin/tennis_strokes/teacher.gin"], ["pretrain.modality = 'flow'"])
-    assert default["train.epochs"] != 60  # the choice is a change, not the default restated
+    assert default["train.epochs"] != 120  # the choice is a change, not the default restated
     gpu = _schedule(["gin/tennis_strokes/teacher_flow.gin", "gin/tennis_strokes/gpu_scale.gin"])
     assert (gpu["train.epochs"], gpu["train.lr"]) == (200, 6e-3)
     gin.clear_config()
