@@ -9,7 +9,7 @@
 #                                         test.json (clips 21-40)
 #   bash bench/tennis_teachers.sh table  the table again from the run directories under output/
 # Needs the prepared tennis strokes data in .cache/tennis_strokes (README, "Real data: tennis
-# strokes"). On the 2-core CPU machine: one try about 3-6 min (flow) or 6-10 min (skeleton).
+# strokes"). On the shared 2-core CPU machine: a flow try 5-12 min, a skeleton try 19-29 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=offline WANDB_X_DISABLE_STATS=true
@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-python}
 TRIES=.cache/tennis_strokes_models/teacher_tries
 # The try kept per modality (bench/results/tennis_teachers.md says why), evaluated on test.json once.
 CHOSEN_FLOW=${CHOSEN_FLOW:-flow_e120_lr4}
-CHOSEN_SKELETON=${CHOSEN_SKELETON:-}
+CHOSEN_SKELETON=${CHOSEN_SKELETON:-}  # none: no skeleton try beat the untrained encoder on val
 
 table() {  # one row per evaluate run directory of this bench: try, model, 1-shot, 5-shot
   "$PYTHON" - "$@" <<'PY'
