@@ -54,16 +54,17 @@ def _foreign_pooling(model, checkpoint_format: str, pooling: str, path: str | Pa
     return NormedPooling(model, torch.nn.LayerNorm(model.embed_dim, eps=FC_NORM_EPS))
 
 
-def _untrained_model(seed: int):
+def _untrained_model(seed: int, modality: str = "rgb", scope: str = "student"):
     """The floor every trained model must clear: the student's architecture (student/video_vit)
-    at its seeded random initialisation, no checkpoint."""
-    in_chans = model_in_chans("rgb", data_scope="fewshot_data")
+    at its seeded random initialisation, no checkpoint; for a teacher's modality, the teacher's
+    (encoder/video_vit) with that modality's input channels."""
+    in_chans = model_in_chans(modality, data_scope="fewshot_data")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        with gin.config_scope("student"):
+        with gin.config_scope(scope):
             model = video_vit(in_chans=in_chans)
-    print(f"[evaluate] {UNTRAINED}: student/video_vit at random initialisation (seed {seed}), "
-          f"no checkpoint", flush=True)
+    print(f"[evaluate] untrained {modality}: {scope}/video_vit ({in_chans} channels) at random "
+          f"initialisation (seed {seed}), no checkpoint", flush=True)
     return model, {}
 
 
@@ -72,7 +73,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                    baselines: Mapping[str, str] | None = None, prefix: str | None = None,
                    trust_checkpoint: bool = False, cache_features: bool = True,
                    modalities: Mapping[str, str] | None = None,
-                   untrained: bool = False, foreign_pooling: str = "mean",
+                   untrained: bool = False, untrained_modalities: Sequence[str] = (),
+                   foreign_pooling: str = "mean",
                    appearance_baseline: bool = True) -> dict[str, Any]:
     """Few-shot accuracy of the trained (or `experiment.ckpt_path`) model and of each baseline
     checkpoint (e.g. {'teacher_rgb': path}), on the same clips and the same episodes.
@@ -87,6 +89,10 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
     initialisation (`experiment.seed`), so a trained model is judged against what no training
     gives. The 'trained' model is compared with every other one per setting from the 95% CIs
     (`fewshot/<setting>/vs_<name>` = 'better' | 'overlap' | 'worse'), printed under the table.
+
+    untrained_modalities: e.g. ('flow', 'skeleton'): also evaluate 'untrained_<modality>' for
+    each, the teacher's architecture (encoder/video_vit) with that modality's channels at its
+    seeded random initialisation, read on that modality: the floor of a teacher on its own input.
 
     foreign_pooling: 'mean' | 'fresh_layer_norm' for checkpoints mmdistill did not write (see
     FOREIGN_POOLING); ours always pool as they were trained.
@@ -103,6 +109,15 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
             raise ValueError(f"evaluate.baselines names '{UNTRAINED}', which evaluate.untrained "
                              f"= True adds itself: rename that baseline")
         models[UNTRAINED] = None
+    modalities = dict(modalities or {})
+    for modality in untrained_modalities:
+        name = f"{UNTRAINED}_{modality}"
+        if name in (baselines or {}) or name in modalities:
+            raise ValueError(f"evaluate.baselines or evaluate.modalities names '{name}', which "
+                             f"evaluate.untrained_modalities = {tuple(untrained_modalities)} adds "
+                             f"itself: rename that baseline")
+        models[name] = None
+        modalities[name] = modality
     models.update(baselines or {})
     if appearance_baseline:
         if appearance.NAME in models:
@@ -134,7 +149,8 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
                 raise ValueError(f"evaluate.modalities gives '{name}' {modality!r}; it reads RGB")
             model, heads = appearance.ColourHistogram(loaders["rgb"].dataset.normalize["rgb"]), {}
         else:
-            model, heads = (_untrained_model(ctx.seed) if path is None else
+            model, heads = (_untrained_model(ctx.seed) if name == UNTRAINED else
+                            _untrained_model(ctx.seed, modality, "encoder") if path is None else
                             _load_for_eval(path, prefix if name == "trained" else None,
                                            trust_checkpoint, foreign_pooling))
         _check_input_channels(name, model, modality, loaders[modality].dataset.channels(modality))
@@ -149,7 +165,7 @@ def evaluate_stage(ctx: RunContext, ckpt_path: Path | None,
         reports[name] = report
         # Which weights produced these numbers, so a run can prove it evaluated what it names.
         summary[f"evaluated/{name}/checkpoint"] = (
-            f"none (random init, seed {ctx.seed})" if path is None else
+            f"none (random init, seed {ctx.seed}, {model.in_chans} channels)" if path is None else
             "none (RGB colour histograms, nearest class mean)" if name == appearance.NAME
             else str(path))
         encoder = model.encoder if isinstance(model, NormedPooling) else model

@@ -82,3 +82,26 @@ def test_the_comparison_table_names_each_model_modality():
     table = comparison_table({"teacher_rgb": Report(), "teacher_flow": Report()},
                              {"teacher_rgb": "rgb", "teacher_flow": "flow"})
     assert "teacher_flow (flow)" in table and "teacher_rgb (rgb)" in table
+
+
+def test_untrained_modalities_give_a_seeded_floor_per_modality(tmp_path, teachers):
+    """evaluate.untrained_modalities: the teacher architecture at its seeded init, read on flow
+    and on skeletons, on the same episodes as the teachers; the same weights on every run."""
+    bind_tiny_fewshot_data(tmp_path / "data", *(f"encoder/video_vit.{k} = {v!r}"
+                                                 for k, v in TINY_VIT.items()))
+    summaries = [evaluate_stage(cpu_context(tmp_path / f"run{i}"), None,
+                                baselines={"teacher_flow": teachers["teacher_flow"]},
+                                modalities={"teacher_flow": "flow"}, cache_features=False,
+                                untrained_modalities=("flow", "skeleton")) for i in range(2)]
+    first = summaries[0]
+    for modality, channels in (("flow", 2), ("skeleton", 17)):
+        name = f"untrained_{modality}"
+        assert first[f"evaluated/{name}/modality"] == modality
+        assert first[f"evaluated/{name}/checkpoint"].endswith(f"{channels} channels)")
+        assert summaries[1][f"evaluated/{name}/weights_sha"] == first[f"evaluated/{name}/weights_sha"]
+        assert 0 <= first[f"{name}/fewshot/2way_1shot/acc"] <= 100
+    assert first["evaluated/untrained_flow/weights_sha"] != first["evaluated/teacher_flow/weights_sha"]
+    with pytest.raises(ValueError, match="'untrained_flow', which evaluate.untrained_modalities"):
+        evaluate_stage(cpu_context(tmp_path / "clash"), None,
+                       baselines={"untrained_flow": teachers["teacher_flow"]},
+                       modalities={"untrained_flow": "flow"}, untrained_modalities=("flow",))

@@ -14,7 +14,8 @@ GIN = ROOT / "gin"
 INCLUDE = re.compile(r"^include\s+['\"]([^'\"]+)['\"]", re.M)
 PIPELINES = ["gin/demo.gin", "gin/tennis_strokes.gin", "gin/tennis_strokes_synthetic.gin",
              "gin/tennis_strokes_gpu.gin", "gin/mmcdfsl/ego4d_to_epic.gin",
-             "gin/mmcdfsl/ego4d_to_meccano.gin", "gin/mmcdfsl/ego4d_to_wear.gin"]
+             "gin/mmcdfsl/ego4d_to_meccano.gin", "gin/mmcdfsl/ego4d_to_wear.gin",
+             "gin/tennis_strokes/teacher_tries.gin"]
 
 
 def _depth(path: Path, seen=()) -> int:
