@@ -18,7 +18,7 @@ run() {  # label, workers
   local log; log=$(mktemp)
   /usr/bin/time -f "$1 workers=$2: wall %e s, CPU %U + %S s" python run.py "${step[@]}" \
       --gin_param "data_loader.num_workers=$2" --gin_param "experiment.name='lanes_$2'" > "$log" 2>&1
-  echo "$(tail -1 "$log") $(grep -o 'epoch_loss [0-9.]*' "$log" | tail -1)"
+  echo "$(tail -1 "$log") $(grep -o 'epoch_loss [0-9][0-9.]*' "$log" | tail -1)"
   rm -f "$log"
 }
 run alone 1
