@@ -46,8 +46,11 @@ def test_an_interrupted_eval_is_recorded_as_interrupted_with_stderr_in_its_log(
             *PROTOCOL]
     env = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
            "PYTHONPATH": str(ROOT), "CI": "true"}
+    # A suite started in the background (`cmd &` in a script) ignores SIGINT, and so would the
+    # child; restore the default so Python turns Ctrl-C into KeyboardInterrupt as in a terminal.
     process = subprocess.Popen([sys.executable, "-c", HELD_EVAL, str(out), *argv], cwd=ROOT,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "held").exists():
         assert process.poll() is None, process.communicate()
