@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 import gin
 from filelock import FileLock, Timeout
 
-from mmdistill.config import parse_config
+from mmdistill.config import REPO_ROOT, parse_config
 from mmdistill.experiment import experiment
 from mmdistill.pipeline_record import check_kept_output, step_record, write_record
 
@@ -103,6 +103,46 @@ def pipeline_settings(steps: Mapping[str, str | Sequence[str]] | None = None,
     return {"steps": steps, "setup": setup, "outputs": outputs, "needs": needs, "lanes": lanes}
 
 
+def check_pipeline_file(path: str | Path) -> None:
+    """Refuse what a pipeline's own file binds that no step would see.
+
+    Each step is parsed from its own gin files plus the command line's bindings, not from the
+    pipeline's file, so a binding written there (`train.lr = 1e-3`, or a macro such as
+    `EVAL_CLIPS = ...` that the steps' shared file also sets) would be silently ignored by every
+    step. The file may bind `pipeline.*`, the configurable its `pipeline.setup` names (it runs in
+    this process) and macros that the file itself uses (`%NAME`); what it includes is not checked
+    (the steps include the same shared files)."""
+    import re
+
+    from gin import config_parser
+
+    path = Path(path)
+    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
+        path = REPO_ROOT / path
+    text = path.read_text()
+    statements = list(config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True)))
+    setup = {s.value.selector for s in statements
+             if isinstance(s, config_parser.BindingStatement) and s.selector == "pipeline"
+             and s.arg_name == "setup" and hasattr(s.value, "selector")}
+    ignored = []
+    for statement in statements:
+        if not isinstance(statement, config_parser.BindingStatement):
+            continue
+        name = statement.selector.split(".")[-1]
+        if statement.arg_name == "":  # a macro: fine when this file uses it
+            if not re.search(rf"%{re.escape(statement.selector)}\b", text):
+                ignored.append(statement.selector)
+        elif name != "pipeline" and name not in setup:
+            scope = f"{statement.scope}/" if statement.scope else ""
+            ignored.append(f"{scope}{statement.selector}.{statement.arg_name}")
+    if ignored:
+        raise ValueError(
+            f"{path} binds {', '.join(ignored)}, which no step of the pipeline sees: each step is "
+            f"parsed from its own gin files and the command line's --gin_param only. Put it in "
+            f"the file the steps share, in a step's entries or in pipeline.every_step, or pass it "
+            f"with --gin_param")
+
+
 def pipeline_configured() -> bool:
     try:
         return bool(gin.query_parameter("pipeline.steps"))
@@ -120,6 +160,8 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
     pipeline's own file (`commands.configurables`), so a step may bind what that file may.
     """
     settings = pipeline_settings()
+    if gin_files:
+        check_pipeline_file(gin_files[0])
     extra_files = [str(path) for path in list(gin_files)[1:]]
     if settings["setup"] is not None:
         settings["setup"]()

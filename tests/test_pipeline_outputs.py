@@ -212,3 +212,34 @@ def test_the_retired_background_setting_names_its_replacement():
     with pytest.raises(ConfigError, match="pipeline.needs"):
         parse_config([], ["pipeline.background = {'a': 'b'}"])
     gin.clear_config()
+
+
+def test_a_binding_in_the_pipeline_file_that_no_step_sees_is_refused(tmp_path, monkeypatch):
+    """Steps are parsed from their own files: a macro or binding written in the pipeline's file
+    (not pipeline.*, not its setup, not a macro the file uses) would be ignored by every step."""
+    import glob
+
+    import pytest
+
+    pipeline_file = tmp_path / "tries.gin"
+    pipeline_file.write_text("include 'gin/demo/common.gin'\n"
+                             "EVAL_CLIPS = 'val.json'\n"          # the steps' common.gin sets it
+                             "STEP = 'gin/demo/teacher.gin'\n"    # used below: fine
+                             "pipeline.steps = {'a': [%STEP]}\n"
+                             "train.lr = 1e-3\n")
+    with pytest.raises(ValueError, match=r"binds EVAL_CLIPS, train\.lr, which no step"):
+        pipeline.check_pipeline_file(pipeline_file)
+    # run_pipeline checks the file before its setup or any step runs.
+    ran = []
+    monkeypatch.setattr(pipeline, "pipeline_settings", lambda: {
+        "steps": {"a": (["a.gin"], [])}, "setup": lambda: ran.append("setup"), "outputs": {}})
+    with pytest.raises(ValueError, match="no step of the pipeline sees"):
+        pipeline.run_pipeline("tries", [], gin_files=[str(pipeline_file)])
+    assert not ran
+    # Every shipped pipeline file passes.
+    shipped = [f for f in glob.glob(str(pipeline.REPO_ROOT / "gin/**/*.gin"), recursive=True)
+               if "pipeline.steps" in open(f).read()]
+    assert len(shipped) >= 6
+    for path in shipped:
+        pipeline.check_pipeline_file(path)
+    gin.clear_config()
