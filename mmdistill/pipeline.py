@@ -119,6 +119,8 @@ def check_pipeline_file(path: str | Path) -> None:
     path = Path(path)
     if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
         path = REPO_ROOT / path
+    if not path.is_file():  # not a file run.py parsed (a caller's stand-in): nothing to read
+        return
     text = path.read_text()
     statements = list(config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True)))
     setup = {s.value.selector for s in statements
