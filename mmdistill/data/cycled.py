@@ -17,9 +17,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from mmdistill.data.dataset import ClipDataset
+from mmdistill.data.paired import ORDER_STREAM, EpochOrder
 
 EPOCH_LENGTHS = ("target", "source")
-_ORDER_STREAM = 4  # apart from paired.py's streams (1-3)
 
 
 class CycledClips(Dataset):
@@ -34,7 +34,7 @@ class CycledClips(Dataset):
         self.clips, self.length, self.seed = clips, int(length), int(seed)
         self.rounds = math.ceil(self.length / len(clips))  # passes over the list per epoch
         self.epoch = 0
-        self._order: tuple[int, np.ndarray] | None = None
+        self._order = EpochOrder(self.seed, ORDER_STREAM)
 
     def __len__(self) -> int:
         return self.length
@@ -50,11 +50,7 @@ class CycledClips(Dataset):
 
     def order(self, epoch: int) -> np.ndarray:
         """The clip order of `epoch`: item i reads clip `order(epoch)[i % N]`."""
-        if self._order is None or self._order[0] != int(epoch):
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch),
-                                                                _ORDER_STREAM]))
-            self._order = (int(epoch), rng.permutation(len(self.clips)))
-        return self._order[1]
+        return self._order(epoch, len(self.clips))
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)

@@ -23,8 +23,24 @@ from mmdistill.data.dataset import ClipDataset
 from mmdistill.data.masking import TubeMaskGenerator
 
 SOURCE_PREFIX = "source_"
-# Streams of (seed, epoch, ...) so the pairing and the mask never reuse the clips' own draws.
-_PAIRING_STREAM, _MASK_STREAM, _SOURCE_STREAM = 1, 2, 3
+# Streams of (seed, epoch, ...) so the pairing and the mask never reuse the clips' own draws;
+# cycled.py's clip order is stream 4.
+_PAIRING_STREAM, _MASK_STREAM, _SOURCE_STREAM, ORDER_STREAM = 1, 2, 3, 4
+
+
+class EpochOrder:
+    """A permutation drawn from (seed, epoch, stream), so a resumed run and every worker get the
+    same one; kept for the epoch, since every item of it asks."""
+
+    def __init__(self, seed: int, stream: int):
+        self.seed, self.stream = int(seed), int(stream)
+        self._drawn: tuple[int, np.ndarray] | None = None  # (epoch, permutation)
+
+    def __call__(self, epoch: int, n: int) -> np.ndarray:
+        if self._drawn is None or self._drawn[0] != int(epoch):
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), self.stream]))
+            self._drawn = (int(epoch), rng.permutation(n))
+        return self._drawn[1]
 
 
 def source_seed(seed: int) -> int:
@@ -52,7 +68,7 @@ class PairedClipDataset(Dataset):
         self.mask_generator = mask_generator
         self.seed = int(seed)
         self.epoch = 0
-        self._pairing: tuple[int, np.ndarray] | None = None  # (epoch, order), drawn once per epoch
+        self._pairing = EpochOrder(self.seed, _PAIRING_STREAM)
 
     @property
     def class_names(self) -> list[str]:
@@ -73,11 +89,7 @@ class PairedClipDataset(Dataset):
 
     def pairing(self, epoch: int) -> np.ndarray:
         """The target order of `epoch`: item i takes target clip `pairing(epoch)[i % len(target)]`."""
-        if self._pairing is None or self._pairing[0] != int(epoch):
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch),
-                                                                _PAIRING_STREAM]))
-            self._pairing = (int(epoch), rng.permutation(len(self.target)))
-        return self._pairing[1]
+        return self._pairing(epoch, len(self.target))
 
     def target_index(self, epoch: int, index: int) -> int:
         return int(self.pairing(epoch)[index % len(self.target)])
