@@ -202,6 +202,15 @@ class _UnknownNames(set):
         return True
 
 
+def resolve_gin_file(path: str | Path) -> Path:
+    """`path`, or the shipped file of that name: shipped experiments are found from any working
+    directory."""
+    path = Path(path)
+    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
+        return REPO_ROOT / path
+    return path
+
+
 def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] = (),
                  finalize: bool = True, skip_unknown: bool = False) -> list[str]:
     """Parse files in order, then bindings in order (bindings override files).
@@ -219,9 +228,7 @@ def parse_config(gin_files: Iterable[str | Path] = (), bindings: Iterable[str] =
         logging.getLogger().addFilter(_QuietSearchMisses())
         _SEARCH_PATH_ADDED = True
     for path in gin_files:
-        path = Path(path)
-        if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
-            path = REPO_ROOT / path  # shipped experiments are found from any working directory
+        path = resolve_gin_file(path)
         if not path.is_file():
             raise ConfigError(f"gin file not found: {path}. Pass an existing file to --gin_file "
                               f"(see the gin/ folder for the shipped experiments).")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import re
 import shlex
 import traceback
 import shutil
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import gin
+from gin import config_parser
 from filelock import FileLock, Timeout
 
-from mmdistill.config import REPO_ROOT, parse_config
+from mmdistill.config import parse_config, resolve_gin_file
 from mmdistill.experiment import experiment
 from mmdistill.pipeline_record import check_kept_output, step_record, write_record
 
@@ -112,13 +114,7 @@ def check_pipeline_file(path: str | Path) -> None:
     step. The file may bind `pipeline.*`, the configurable its `pipeline.setup` names (it runs in
     this process) and macros that the file itself uses (`%NAME`); what it includes is not checked
     (the steps include the same shared files)."""
-    import re
-
-    from gin import config_parser
-
-    path = Path(path)
-    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
-        path = REPO_ROOT / path
+    path = resolve_gin_file(path)
     if not path.is_file():  # not a file run.py parsed (a caller's stand-in): nothing to read
         return
     text = path.read_text()
