@@ -16,6 +16,7 @@ query never meets a support clip of its own recording under another class either
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import Sequence
 
 import torch
@@ -100,12 +101,13 @@ def _split_episode(rows: list[torch.Tensor], row_groups: list[list[str]], k_shot
     Unlike a class's own groups, a split that suits every class at once need not exist for every
     draw of classes: an episode that finds none in `tries` orders raises TooFewClasses."""
     names = sorted({g for groups in row_groups for g in groups})
+    clips_in = [Counter(groups) for groups in row_groups]  # per class: group -> its clips
     for _ in range(tries):
         order = torch.randperm(len(names), generator=generator).tolist()
         support_side: set[str] = set()
         have = [0] * len(rows)
         for g in (names[i] for i in order):
-            gains = [sum(h == g for h in groups) for groups in row_groups]
+            gains = [counts[g] for counts in clips_in]
             if any(n and have[c] < k_shot for c, n in enumerate(gains)):
                 support_side.add(g)
                 have = [h + n for h, n in zip(have, gains)]
@@ -157,8 +159,8 @@ def sample_episodes(labels: torch.Tensor, class_names: Sequence[str], n_way: int
         ok = [_splittable([r.numel() for r in g], k_shot, q_query) for g in groups_of_class]
         # Does some group hold clips of two classes? Then episodes are split as a whole.
         row_groups = [[groups[r] for r in rows.tolist()] for rows in rows_of_class]
-        owners: dict[str, int] = {}
-        spanning = any(owners.setdefault(g, c) != c for c, gs in enumerate(row_groups) for g in gs)
+        group_sets = [set(gs) for gs in row_groups]
+        spanning = len(set().union(*group_sets)) < sum(len(gs) for gs in group_sets)
     else:
         ok = [n >= per_class for n in counts]
     eligible_ids = [c for c in range(len(class_names)) if ok[c]]
