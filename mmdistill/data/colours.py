@@ -18,8 +18,12 @@ def flow_to_colour(flow: np.ndarray, max_magnitude: float | None = None) -> np.n
 
 
 def overlay_heatmaps(rgb: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) picture + (V, H, W) heatmaps in [0, 1] -> joints drawn in their own colours."""
+    """uint8 (H, W, 3) picture + (V, h, w) heatmaps in [0, 1] -> joints drawn in their own colours
+    (heatmaps drawn at a stride are scaled up to the picture first)."""
     num_joints = heatmaps.shape[0]
+    if heatmaps.shape[1:] != rgb.shape[:2]:
+        heatmaps = np.stack([cv2.resize(np.ascontiguousarray(plane, dtype=np.float32), rgb.shape[1::-1],
+                                        interpolation=cv2.INTER_LINEAR) for plane in heatmaps])
     hues = np.linspace(0, 179, num_joints, endpoint=False).astype(np.uint8)
     palette = cv2.cvtColor(np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], -1)[None],
                            cv2.COLOR_HSV2RGB)[0].astype(np.float32)

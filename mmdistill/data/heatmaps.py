@@ -112,18 +112,47 @@ class HeatmapRenderer:
     `render_on='loader'` draws each clip's heatmaps in the loader (the batch holds them);
     `'device'` leaves the batch with the moved keypoints and draws them where the batch goes
     (`mmdistill/data/device_batches.py`), which on a GPU spares the loader most of its work and memory.
+    `stride`: heatmaps at 1/stride of the crop (stride 2: 32x32 for a 64x64 crop), one output
+    pixel per stride x stride crop pixels, as pose estimators' output strides and MM-CDFSL's
+    56 px pose input beside its 224 px RGB; the skeleton model then reads that size with a patch
+    `stride` times smaller, so its token grid is the RGB's. 17 channels make the skeleton's
+    heatmaps and embedding the costliest input: stride 2 does a quarter of that work.
     """
 
-    def __init__(self, sigma: float = 2.0, render_on: str = "loader"):
+    def __init__(self, sigma: float = 2.0, render_on: str = "loader", stride: int = 1):
         if sigma <= 0:
             raise ValueError(f"skeleton_heatmaps.sigma must be positive, got {sigma}")
         if render_on not in ("loader", "device"):
             raise ValueError(f"skeleton_heatmaps.render_on={render_on!r}: choose 'loader' or 'device'")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"skeleton_heatmaps.stride must be a whole number >= 1 (1: heatmaps at the "
+                             f"crop's size), got {stride!r}")
         self.sigma = float(sigma)
         self.render_on = render_on
+        self.stride = stride
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The heatmaps' (H, W) for a crop of `size`."""
+        height, width = size
+        if height % self.stride or width % self.stride:
+            raise ValueError(f"skeleton_heatmaps.stride = {self.stride} does not divide the crop "
+                             f"{height}x{width} (spatial_transform.crop_size): choose a stride that "
+                             f"divides both sides")
+        return height // self.stride, width // self.stride
+
+    def _on_grid(self, xy):
+        """Crop pixel coordinates -> output pixel coordinates (pixel centres: output pixel g covers
+        crop pixels g * stride .. g * stride + stride - 1, centred on g * stride + (stride - 1) / 2)."""
+        return (xy + 0.5) / self.stride - 0.5
 
     def __call__(self, xy: np.ndarray, score: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        return render_heatmaps(xy, score, size, self.sigma)
+        if self.stride == 1:
+            return render_heatmaps(xy, score, size, self.sigma)
+        return render_heatmaps(self._on_grid(np.asarray(xy, dtype=np.float32)), score,
+                               self.output_size(size), self.sigma)
 
     def render_batch(self, keypoints: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return render_heatmaps_torch(keypoints, size, self.sigma)
+        if self.stride == 1:
+            return render_heatmaps_torch(keypoints, size, self.sigma)
+        keypoints = torch.cat([self._on_grid(keypoints[..., :2].float()), keypoints[..., 2:].float()], dim=-1)
+        return render_heatmaps_torch(keypoints, self.output_size(size), self.sigma)

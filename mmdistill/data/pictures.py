@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -22,6 +23,9 @@ def clip_pictures(dataset: Any, item: dict, frames_shown: int = 4) -> tuple[list
         array = dataset.normalize[name].invert(item[name].numpy())
         row, background = dataset.specs[name].tiles(array, shown, background)
         rows.append(row)
+    size = rows[0][0].shape[:2]  # a modality drawn smaller (heatmaps at a stride) is scaled up to the first
+    rows = [[tile if tile.shape[:2] == size else cv2.resize(tile, size[::-1], interpolation=cv2.INTER_NEAREST)
+             for tile in row] for row in rows]
     label = dataset.class_names[item["label"]] if item["label"] >= 0 else "unlabelled"
     caption = f"#{item['index']} {item['video']} start {item['start']} frames {shown.tolist()} {label}"
     return rows, caption

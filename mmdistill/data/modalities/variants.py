@@ -113,6 +113,10 @@ class SkeletonVariant(_Variant, SkeletonSpec):
         if dataset.heatmaps.render_on == "device":  # a setting, not a bad clip: never skipped
             raise ValueError("skeleton_spec.heatmaps = @grid_heatmaps() draws in the loader; set "
                              "skeleton_heatmaps.render_on = 'loader' (the device draws our own heatmaps only)")
+        if dataset.heatmaps.stride != 1:
+            raise ValueError(f"skeleton_spec.heatmaps = @grid_heatmaps() draws at the crop's size from its own "
+                             f"grid; skeleton_heatmaps.stride = {dataset.heatmaps.stride} (our renderer's) "
+                             f"would be ignored: drop it")
         array = self.heatmaps(data, plan.crop, reference_size)
         return {name: torch.from_numpy(dataset.normalize[name](array))}
 
