@@ -43,6 +43,28 @@ def test_check_reports_counts_coverage_and_problems(tmp_path, capsys):
     assert picture.shape == (14 + 3 * 24 + 4, 4 * 24, 3)  # caption, rgb/flow/skeleton rows, 4 frames
 
 
+def test_a_montage_draws_strided_heatmaps_at_the_crop_size(tmp_path, capsys):
+    """Heatmaps at half the crop (skeleton_heatmaps.stride = 2) are scaled up over the RGB, and
+    alone (no RGB to draw on) to the other rows' size; a joint stays where the crop puts it."""
+    data = make_dataset(tmp_path, videos=("v0",), labels=("hit",), flow_size=(12, 16))
+    montage = tmp_path / "montage.png"
+    strided = SMALL + ["--gin_param", "skeleton_heatmaps.stride = 2", "--gin_param", "skeleton_heatmaps.sigma = 1.0"]
+    main(["check", "--annotations", str(data["annotations"]), "--visualize", "1", "--out", str(montage)] + strided)
+    half = np.asarray(Image.open(montage))
+    assert half.shape == (14 + 3 * 24 + 4, 4 * 24, 3)
+    main(["check", "--annotations", str(data["annotations"]), "--visualize", "1", "--out", str(montage)] + SMALL
+         + ["--gin_param", "skeleton_heatmaps.sigma = 2.0"])
+    full = np.asarray(Image.open(montage))
+    skeleton_rows = slice(14 + 2 * 24, 14 + 3 * 24)  # drawn over the RGB: the joints' colour differs from it
+    drawn_half = np.abs(half[skeleton_rows].astype(int) - half[14:14 + 24].astype(int)).sum(-1) > 30
+    drawn_full = np.abs(full[skeleton_rows].astype(int) - full[14:14 + 24].astype(int)).sum(-1) > 30
+    assert drawn_full.any() and (drawn_half & drawn_full).sum() > 0.5 * drawn_full.sum()
+    main(["check", "--annotations", str(data["annotations"]), "--visualize", "1", "--out", str(montage),
+          "--modalities", "flow", "skeleton"] + strided)
+    assert np.asarray(Image.open(montage)).shape == (14 + 2 * 24 + 4, 4 * 24, 3)  # flow's row's size
+    capsys.readouterr()
+
+
 def test_check_clean_dataset_passes(tmp_path, capsys):
     data = make_dataset(tmp_path)
     assert main(["check", "--annotations", str(data["annotations"]), "--decode"] + SMALL) == 0

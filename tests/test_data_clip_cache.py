@@ -12,7 +12,7 @@ import torch
 from data_factories import make_dataset, write_frames
 
 from mmdistill.commands.data import main as data_main
-from mmdistill.data.clip_cache import ClipCache, _locked
+from mmdistill.data.clip_cache import ClipCache, OpenArrays, _locked
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.device_batches import finish_batch, finish_item, heatmap_drawer
 from mmdistill.data.masking import tube_mask
@@ -111,6 +111,32 @@ def test_entries_are_memory_mapped_and_written_once(data, tmp_path, monkeypatch)
         monkeypatch.setattr(type(source), "read", lambda *a: pytest.fail("decoded a cached video"))
     for index, item in enumerate(want):
         assert torch.equal(finish_item(again[(3, index)], again)["rgb"], item["rgb"])
+
+
+def test_arrays_stay_open_between_reads_at_most_limit_at_once(data, tmp_path, monkeypatch):
+    """Each array is opened once while it is among the `limit` most recently read; beyond the
+    limit the least recently read is closed first, and reads stay equal either way."""
+    first = _dataset(data, tmp_path / "cache")
+    want = [finish_item(first[(2, index)], first) for index in range(len(first))]
+    opened = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda path, **kw: opened.append(Path(path).name) or real_load(path, **kw))
+    again = _dataset(data, tmp_path / "cache")
+    for _ in range(3):
+        for index, item in enumerate(want):
+            got = finish_item(again[(2, index)], again)
+            assert all(torch.equal(got[key], item[key]) for key in ("rgb", "flow", "skeleton"))
+    files_per_video = 4  # rgb, flow, skeleton_xy, skeleton_score
+    videos = [clip.video for clip in again.clips]
+    assert len(opened) == len(set(videos)) * files_per_video < len(videos) * files_per_video
+    opened.clear()
+    tight = _dataset(data, tmp_path / "cache")
+    tight.cache._open_arrays = OpenArrays(limit=files_per_video)  # one video's arrays
+    order = videos[::-1] + videos  # a video's arrays are reopened only after another video's
+    for video_index in list(range(len(videos)))[::-1] + list(range(len(videos))):
+        tight[(2, video_index)]
+    switches = 1 + sum(a != b for a, b in zip(order, order[1:]))
+    assert len(opened) == switches * files_per_video and len(tight.cache._open_arrays._open) == 4
 
 
 def test_changed_files_or_settings_fill_a_new_entry(data, tmp_path):

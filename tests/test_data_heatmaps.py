@@ -69,3 +69,32 @@ def test_batched_torch_renderer_equals_the_loader_renderer():
         render_heatmaps_torch(torch.zeros(1, 3, 17, 3), size, sigma)
     with pytest.raises(ValueError, match="render_on"):
         HeatmapRenderer(render_on="gpu")
+
+
+def test_a_stride_draws_each_joint_on_its_cell_at_a_fraction_of_the_size():
+    """stride 2: 6x8 heatmaps for a 12x16 crop; a joint at the centre of the crop pixels of output
+    cell (r, c) (crop pixel 2c + 0.5, 2r + 0.5) peaks there at its score, and one output pixel is
+    sigma (output pixels) x stride crop pixels wide; loader and device renderers agree."""
+    xy = np.zeros((1, 2, 2, 2), np.float32)
+    score = np.zeros((1, 2, 2), np.float32)
+    xy[0, 0, 0], score[0, 0, 0] = (2 * 5 + 0.5, 2 * 1 + 0.5), 0.9   # -> column 5, row 1
+    xy[0, 1, 1], score[0, 1, 1] = (0.0, 11.0), 0.6                  # -> column -0.25, row 5.25
+    renderer = HeatmapRenderer(sigma=1.0, stride=2)
+    heat = renderer(xy, score, (12, 16))
+    assert heat.shape == (2, 2, 6, 8)
+    assert heat[0, 0, 1, 5] == pytest.approx(0.9) and heat[0, 0].max() == pytest.approx(0.9)
+    assert heat[0, 0, 1, 6] == pytest.approx(0.9 * np.exp(-0.5))
+    expected = 0.6 * np.exp(-((0 + 0.25) ** 2 + (5 - 5.25) ** 2) / 2)
+    assert heat[1, 1, 5, 0] == pytest.approx(expected, rel=1e-6) and not heat[1, 0].any()
+    keypoints = torch.from_numpy(np.concatenate([xy, score[..., None]], -1))[None]
+    np.testing.assert_allclose(renderer.render_batch(keypoints, (12, 16))[0].numpy(), heat, rtol=0, atol=1e-6)
+    unstrided = HeatmapRenderer(sigma=2.0)(xy, score, (12, 16))
+    assert unstrided.shape == (2, 2, 12, 16) and np.array_equal(unstrided, render_heatmaps(xy, score, (12, 16), 2.0))
+
+
+def test_a_stride_must_divide_the_crop_and_be_whole():
+    with pytest.raises(ValueError, match=r"skeleton_heatmaps.stride = 3 does not divide the crop 12x16"):
+        HeatmapRenderer(stride=3)(np.zeros((1, 1, 1, 2)), np.ones((1, 1, 1)), (12, 16))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="skeleton_heatmaps.stride must be a whole number"):
+            HeatmapRenderer(stride=bad)

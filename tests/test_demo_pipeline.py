@@ -23,7 +23,7 @@ SMALL = [
     "demo_data.clips_per_class = 4", "demo_data.unlabeled_clips = 8",
     "demo_data.num_frames = 8", "demo_data.size = (32, 32)",
     "video_vit.embed_dim = 32", "video_vit.depth = 1", "video_vit.num_heads = 2",
-    "video_vit.num_frames = 4", "video_vit.img_size = (32, 32)",
+    "video_vit.num_frames = 4", "video_vit.img_size = (32, 32)", "SKELETON_SIZE = (16, 16)",
     "temporal_sampling.num_frames = 4", "spatial_transform.crop_size = (32, 32)",
     "data_loader.batch_size = 4", "data_loader.num_workers = 0",
     "train.epochs = 2", "train.warmup_epochs = 0", "train.log_every = 1",

@@ -98,6 +98,11 @@ def test_the_skeleton_renderer_option_names_its_value_and_its_place(tree):
         dataset = build_clip_dataset(modalities=["skeleton"], mode="train", on_bad_clip="skip")
     with pytest.raises(ValueError, match="set skeleton_heatmaps.render_on = 'loader'"):
         dataset[0]  # a setting, not a bad clip: not skipped
+    parse(tree, "gin/tennis_fork.gin", "skeleton_heatmaps.stride = 2")  # ours, not the fork's grid
+    with gin.config_scope("unlabeled"):
+        dataset = build_clip_dataset(modalities=["skeleton"], mode="train", on_bad_clip="skip")
+    with pytest.raises(ValueError, match="skeleton_heatmaps.stride = 2 .* would be ignored: drop it"):
+        dataset[0]
 
 
 def test_past_the_end_is_an_error_naming_the_fix_unless_a_rule_says_what_it_is(tree):

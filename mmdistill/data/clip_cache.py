@@ -22,8 +22,10 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,15 +50,40 @@ FINISH_ON = ("device", "loader")
 QUANTISED_SUFFIX, STEP_SUFFIX = "_quantised", "_step"
 
 
+class OpenArrays:
+    """Cache arrays kept memory-mapped between reads: opening one (`np.load`'s header parse and
+    mmap, ~0.1 ms) for every clip of every modality was a twentieth of a demo student's step.
+    Each open array holds a file descriptor, so at most `limit` stay open (a quarter of the
+    process's descriptor limit, at most 4096), the least recently read closed first."""
+
+    def __init__(self, limit: int | None = None):
+        if limit is None:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            limit = min(4096, soft // 4) if soft != resource.RLIM_INFINITY else 4096
+        self.limit = max(1, int(limit))
+        self._open: OrderedDict[Path, np.ndarray] = OrderedDict()
+
+    def __call__(self, path: Path) -> np.ndarray:
+        array = self._open.pop(path, None)
+        if array is None:
+            array = np.load(path, mmap_mode="r")
+            while len(self._open) >= self.limit:
+                self._open.popitem(last=False)
+        self._open[path] = array  # most recently read last
+        return array
+
+
 @dataclasses.dataclass
 class CachedVideo:
     """One video's cached modalities: `counts` {modality: frames}, and `read(name, indices)` giving
     what the modality's reader gives (image uint8 (T, H, W, 3), flow float32 (T, 2, H, W),
-    Keypoints) but at the resized resolution; each modality's spec says how it is stored."""
+    Keypoints) but at the resized resolution; each modality's spec says how it is stored and
+    reads its arrays with `array(file)`."""
 
     folder: Path
     meta: dict
     specs: dict = dataclasses.field(default_factory=dict)
+    open_arrays: OpenArrays = dataclasses.field(default_factory=OpenArrays)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -66,9 +93,13 @@ class CachedVideo:
         """The quantisation step of a flow modality: the cache holds it to within half of this."""
         return float(self.meta["modalities"][name]["scale"])
 
+    def array(self, file: str) -> np.ndarray:
+        """The entry's array `file`, memory-mapped (read-only)."""
+        return self.open_arrays(self.folder / file)
+
     def read(self, name: str, indices: np.ndarray, quantised: bool = False) -> Any:
         """`quantised`: images and flow as stored (integers, a `QuantisedFrames` that ships itself)."""
-        return self.specs[name].cache_load(name, self.folder, self.meta["modalities"][name], indices, quantised)
+        return self.specs[name].cache_load(name, self, self.meta["modalities"][name], indices, quantised)
 
 
 @dataclasses.dataclass
@@ -171,10 +202,11 @@ class ClipCache:
         self.flow_dtype = flow_dtype
         self.finish_on = finish_on
         self._cache_entries: dict[str, CachedVideo] = {}
+        self._open_arrays = OpenArrays()  # shared by this process's entries
         self.repaired: list[tuple[str, str]] = []  # (video, what was wrong) of broken entries refilled
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache_entries": {}, "repaired": []}  # each worker checks the files itself
+        return {**self.__dict__, "_cache_entries": {}, "_open_arrays": OpenArrays(), "repaired": []}  # each worker checks the files itself
 
     def settings_key(self, dataset: Any) -> str:
         """The key of what every entry of this dataset depends on besides its own files."""
@@ -214,7 +246,7 @@ class ClipCache:
                     meta, problem = read_entry(folder)
                     if meta is None:
                         raise BadClipError(f"video '{video}': the clip cache entry just written is broken: {problem}")
-        entry = CachedVideo(folder, meta, dict(dataset.specs))
+        entry = CachedVideo(folder, meta, dict(dataset.specs), self._open_arrays)
         self._cache_entries[video] = entry
         return entry
 

@@ -91,7 +91,9 @@ class ModalitySpec:
         raise ValueError(f"the clip cache cannot store modality '{self.name}' (its spec has no "
                          f"cache_store); set clip_data.cache_dir = None")
 
-    def cache_load(self, name: str, folder: Path, info: dict, indices: np.ndarray, quantised: bool) -> Any:
+    def cache_load(self, name: str, entry: Any, info: dict, indices: np.ndarray, quantised: bool) -> Any:
+        """The frames `indices` of what `cache_store` kept, read from `entry` (a `CachedVideo`:
+        `entry.array(file)` is one of its arrays, memory-mapped)."""
         raise NotImplementedError
 
     def tiles(self, array: np.ndarray, shown: np.ndarray, background: np.ndarray | None

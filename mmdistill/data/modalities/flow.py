@@ -62,13 +62,13 @@ class FlowSpec(ModalitySpec):
         np.save(folder / f"{name}.npy", np.round(values / np.float32(scale)).astype(dtype))
         return {"scale": scale}
 
-    def cache_load(self, name: str, folder: Path, info: dict, indices: np.ndarray, quantised: bool) -> Any:
-        frames = np.load(folder / f"{name}.npy", mmap_mode="r")[indices]
+    def cache_load(self, name: str, entry: Any, info: dict, indices: np.ndarray, quantised: bool) -> Any:
+        frames = entry.array(f"{name}.npy")[indices]
         if not quantised:
             return frames.astype(np.float32) * np.float32(info["scale"])
         step = np.float32(info["scale"])
         return QuantisedFrames(np.ascontiguousarray(frames), True, np.array([step, step], dtype=np.float32),
-                               np.array([-1.0, 1.0], dtype=np.float32), str(folder))
+                               np.array([-1.0, 1.0], dtype=np.float32), str(entry.folder))
 
     def tiles(self, array: np.ndarray, shown: np.ndarray, background: np.ndarray | None
               ) -> tuple[list[np.ndarray], np.ndarray | None]:

@@ -84,12 +84,12 @@ class ImageSpec(ModalitySpec):
         np.save(folder / f"{name}.npy", frames.astype(np.uint8))
         return {}
 
-    def cache_load(self, name: str, folder: Path, info: dict, indices: np.ndarray, quantised: bool) -> Any:
-        frames = np.ascontiguousarray(np.load(folder / f"{name}.npy", mmap_mode="r")[indices])
+    def cache_load(self, name: str, entry: Any, info: dict, indices: np.ndarray, quantised: bool) -> Any:
+        frames = np.ascontiguousarray(entry.array(f"{name}.npy")[indices])
         if not quantised:
             return frames
         ones = np.ones(frames.shape[-1], dtype=np.float32)
-        return QuantisedFrames(frames, False, ones, ones, str(folder))
+        return QuantisedFrames(frames, False, ones, ones, str(entry.folder))
 
     def tiles(self, array: np.ndarray, shown: np.ndarray, background: np.ndarray | None
               ) -> tuple[list[np.ndarray], np.ndarray | None]:

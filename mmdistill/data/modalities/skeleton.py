@@ -83,9 +83,9 @@ class SkeletonSpec(ModalitySpec):
         np.save(folder / f"{name}_score.npy", data.score.astype(np.float32))
         return {"img_shape": list(data.img_shape or reference), "flip_pairs": [list(p) for p in data.flip_pairs]}
 
-    def cache_load(self, name: str, folder: Path, info: dict, indices: np.ndarray, quantised: bool) -> Keypoints:
-        xy = np.load(folder / f"{name}_xy.npy", mmap_mode="r")
-        score = np.load(folder / f"{name}_score.npy", mmap_mode="r")
+    def cache_load(self, name: str, entry: Any, info: dict, indices: np.ndarray, quantised: bool) -> Keypoints:
+        xy = entry.array(f"{name}_xy.npy")
+        score = entry.array(f"{name}_score.npy")
         pairs = tuple(tuple(pair) for pair in info["flip_pairs"])
         return Keypoints(np.array(xy[:, indices]), np.array(score[:, indices]), tuple(info["img_shape"]), pairs)
 
