@@ -193,3 +193,25 @@ def test_protocol_gin_fits_the_logistic_regression_on_raw_features():
     report = evaluate(synthetic_bank([20] * 6), [(5, 1, 15, 5)], gin.query_parameter(
         "fewshot.classifier"))
     assert report.classifier_options["l2_normalize"] is False
+
+
+def test_models_on_the_same_clips_share_one_draw_of_episodes(monkeypatch):
+    """A comparison evaluates many models on the same clips: each setting's episodes are drawn once
+    (and are those a fresh draw gives); other labels, groups or seeds draw their own."""
+    import mmdistill.eval.fewshot as fewshot_module
+    fewshot_module._shared_episodes.cache_clear()
+    draws = []
+    real = fewshot_module.sample_episodes
+    monkeypatch.setattr(fewshot_module, "sample_episodes", lambda *a, **k: draws.append(a) or real(*a, **k))
+    groups = [f"g{i % 4}" for i in range(6 * 12)]
+    first = evaluate(synthetic_bank([12] * 6, seed=0), [(5, 1, 3, 20)], groups=groups)
+    second = evaluate(synthetic_bank([12] * 6, seed=1, spread=0.0), [(5, 1, 3, 20)], groups=groups)
+    assert len(draws) == 2  # standard and recording-disjoint, once for both models
+    assert first["5way_1shot"].accuracy.mean == 100.0 and second["5way_1shot"].accuracy.mean < 40.0
+    fresh = real(synthetic_bank([12] * 6).labels, [f"c{c}" for c in range(6)], 5, 1, 3, 20, 0, groups=groups)
+    shared = fewshot_module._shared_episodes(tuple(synthetic_bank([12] * 6).labels.tolist()),
+                                             tuple(f"c{c}" for c in range(6)), 5, 1, 3, 20, 0, tuple(groups))
+    assert torch.equal(fresh.support, shared.support) and torch.equal(fresh.query, shared.query)
+    evaluate(synthetic_bank([12] * 6), [(5, 1, 3, 20)], seed=1)
+    evaluate(synthetic_bank([12] * 5 + [11]), [(5, 1, 3, 20)])
+    assert len(draws) == 4

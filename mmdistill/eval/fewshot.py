@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mmdistill.eval.classifiers import classifier_options, get_classifier
-from mmdistill.eval.episodes import TooFewClasses, sample_episodes
+from mmdistill.eval.episodes import Episodes, TooFewClasses, sample_episodes
 from mmdistill.eval.features import (MASKED, POOLED, FeatureBank, dataset_fingerprint,
                                      extract_features, feature_cache_key, file_fingerprint,
                                      weights_fingerprint)
@@ -241,12 +241,22 @@ def _groups(bank: FeatureBank, ensemble_heads: bool) -> tuple[list[_Group], list
     return groups, ensemble
 
 
+@functools.lru_cache(maxsize=32)
+def _shared_episodes(labels: tuple[int, ...], class_names: tuple[str, ...], n_way: int, k_shot: int,
+                     q_query: int, episodes: int, seed: int, groups: tuple[str, ...] | None) -> Episodes:
+    """The episodes of one setting, drawn once for every model evaluated on the same clips (the
+    demo's ten models drew the same recording-disjoint episodes ten times: a tenth of its
+    evaluate step). Shared between callers: read them, never write into their tensors."""
+    return sample_episodes(torch.tensor(labels, dtype=torch.long), class_names, n_way, k_shot, q_query,
+                           episodes, seed, groups=groups)
+
+
 def _evaluate_setting(bank: FeatureBank, setting: FewShotSetting, classify, seed: int,
                       ensemble_heads: bool, device: torch.device, chunk: int,
                       groups: Sequence[str] | None = None) -> SettingResult:
-    episodes = sample_episodes(bank.labels, bank.class_names, setting.n_way, setting.k_shot,
-                               setting.q_query, setting.episodes, seed,
-                               groups=groups if setting.group_disjoint else None)
+    episodes = _shared_episodes(tuple(bank.labels.tolist()), tuple(bank.class_names), setting.n_way,
+                                setting.k_shot, setting.q_query, setting.episodes, seed,
+                                tuple(groups) if setting.group_disjoint and groups is not None else None)
     groups, ensemble = _groups(bank, ensemble_heads)
     members = [m for g in groups for m in g.queries]
     correct = {m: [] for m in [ENSEMBLE, *members]}
