@@ -244,7 +244,8 @@ class VideoViT(nn.Module):
         if x.dim() != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"VideoViT expects input (B, C, T, H, W) = (B, {', '.join(map(str, expected))}), "
                              f"got {tuple(x.shape)}; check the modality's channels, clip length "
-                             f"and crop size against video_vit.in_chans/num_frames/img_size")
+                             f"and crop size against video_vit.in_chans/num_frames/img_size (skeleton "
+                             f"heatmaps are the crop / skeleton_heatmaps.stride)")
 
     def _check_index(self, index: torch.Tensor, batch_size: int) -> None:
         """Shapes only: checking the values would make the host wait for the device."""
