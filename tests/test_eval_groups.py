@@ -140,6 +140,9 @@ def test_disjoint_setting_without_enough_classes_is_reported_not_evaluated():
     assert [r.setting.name for r in report.results] == ["5way_1shot"]
     assert "5way_1shot_disjoint" in report.not_evaluated
     assert "not evaluated" in report.table()
+    summary = report.as_summary()  # summary.json and W&B say why, not only the console
+    assert summary["fewshot/5way_1shot_disjoint/not_evaluated"] == report.not_evaluated["5way_1shot_disjoint"]
+    assert "fewshot/5way_1shot_disjoint/acc" not in summary and "fewshot/5way_1shot/acc" in summary
 
 
 def test_scene_shared_within_a_recording_is_what_disjoint_episodes_remove():

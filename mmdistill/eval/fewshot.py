@@ -109,9 +109,11 @@ class Report:
                 return result
         raise KeyError(f"no setting {name!r}; have {[r.setting.name for r in self.results]}")
 
-    def as_summary(self) -> dict[str, float | int]:
-        """Flat scalars for the W&B summary; MM-CDFSL's names refer to the FIRST setting."""
-        out: dict[str, float | int] = {}
+    def as_summary(self) -> dict[str, float | int | str]:
+        """Flat values for the W&B summary (numbers; a setting that could not be evaluated gives
+        its reason under `fewshot/<setting>/not_evaluated`); MM-CDFSL's names refer to the FIRST
+        setting."""
+        out: dict[str, float | int | str] = {}
         for r in self.results:
             p = f"fewshot/{r.setting.name}"
             out.update({f"{p}/acc": r.accuracy.mean, f"{p}/std": r.accuracy.std,
@@ -128,6 +130,8 @@ class Report:
                 out[f"fewshot/classifier/{name}"] = value
         for name, count in (self.groups_per_class or {}).items():
             out[f"fewshot/groups/{name}"] = count
+        for name, why in self.not_evaluated.items():
+            out[f"fewshot/{name}/not_evaluated"] = why
         if self.results:
             first = self.results[0].accuracy
             out.update({"top1_action_ensemble": first.mean, "top1_action_ensemble_std": first.std,
