@@ -1,13 +1,18 @@
-"""The tables of bench/results/tennis_seeds.md from the evaluate runs' summary.json files.
+"""Tables over training seeds from the evaluate steps' summary.json files (the tennis pipelines'
+in bench/results/tennis_seeds.md, the demo's in BENCHMARKS.md).
 
-    python bench/tennis_seeds_table.py CLIPS SEED RUN_DIR [CLIPS SEED RUN_DIR ...]
+    python bench/seeds_table.py CLIPS SEED RUN_DIR [CLIPS SEED RUN_DIR ...]
 
-e.g. `21-30 0 output/2026-12-06/05-50-59_tennis_strokes_seed0_slice21-30`. Prints, per CLIPS, every
-model's accuracy +/- 95% CI per seed and setting (n/e: the setting could not be drawn on these
-clips, with the evaluate step's reason from fewshot_trained.json), the recordings per class, and
-then the evaluate step's own verdicts (from the 95% CIs,
-`fewshot/<setting>/vs_<model>` in summary.json) of the all-teacher student against the models the
-claim is about, with whether each holds on every run given.
+e.g. `21-30 0 output/2026-12-06/05-50-59_tennis_strokes_seed0_slice21-30`, or `demo 1
+../seed1/output/2026-12-06/09-19-40_demo_evaluate` (CLIPS is a label for the clips evaluated).
+Prints, per CLIPS, every model's accuracy +/- 95% CI per seed and setting (n/e: the setting could
+not be drawn on these clips, with the evaluate step's reason from fewshot_trained.json), the
+recordings per class; with two seeds or more, each model's mean over seeds and the all-teacher
+student's paired difference from each model the claim is about, +/- the Student-t 95% half-width
+over seeds (`mmdistill.eval.stats.summarize_runs`: how another training seed may land, which the
+per-run CIs over episodes do not say); then the evaluate step's own verdicts (from the 95% CIs,
+`fewshot/<setting>/vs_<model>` in summary.json) of the all-teacher student against the models
+the claim is about, with whether each holds on every run given.
 """
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+from mmdistill.eval.stats import summarize_runs  # noqa: E402
 
 MODELS = {
     "trained": "student, all three teachers",
@@ -34,11 +42,46 @@ SETTINGS = {"5way_1shot": "1-shot", "5way_5shot": "5-shot",
 NOT_EVALUABLE = "n/e"
 
 
-def cell(summary: dict, model: str, setting: str) -> str:
+def accuracy(summary: dict, model: str, setting: str) -> float | None:
     prefix = "" if model == "trained" else f"{model}/"
-    acc = summary.get(f"{prefix}fewshot/{setting}/acc")
+    return summary.get(f"{prefix}fewshot/{setting}/acc")
+
+
+def over_seeds(seeds: dict[int, dict]) -> None:
+    """Means over seeds and the student's paired differences, +/- the t half-width over seeds."""
+    settings = [s for s in SETTINGS if all(accuracy(summary, "trained", s) is not None
+                                           for summary in seeds.values())]
+    print(f"\nOver the {len(seeds)} seeds: mean +/- Student-t 95% half-width of the per-seed "
+          f"accuracies, and the all-teacher student minus each model, paired by seed (*: the "
+          f"interval excludes 0)\n")
+    print("| model | " + " | ".join(SETTINGS[s] for s in settings) + " |")
+    print("| --- " * (len(settings) + 1) + "|")
+
+    def cell_over(values: list[float | None], star: bool = False) -> str:
+        if any(value is None for value in values):  # a model some run did not evaluate
+            return NOT_EVALUABLE
+        runs = summarize_runs(values)
+        apart = star and abs(runs.mean) > runs.ci95
+        return f"{runs.mean:.1f} +/- {runs.ci95:.1f}" + ("*" if apart else "")
+
+    for model, label in MODELS.items():
+        values = [[accuracy(summary, model, s) for summary in seeds.values()] for s in settings]
+        print(f"| {label} | " + " | ".join(cell_over(v) for v in values) + " |")
+    for model in CLAIM:
+        row = []
+        for s in settings:
+            others = [accuracy(summary, model, s) for summary in seeds.values()]
+            differences = [None if other is None else accuracy(summary, "trained", s) - other
+                           for summary, other in zip(seeds.values(), others)]
+            row.append(cell_over(differences, star=True))
+        print(f"| student minus {MODELS[model]} | " + " | ".join(row) + " |")
+
+
+def cell(summary: dict, model: str, setting: str) -> str:
+    acc = accuracy(summary, model, setting)
     if acc is None:
         return NOT_EVALUABLE
+    prefix = "" if model == "trained" else f"{model}/"
     return f"{acc:.1f} +/- {summary[f'{prefix}fewshot/{setting}/ci95']:.1f}"
 
 
@@ -76,6 +119,8 @@ def main(argv: list[str]) -> None:
         why = json.loads((first_dir[clips] / "fewshot_trained.json").read_text())["not_evaluated"]
         for setting, reason in why.items():  # the same clips and groups for every model and seed
             print(f"\n{SETTINGS[setting]} not evaluable: {reason.split(' Lower n_way')[0]}")
+        if len(seeds) > 1:
+            over_seeds(seeds)
     print("\n**Verdicts of the all-teacher student (CIs separated: better / worse; else overlap)**\n")
     columns = [(clips, seed) for clips, seeds in runs.items() for seed in seeds]
     print("| against | setting | " + " | ".join(f"{c} s{s}" for c, s in columns)
