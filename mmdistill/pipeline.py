@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from mmdistill.config import parse_config, resolve_gin_file
 from mmdistill.experiment import experiment
 from mmdistill.pipeline_record import check_kept_output, step_record, write_record
+from mmdistill.tracking import import_wandb_once
 
 
 def split_step(entries: str | Sequence[str]) -> tuple[list[str], list[str]]:
@@ -185,6 +186,7 @@ def run_pipeline(config_name: str, bindings: Sequence[str], argv: list[str] | No
 def _run_in_lanes(steps: Sequence[str], needs: Mapping[str, list[str]], lanes: int,
                   arguments: Callable[[str], tuple]) -> dict:
     """Every step in a forked process, at most `lanes` at once, each once its needs are done."""
+    import_wandb_once()  # each forked step would import it again otherwise
     pending, running, results = list(steps), {}, {}
     try:
         while pending or running:

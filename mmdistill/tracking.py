@@ -197,6 +197,14 @@ OFFLINE_HINT = (
 )
 
 
+def import_wandb_once() -> None:
+    """Import what a W&B run imports as it starts (wandb, and at every init its launch-inputs
+    module: ~0.6 s), so that processes forked afterwards (the pipeline's lanes) inherit it
+    instead of each step paying it. Starts no thread and no service."""
+    import wandb  # noqa: F401
+    import wandb.sdk.launch.inputs.internal  # noqa: F401  (wandb_run.Run._detect_and_apply_job_inputs)
+
+
 class WandbLogger:
     """A W&B run. Mode 'offline' (default) needs no account; 'disabled' writes nothing."""
 

@@ -270,3 +270,16 @@ def test_unknown_task_lists_the_known_ones(tmp_path):
                                          r"'evaluate', 'pretrain'\]"):
         experiment(config_name="x")
     assert not any(tmp_path.iterdir())
+
+
+def test_wandb_is_imported_once_before_the_lanes_fork_without_a_thread():
+    """The pipeline imports W&B (and the launch-inputs module each run imports as it starts) in the
+    parent, so forked steps inherit it; importing must start no thread, or forking would be unsafe."""
+    code = ("import sys, threading\n"
+            "from mmdistill.tracking import import_wandb_once\n"
+            "import_wandb_once()\n"
+            "print(threading.active_count(), 'wandb.sdk.launch.inputs.internal' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "True"]
