@@ -12,7 +12,8 @@ import torch
 from data_factories import make_dataset, write_frames
 
 from mmdistill.commands.data import main as data_main
-from mmdistill.data.clip_cache import ClipCache, OpenArrays, _locked
+from mmdistill.data import clip_cache
+from mmdistill.data.clip_cache import ClipCache, OpenArrays, _locked, process_open_arrays
 from mmdistill.data.dataset import build_clip_dataset, build_loader
 from mmdistill.data.device_batches import finish_batch, finish_item, heatmap_drawer
 from mmdistill.data.masking import tube_mask
@@ -118,6 +119,7 @@ def test_arrays_stay_open_between_reads_at_most_limit_at_once(data, tmp_path, mo
     limit the least recently read is closed first, and reads stay equal either way."""
     first = _dataset(data, tmp_path / "cache")
     want = [finish_item(first[(2, index)], first) for index in range(len(first))]
+    monkeypatch.setitem(clip_cache._OPEN_ARRAYS, os.getpid(), OpenArrays())  # none open yet
     opened = []
     real_load = np.load
     monkeypatch.setattr(np, "load", lambda path, **kw: opened.append(Path(path).name) or real_load(path, **kw))
@@ -131,12 +133,16 @@ def test_arrays_stay_open_between_reads_at_most_limit_at_once(data, tmp_path, mo
     assert len(opened) == len(set(videos)) * files_per_video < len(videos) * files_per_video
     opened.clear()
     tight = _dataset(data, tmp_path / "cache")
-    tight.cache._open_arrays = OpenArrays(limit=files_per_video)  # one video's arrays
+    monkeypatch.setitem(clip_cache._OPEN_ARRAYS, os.getpid(), OpenArrays(limit=files_per_video))  # one video's
     order = videos[::-1] + videos  # a video's arrays are reopened only after another video's
     for video_index in list(range(len(videos)))[::-1] + list(range(len(videos))):
         tight[(2, video_index)]
     switches = 1 + sum(a != b for a, b in zip(order, order[1:]))
-    assert len(opened) == switches * files_per_video and len(tight.cache._open_arrays._open) == 4
+    assert len(opened) == switches * files_per_video and len(process_open_arrays()._open) == 4
+    # One bound per process, whatever the number of caches: a second dataset shares it.
+    other = _dataset(data, tmp_path / "cache")
+    other[(2, 0)]
+    assert len(process_open_arrays()._open) == 4 and process_open_arrays().limit == files_per_video
 
 
 def test_changed_files_or_settings_fill_a_new_entry(data, tmp_path):
@@ -216,3 +222,20 @@ def test_bad_cache_settings_are_refused():
         ClipCache("x", flow_dtype="float8")
     with pytest.raises(ValueError, match="clip_cache.finish_on='gpu'"):
         ClipCache("x", finish_on="gpu")
+
+
+def _open_in_child(queue):
+    arrays = process_open_arrays()
+    queue.put((len(arrays._open), os.getpid() in clip_cache._OPEN_ARRAYS, len(clip_cache._OPEN_ARRAYS)))
+
+
+def test_a_forked_worker_bounds_its_own_open_arrays(data, tmp_path):
+    cached = _dataset(data, tmp_path / "cache")
+    cached[(0, 0)]
+    assert len(process_open_arrays()._open) > 0
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_open_in_child, args=(queue,))
+    child.start()
+    child.join(30)
+    assert queue.get(timeout=5) == (0, True, 1)  # a fresh, empty one of its own; the parent's dropped

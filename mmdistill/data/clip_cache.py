@@ -54,7 +54,8 @@ class OpenArrays:
     """Cache arrays kept memory-mapped between reads: opening one (`np.load`'s header parse and
     mmap, ~0.1 ms) for every clip of every modality was a twentieth of a demo student's step.
     Each open array holds a file descriptor, so at most `limit` stay open (a quarter of the
-    process's descriptor limit, at most 4096), the least recently read closed first."""
+    process's descriptor limit, at most 4096), the least recently read closed first. One per
+    process (`process_open_arrays`), shared by every cache of it."""
 
     def __init__(self, limit: int | None = None):
         if limit is None:
@@ -73,6 +74,19 @@ class OpenArrays:
         return array
 
 
+_OPEN_ARRAYS: dict[int, OpenArrays] = {}
+
+
+def process_open_arrays() -> OpenArrays:
+    """This process's `OpenArrays` (a forked loader worker gets its own, so the bound holds per
+    process whatever the number of datasets and caches)."""
+    pid = os.getpid()
+    if pid not in _OPEN_ARRAYS:
+        _OPEN_ARRAYS.clear()  # a parent's, inherited by fork: its maps stay valid but count there
+        _OPEN_ARRAYS[pid] = OpenArrays()
+    return _OPEN_ARRAYS[pid]
+
+
 @dataclasses.dataclass
 class CachedVideo:
     """One video's cached modalities: `counts` {modality: frames}, and `read(name, indices)` giving
@@ -82,8 +96,8 @@ class CachedVideo:
 
     folder: Path
     meta: dict
-    specs: dict = dataclasses.field(default_factory=dict)
-    open_arrays: OpenArrays = dataclasses.field(default_factory=OpenArrays)
+    specs: dict
+    open_arrays: OpenArrays
 
     @property
     def counts(self) -> dict[str, int]:
@@ -202,11 +216,10 @@ class ClipCache:
         self.flow_dtype = flow_dtype
         self.finish_on = finish_on
         self._cache_entries: dict[str, CachedVideo] = {}
-        self._open_arrays = OpenArrays()  # shared by this process's entries
         self.repaired: list[tuple[str, str]] = []  # (video, what was wrong) of broken entries refilled
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache_entries": {}, "_open_arrays": OpenArrays(), "repaired": []}  # each worker checks the files itself
+        return {**self.__dict__, "_cache_entries": {}, "repaired": []}  # each worker checks the files itself
 
     def settings_key(self, dataset: Any) -> str:
         """The key of what every entry of this dataset depends on besides its own files."""
@@ -246,7 +259,7 @@ class ClipCache:
                     meta, problem = read_entry(folder)
                     if meta is None:
                         raise BadClipError(f"video '{video}': the clip cache entry just written is broken: {problem}")
-        entry = CachedVideo(folder, meta, dict(dataset.specs), self._open_arrays)
+        entry = CachedVideo(folder, meta, dict(dataset.specs), process_open_arrays())
         self._cache_entries[video] = entry
         return entry
 
