@@ -221,3 +221,35 @@ def test_overwrite_waits_for_the_lock_and_restores_old_results_on_failure(tmp_pa
     assert run(argv, capsys)[0] == 0  # a run that finishes replaces them
     assert "a/fewshot/3way_1shot/acc" in json.loads((out / "summary.json").read_text())
     assert not (out / "fewshot_old.json").exists() and not (out / "failed_summary.json").exists()
+
+
+def test_a_skeleton_model_is_shown_heatmaps_as_it_was_trained(tmp_path, capsys):
+    """A skeleton teacher trained on heatmaps at half the crop (its checkpoint's config records
+    skeleton_heatmaps.stride = 2, sigma 1) reads 16x16 heatmaps of the 32x32 clips the RGB model
+    reads; without that record its 16x16 input would be taken for the clip size and refused."""
+    from data_factories import make_dataset
+    data = make_dataset(tmp_path / "data", videos=tuple(f"v{i}" for i in range(4)), labels=CLASSES,
+                        num_frames=12, size=(32, 32), events_per_video=3)
+    torch.manual_seed(0)
+    rgb = write_mmdistill_ckpt(tmp_path / "rgb.ckpt", {"encoder.": video_vit(**TINY)})
+    skeleton = write_mmdistill_ckpt(tmp_path / "skeleton.ckpt", {"encoder.": video_vit(
+        **{**TINY, "in_chans": 17, "img_size": (16, 16), "patch_size": 8})})
+    payload = torch.load(skeleton, weights_only=False)
+    recorded = tmp_path / "skeleton_recorded.ckpt"
+    torch.save({**payload, "gin_config": "source/skeleton_heatmaps.sigma = 1.0\n"
+                                         "source/skeleton_heatmaps.stride = 2\n"
+                                         "unlabeled/skeleton_heatmaps.stride = 2\n"}, recorded)
+    common = ["--annotations", data["annotations"], "--data-root", tmp_path / "data",
+              "--modality", "skel=skeleton", "--way", "3", "--shot", "1", "--queries", "2",
+              "--episodes", "20", "--workers", "0", "--device", "cpu"]
+    code, out, err = run(["--checkpoint", f"rgb={rgb}", "--checkpoint", f"skel={recorded}",
+                          "--out", tmp_path / "ok", *common], capsys)
+    assert code == 0, err
+    config = (tmp_path / "ok" / "operative_config.gin").read_text()
+    assert "fewshot_data/skeleton_heatmaps.stride = 2" in config
+    assert "fewshot_data/skeleton_heatmaps.sigma = 1.0" in config
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["evaluated/skel/modality"] == "skeleton" and "skel/fewshot/3way_1shot/acc" in summary
+    code, out, err = run(["--checkpoint", f"rgb={rgb}", "--checkpoint", f"skel={skeleton}",
+                          "--out", tmp_path / "unrecorded", *common], capsys)
+    assert code == 2 and "different sizes" in err and "skel 4x16x16" in err

@@ -237,6 +237,8 @@ def _unwrap(obj: Any, file: Path) -> tuple[str, StateDict, dict[str, Any]]:
     if is_training_checkpoint(obj):
         fmt, weights = TRAINING_FORMAT, obj.get("model")
         meta["arch"] = obj.get("arch") or {}
+        if isinstance(obj.get("gin_config"), str):  # the operative config it was trained with
+            meta["gin_config"] = obj["gin_config"]
     elif isinstance(obj.get("module"), dict):  # DeepSpeed; some official releases use it too
         fmt = "deepspeed" if "ds_version" in obj or "buffer_names" in obj else "official"
         weights = obj["module"]

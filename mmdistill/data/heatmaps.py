@@ -10,7 +10,9 @@ peaks on column 3.
 """
 from __future__ import annotations
 
+import ast
 import math
+import re
 
 import gin
 import numpy as np
@@ -156,3 +158,20 @@ class HeatmapRenderer:
             return render_heatmaps_torch(keypoints, size, self.sigma)
         keypoints = torch.cat([self._on_grid(keypoints[..., :2].float()), keypoints[..., 2:].float()], dim=-1)
         return render_heatmaps_torch(keypoints, self.output_size(size), self.sigma)
+
+
+_DRAWING_LINE = re.compile(r"^(?:[\w.]+/)*skeleton_heatmaps\.(stride|sigma) = (.+)$", re.MULTILINE)
+
+
+def trained_drawing(gin_config: str, where: str) -> dict[str, float | int]:
+    """`skeleton_heatmaps.stride` / `.sigma` as an operative config (a training checkpoint's
+    `gin_config`) records them, in any scope: what a skeleton model must be shown again. Empty when
+    the config never drew heatmaps; a ValueError naming `where` when its scopes disagree."""
+    found: dict[str, set] = {}
+    for name, value in _DRAWING_LINE.findall(gin_config):
+        found.setdefault(name, set()).add(ast.literal_eval(value.strip()))
+    disagree = {name: sorted(values) for name, values in found.items() if len(values) > 1}
+    if disagree:
+        raise ValueError(f"{where}: its config draws skeleton heatmaps in more than one way "
+                         f"({disagree}); evaluate it with explicit skeleton_heatmaps bindings")
+    return {name: values.pop() for name, values in found.items()}

@@ -239,6 +239,25 @@ def model_input(name: str, path: Path, trust: bool, modality: str = "rgb") -> tu
     return t * arch["tubelet_size"], (h * arch["patch_size"], w * arch["patch_size"])
 
 
+def skeleton_drawing(checkpoints: dict[str, Path], modalities: dict[str, str], trust: bool
+                     ) -> dict[str, float | int]:
+    """How the skeleton models were shown their heatmaps (`skeleton_heatmaps.stride` and `.sigma`
+    from each checkpoint's recorded config), to show them the same: a model trained on heatmaps
+    at half the crop reads 32x32 for a 64x64 clip. Models that disagree are refused."""
+    from mmdistill.ckpt.reading import read_checkpoint
+    from mmdistill.data.heatmaps import trained_drawing
+
+    drawings = {}
+    for name, path in checkpoints.items():
+        if modalities[name] == "skeleton":
+            config = read_checkpoint(path, trust).metadata.get("gin_config") or ""
+            drawings[name] = trained_drawing(config, f"--checkpoint {name}")
+    if len({tuple(sorted(d.items())) for d in drawings.values()}) > 1:
+        raise UsageError(f"the skeleton models were trained on heatmaps drawn differently ({drawings}); "
+                         f"evaluate them in separate runs")
+    return next(iter(drawings.values()), {})
+
+
 def default_channels() -> dict[str, int]:
     """Each known modality's input channels with its spec's default reader (skeleton: 17 joints)."""
     return {name: int(spec.channels(spec.default_reader(folder_layout=False)))
@@ -279,8 +298,9 @@ def clip_geometry(args: argparse.Namespace, inputs: dict[str, tuple[int, tuple[i
 
 
 def bindings(args: argparse.Namespace, checkpoints: dict[str, Path], modalities: dict[str, str],
-             frames: int, size: tuple[int, int]) -> list[str]:
-    """The gin bindings of the evaluate stage these arguments mean."""
+             frames: int, size: tuple[int, int], drawing: dict[str, float | int] | None = None) -> list[str]:
+    """The gin bindings of the evaluate stage these arguments mean (`drawing`: the skeleton
+    models' heatmap settings, `skeleton_drawing`)."""
     scope = "fewshot_data"
     data = ([f"{scope}/clip_data.annotations = {str(args.clips)!r}"] if args.clips is not None else
             [f"{scope}/clip_data.annotations = {str(args.annotations)!r}",
@@ -297,6 +317,7 @@ def bindings(args: argparse.Namespace, checkpoints: dict[str, Path], modalities:
         f"{scope}/spatial_transform.short_side = {args.short_side or min(size)}",
         f"{scope}/data_loader.batch_size = {args.batch_size}",
         f"{scope}/data_loader.num_workers = {args.workers}",
+        *(f"{scope}/skeleton_heatmaps.{name} = {value!r}" for name, value in (drawing or {}).items()),
         f"fewshot.settings = {settings}",
         f"fewshot.seed = {args.seed}",
         f"fewshot.mask_views = {args.mask_views}",
@@ -358,9 +379,13 @@ def _main(argv: list[str]) -> int:
         check_out(args.out, args.overwrite)
         inputs = {n: model_input(n, p, args.trust_checkpoint, modalities[n])
                   for n, p in checkpoints.items()}
+        drawing = skeleton_drawing(checkpoints, modalities, args.trust_checkpoint)
+        stride = int(drawing.get("stride", 1))
+        inputs = {n: (f, (h * stride, w * stride)) if modalities[n] == "skeleton" else (f, (h, w))
+                  for n, (f, (h, w)) in inputs.items()}  # the clip's crop each model reads
         frames, size = clip_geometry(args, inputs)
         gin.clear_config()  # this command owns the configuration: only its own bindings count
-        parse_config(args.gin_file, bindings(args, checkpoints, modalities, frames, size))
+        parse_config(args.gin_file, bindings(args, checkpoints, modalities, frames, size, drawing))
     except (UsageError, ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
