@@ -13,7 +13,10 @@ for round in $(seq "$rounds"); do
     dir=$(mktemp -d); log=$(mktemp)
     git clone -q "$repo" "$dir/demo" && git -C "$dir/demo" checkout -q "$rev"
     start=$(date +%s.%N)
-    (cd "$dir/demo" && python run.py --gin_file gin/demo.gin > "$log" 2>&1)
+    if ! (cd "$dir/demo" && python run.py --gin_file gin/demo.gin > "$log" 2>&1); then
+      echo "round $round $rev: the demo failed; its output: $log, its folder: $dir" >&2
+      exit 1
+    fi
     seconds=$(echo "$(date +%s.%N) - $start" | bc)
     echo "round $round $rev: ${seconds}s; $(grep -o 'seconds per step: .*' "$log")"
     rm -rf "$dir" "$log"

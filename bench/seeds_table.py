@@ -42,9 +42,13 @@ SETTINGS = {"5way_1shot": "1-shot", "5way_5shot": "5-shot",
 NOT_EVALUABLE = "n/e"
 
 
+def key(model: str, setting: str, value: str) -> str:
+    """summary.json's key of a model's value (the evaluated student's keys carry no model name)."""
+    return ("" if model == "trained" else f"{model}/") + f"fewshot/{setting}/{value}"
+
+
 def accuracy(summary: dict, model: str, setting: str) -> float | None:
-    prefix = "" if model == "trained" else f"{model}/"
-    return summary.get(f"{prefix}fewshot/{setting}/acc")
+    return summary.get(key(model, setting, "acc"))
 
 
 def over_seeds(seeds: dict[int, dict]) -> None:
@@ -81,8 +85,7 @@ def cell(summary: dict, model: str, setting: str) -> str:
     acc = accuracy(summary, model, setting)
     if acc is None:
         return NOT_EVALUABLE
-    prefix = "" if model == "trained" else f"{model}/"
-    return f"{acc:.1f} +/- {summary[f'{prefix}fewshot/{setting}/ci95']:.1f}"
+    return f"{acc:.1f} +/- {summary[key(model, setting, 'ci95')]:.1f}"
 
 
 def main(argv: list[str]) -> None:
@@ -98,6 +101,8 @@ def main(argv: list[str]) -> None:
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
         if summary.get("status") != "finished":
             sys.exit(f"{run_dir}/summary.json: status {summary.get('status')!r}, not finished")
+        if int(seed) in runs.get(clips, {}):
+            parser.error(f"clips {clips} seed {seed} given twice")
         runs.setdefault(clips, {})[int(seed)] = summary
         first_dir.setdefault(clips, Path(run_dir))
     for clips, seeds in runs.items():

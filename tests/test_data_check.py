@@ -62,6 +62,9 @@ def test_a_montage_draws_strided_heatmaps_at_the_crop_size(tmp_path, capsys):
     main(["check", "--annotations", str(data["annotations"]), "--visualize", "1", "--out", str(montage),
           "--modalities", "flow", "skeleton"] + strided)
     assert np.asarray(Image.open(montage)).shape == (14 + 2 * 24 + 4, 4 * 24, 3)  # flow's row's size
+    main(["check", "--annotations", str(data["annotations"]), "--visualize", "1", "--out", str(montage),
+          "--modalities", "skeleton", "rgb"] + strided)
+    assert np.asarray(Image.open(montage)).shape == (14 + 2 * 24 + 4, 4 * 24, 3)  # the largest row's size
     capsys.readouterr()
 
 

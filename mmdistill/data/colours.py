@@ -22,8 +22,9 @@ def overlay_heatmaps(rgb: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
     (heatmaps drawn at a stride are scaled up to the picture first)."""
     num_joints = heatmaps.shape[0]
     if heatmaps.shape[1:] != rgb.shape[:2]:
-        heatmaps = np.stack([cv2.resize(np.ascontiguousarray(plane, dtype=np.float32), rgb.shape[1::-1],
-                                        interpolation=cv2.INTER_LINEAR) for plane in heatmaps])
+        scaled = cv2.resize(np.ascontiguousarray(heatmaps.transpose(1, 2, 0), dtype=np.float32),
+                            rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        heatmaps = scaled.reshape(scaled.shape[:2] + (-1,)).transpose(2, 0, 1)  # one joint: (H, W)
     hues = np.linspace(0, 179, num_joints, endpoint=False).astype(np.uint8)
     palette = cv2.cvtColor(np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], -1)[None],
                            cv2.COLOR_HSV2RGB)[0].astype(np.float32)

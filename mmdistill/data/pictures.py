@@ -23,7 +23,8 @@ def clip_pictures(dataset: Any, item: dict, frames_shown: int = 4) -> tuple[list
         array = dataset.normalize[name].invert(item[name].numpy())
         row, background = dataset.specs[name].tiles(array, shown, background)
         rows.append(row)
-    size = rows[0][0].shape[:2]  # a modality drawn smaller (heatmaps at a stride) is scaled up to the first
+    size = max((tile.shape[:2] for row in rows for tile in row), key=lambda hw: hw[0] * hw[1])
+    # a modality drawn smaller (heatmaps at a stride) is scaled up to the largest
     rows = [[tile if tile.shape[:2] == size else cv2.resize(tile, size[::-1], interpolation=cv2.INTER_NEAREST)
              for tile in row] for row in rows]
     label = dataset.class_names[item["label"]] if item["label"] >= 0 else "unlabelled"
