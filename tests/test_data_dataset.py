@@ -184,12 +184,15 @@ def test_any_modality_subset(data, modalities, channels):
     assert item[modalities[0]].shape == (channels, 4, 8, 8)
 
 
-def test_heatmaps_drawn_on_the_device_equal_the_loaders(data, tmp_path):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_heatmaps_drawn_on_the_device_equal_the_loaders(data, tmp_path, stride):
     """render_on='device': the loader ships keypoints (padded to the batch's person count) and
-    the device stage draws and normalises them; the result is the loader-drawn batch."""
+    the device stage draws and normalises them; the result is the loader-drawn batch, at the
+    crop's size or 1/stride of it (flips included: the training crops flip at random)."""
     xy, score = random_skeleton(np.random.default_rng(5), 2, 12, (48, 64))  # v1 has two persons
     write_skeleton_pickle(data["annotations"].parent / "skeletons" / "v1.pkl", xy, score, (48, 64))
     normalised = dict(mean={"skeleton": [0.1]}, std={"skeleton": [0.5]}, mask=TubeMaskGenerator((2, 2, 2), 0.5))
+    gin.parse_config([f"skeleton_heatmaps.stride = {stride}"])
     on_loader = small_dataset(data, **normalised)
     gin.parse_config(["skeleton_heatmaps.render_on = 'device'"])
     on_device = small_dataset(data, **normalised)
@@ -202,6 +205,8 @@ def test_heatmaps_drawn_on_the_device_equal_the_loaders(data, tmp_path):
     finished = finish_batch(shipped, "cpu", heatmap_drawer(on_device))
     reference = finish_batch(reference, "cpu", heatmap_drawer(on_loader))
     assert "skeleton_keypoints" not in finished
+    crop = on_loader.spatial.crop_size
+    assert reference["skeleton"].shape[-2:] == (crop[0] // stride, crop[1] // stride)
     torch.testing.assert_close(finished["skeleton"], reference["skeleton"], rtol=0, atol=1e-5)
     for key in ("rgb", "flow", "visible_index", "masked_index", "index"):
         assert torch.equal(finished[key], reference[key])

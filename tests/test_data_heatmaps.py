@@ -109,3 +109,15 @@ def test_the_drawing_a_model_was_trained_on_is_read_from_its_config():
     assert trained_drawing("video_vit.depth = 3\n", "x") == {}
     with pytest.raises(ValueError, match=r"teacher.ckpt: its config draws skeleton heatmaps in more than one way"):
         trained_drawing(config + "fewshot_data/skeleton_heatmaps.stride = 1\n", "teacher.ckpt")
+
+
+def test_a_stride_commutes_with_a_horizontal_flip():
+    """A joint mirrored in the crop (x -> W - 1 - x) is drawn mirrored on the strided grid, so a
+    flipped clip's heatmaps are its heatmaps flipped, as at full size."""
+    rng = np.random.default_rng(7)
+    xy, score = random_skeleton(rng, 2, 3, (16, 24), num_joints=5)
+    mirrored = xy.copy()
+    mirrored[..., 0] = 24 - 1 - xy[..., 0]
+    renderer = HeatmapRenderer(sigma=1.0, stride=2)
+    np.testing.assert_allclose(renderer(mirrored, score, (16, 24)), renderer(xy, score, (16, 24))[..., ::-1],
+                               rtol=0, atol=1e-6)
