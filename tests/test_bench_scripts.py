@@ -62,3 +62,7 @@ def test_seeds_table_pairs_the_student_with_each_model_by_seed(tmp_path):
     assert "0.3 +/- " in rows["student minus student from untrained teachers (control)"]
     assert "*" not in rows["student minus student from untrained teachers (control)"]
     assert "32.0 +/- " in rows["student, all three teachers"]
+    assert "n/e" in rows["student minus the same ViT, never trained"]  # a model no run evaluated
+    twice = subprocess.run([sys.executable, str(BENCH / "seeds_table.py"), *args, *args[:3]],
+                           capture_output=True, text=True, timeout=120)
+    assert twice.returncode == 2 and "seed 0 given twice" in twice.stderr
