@@ -101,7 +101,7 @@ def test_a_stride_must_divide_the_crop_and_be_whole():
 
 
 def test_the_drawing_a_model_was_trained_on_is_read_from_its_config():
-    from mmdistill.data.heatmaps import trained_drawing
+    from mmdistill.eval.__main__ import trained_drawing
     config = ("# Parameters for source/skeleton_heatmaps:\nsource/skeleton_heatmaps.sigma = 1.0\n"
               "source/skeleton_heatmaps.stride = 2\nunlabeled/skeleton_heatmaps.stride = 2\n"
               "skeleton_heatmaps_other.stride = 5\n")

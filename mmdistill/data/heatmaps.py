@@ -10,9 +10,7 @@ peaks on column 3.
 """
 from __future__ import annotations
 
-import ast
 import math
-import re
 
 import gin
 import numpy as np
@@ -144,34 +142,15 @@ class HeatmapRenderer:
 
     def _on_grid(self, xy):
         """Crop pixel coordinates -> output pixel coordinates (pixel centres: output pixel g covers
-        crop pixels g * stride .. g * stride + stride - 1, centred on g * stride + (stride - 1) / 2)."""
-        return (xy + 0.5) / self.stride - 0.5
+        crop pixels g * stride .. g * stride + stride - 1, centred on g * stride + (stride - 1) / 2).
+        Stride 1 passes them through untouched, so its heatmaps stay bit for bit what they were."""
+        return xy if self.stride == 1 else (xy + 0.5) / self.stride - 0.5
 
     def __call__(self, xy: np.ndarray, score: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        if self.stride == 1:
-            return render_heatmaps(xy, score, size, self.sigma)
         return render_heatmaps(self._on_grid(np.asarray(xy, dtype=np.float32)), score,
                                self.output_size(size), self.sigma)
 
     def render_batch(self, keypoints: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if self.stride == 1:
-            return render_heatmaps_torch(keypoints, size, self.sigma)
-        keypoints = torch.cat([self._on_grid(keypoints[..., :2].float()), keypoints[..., 2:].float()], dim=-1)
+        if self.stride != 1:
+            keypoints = torch.cat([self._on_grid(keypoints[..., :2].float()), keypoints[..., 2:].float()], -1)
         return render_heatmaps_torch(keypoints, self.output_size(size), self.sigma)
-
-
-_DRAWING_LINE = re.compile(r"^(?:[\w.]+/)*skeleton_heatmaps\.(stride|sigma) = (.+)$", re.MULTILINE)
-
-
-def trained_drawing(gin_config: str, where: str) -> dict[str, float | int]:
-    """`skeleton_heatmaps.stride` / `.sigma` as an operative config (a training checkpoint's
-    `gin_config`) records them, in any scope: what a skeleton model must be shown again. Empty when
-    the config never drew heatmaps; a ValueError naming `where` when its scopes disagree."""
-    found: dict[str, set] = {}
-    for name, value in _DRAWING_LINE.findall(gin_config):
-        found.setdefault(name, set()).add(ast.literal_eval(value.strip()))
-    disagree = {name: sorted(values) for name, values in found.items() if len(values) > 1}
-    if disagree:
-        raise ValueError(f"{where}: its config draws skeleton heatmaps in more than one way "
-                         f"({disagree}); evaluate it with explicit skeleton_heatmaps bindings")
-    return {name: values.pop() for name, values in found.items()}

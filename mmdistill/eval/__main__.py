@@ -239,13 +239,33 @@ def model_input(name: str, path: Path, trust: bool, modality: str = "rgb") -> tu
     return t * arch["tubelet_size"], (h * arch["patch_size"], w * arch["patch_size"])
 
 
+DRAWING = ("skeleton_heatmaps.stride", "skeleton_heatmaps.sigma")
+
+
+def trained_drawing(gin_config: str, where: str) -> dict[str, float | int]:
+    """`skeleton_heatmaps.stride` / `.sigma` as an operative config (a training checkpoint's
+    `gin_config`) records them, in any scope: what a skeleton model must be shown again. Empty when
+    the config never drew heatmaps; a ValueError naming `where` when its scopes disagree."""
+    from mmdistill.config import flatten_config
+
+    found: dict[str, set] = {}
+    for key, value in flatten_config(gin_config).items():
+        name = key.rsplit("/", 1)[-1]
+        if name in DRAWING:
+            found.setdefault(name.split(".")[1], set()).add(value)
+    disagree = {name: sorted(values) for name, values in found.items() if len(values) > 1}
+    if disagree:
+        raise ValueError(f"{where}: its config draws skeleton heatmaps in more than one way "
+                         f"({disagree}); evaluate it with explicit skeleton_heatmaps bindings")
+    return {name: values.pop() for name, values in found.items()}
+
+
 def skeleton_drawing(checkpoints: dict[str, Path], modalities: dict[str, str], trust: bool
                      ) -> dict[str, float | int]:
     """How the skeleton models were shown their heatmaps (`skeleton_heatmaps.stride` and `.sigma`
     from each checkpoint's recorded config), to show them the same: a model trained on heatmaps
     at half the crop reads 32x32 for a 64x64 clip. Models that disagree are refused."""
     from mmdistill.ckpt.reading import read_checkpoint
-    from mmdistill.data.heatmaps import trained_drawing
 
     drawings = {}
     for name, path in checkpoints.items():
