@@ -100,17 +100,6 @@ def test_a_stride_must_divide_the_crop_and_be_whole():
             HeatmapRenderer(stride=bad)
 
 
-def test_the_drawing_a_model_was_trained_on_is_read_from_its_config():
-    from mmdistill.eval.__main__ import trained_drawing
-    config = ("# Parameters for source/skeleton_heatmaps:\nsource/skeleton_heatmaps.sigma = 1.0\n"
-              "source/skeleton_heatmaps.stride = 2\nunlabeled/skeleton_heatmaps.stride = 2\n"
-              "skeleton_heatmaps_other.stride = 5\n")
-    assert trained_drawing(config, "x") == {"sigma": 1.0, "stride": 2}
-    assert trained_drawing("video_vit.depth = 3\n", "x") == {}
-    with pytest.raises(ValueError, match=r"teacher.ckpt: its config draws skeleton heatmaps in more than one way"):
-        trained_drawing(config + "fewshot_data/skeleton_heatmaps.stride = 1\n", "teacher.ckpt")
-
-
 def test_a_stride_commutes_with_a_horizontal_flip():
     """A joint mirrored in the crop (x -> W - 1 - x) is drawn mirrored on the strided grid, so a
     flipped clip's heatmaps are its heatmaps flipped, as at full size."""

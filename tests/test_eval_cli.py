@@ -253,3 +253,14 @@ def test_a_skeleton_model_is_shown_heatmaps_as_it_was_trained(tmp_path, capsys):
     code, out, err = run(["--checkpoint", f"rgb={rgb}", "--checkpoint", f"skel={skeleton}",
                           "--out", tmp_path / "unrecorded", *common], capsys)
     assert code == 2 and "different sizes" in err and "skel 4x16x16" in err
+
+
+def test_the_drawing_a_model_was_trained_on_is_read_from_its_config():
+    from mmdistill.eval.__main__ import trained_drawing
+    config = ("# Parameters for source/skeleton_heatmaps:\nsource/skeleton_heatmaps.sigma = 1.0\n"
+              "source/skeleton_heatmaps.stride = 2\nunlabeled/skeleton_heatmaps.stride = 2\n"
+              "skeleton_heatmaps_other.stride = 5\n")
+    assert trained_drawing(config, "x") == {"sigma": 1.0, "stride": 2}
+    assert trained_drawing("video_vit.depth = 3\n", "x") == {}
+    with pytest.raises(ValueError, match=r"teacher.ckpt: its config draws skeleton heatmaps in more than one way"):
+        trained_drawing(config + "fewshot_data/skeleton_heatmaps.stride = 1\n", "teacher.ckpt")
