@@ -114,7 +114,8 @@ class HeatmapRenderer:
     (`mmdistill/data/device_batches.py`), which on a GPU spares the loader most of its work and memory.
     `stride`: heatmaps at 1/stride of the crop (stride 2: 32x32 for a 64x64 crop), one output
     pixel per stride x stride crop pixels, as pose estimators' output strides and MM-CDFSL's
-    56 px pose input beside its 224 px RGB; the skeleton model then reads that size with a patch
+    56 px pose input beside its 224 px RGB (its configs/data_module/modality/pose.yaml:4-5 and
+    rgb.yaml:4-5); the skeleton model then reads that size with a patch
     `stride` times smaller, so its token grid is the RGB's. 17 channels make the skeleton's
     heatmaps and embedding the costliest input: stride 2 does a quarter of that work.
     """
